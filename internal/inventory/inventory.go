@@ -1,0 +1,122 @@
+// Package inventory owns what Flasher knows about the fleet: servers and their components with
+// installed versions, BMC addresses and credentials, the firmware catalog and firmware sets.
+// Sources (the embedded file, fleetdb) implement Source; consumers declare the narrower
+// interfaces they need. It never flashes anything and never logs credentials.
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// ErrNotFound is wrapped by lookups of servers, firmware or sets that do not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrUnavailable is wrapped when the inventory source cannot be reached.
+var ErrUnavailable = errors.New("inventory unavailable")
+
+// Server is one bare-metal server.
+type Server struct {
+	ID         string
+	Name       string
+	Facility   string
+	Vendor     string
+	Model      string
+	Serial     string
+	BMC        BMC
+	Components []Component
+}
+
+// BMC is how to reach a server's baseboard management controller.
+type BMC struct {
+	// Address is a host or host:port; an http:// or https:// prefix picks the scheme.
+	Address string
+	// CredentialRef names the credentials in the source; the secret itself is fetched with
+	// Credentials only when a connection is made.
+	CredentialRef string
+	// CAFile or Fingerprint (sha256 of the certificate, hex) turn TLS verification on.
+	CAFile      string
+	Fingerprint string
+	// InsecureSkipVerify turns TLS verification off for this BMC; it is shown in tasks.
+	InsecureSkipVerify bool
+}
+
+// Credentials are a BMC's username and password. They format as redacted.
+type Credentials struct {
+	Username string
+	Password string
+}
+
+// String redacts the password so credentials never reach a log by accident.
+func (c Credentials) String() string { return fmt.Sprintf("{%s ********}", c.Username) }
+
+// GoString redacts the password for %#v too.
+func (c Credentials) GoString() string { return c.String() }
+
+// Component is one component instance of a server.
+type Component struct {
+	Slug    string // "BMC", "BIOS", "NIC", "Drive", "StorageController", ...
+	Vendor  string
+	Model   string
+	Serial  string
+	Version string // installed firmware version
+	// InBand and OutOfBand say how the component can be updated.
+	InBand    bool
+	OutOfBand bool
+}
+
+// Firmware is one firmware image in the catalog.
+type Firmware struct {
+	ID        string
+	Vendor    string
+	Models    []string
+	Component string
+	Version   string
+	// Scheme is how versions of this component compare: "semver", "dotted", "opaque", ...
+	Scheme   string
+	Filename string
+	URL      string
+	// Checksum is "sha256:<hex>" (preferred), "sha512:<hex>" or "md5:<hex>" (fleetdb records).
+	Checksum string
+	InBand   bool // installed by the agent; otherwise through the BMC
+	Requires []Requirement
+	// After lists component slugs that must be flashed before this firmware when both are in
+	// one plan (order hints).
+	After []string
+	Tag   string // "production", "test", ...
+}
+
+// Requirement says a firmware needs another component at a version.
+type Requirement struct {
+	Component string
+	// Constraint is an operator and a version: ">=2.0", "=1.4", "<3", "!=1.2.1".
+	Constraint string
+}
+
+// FirmwareSet is a vetted group of firmware for servers matching its labels.
+type FirmwareSet struct {
+	ID       string
+	Name     string
+	Labels   map[string]string // "vendor", "model", "default", ...
+	Firmware []string          // firmware ids
+}
+
+// Catalog is an immutable snapshot of the firmware catalog. A new snapshot replaces it on reload;
+// a snapshot is never modified, so consumers may index it and cache the index by pointer.
+type Catalog struct {
+	Firmware []*Firmware
+	Sets     []*FirmwareSet
+}
+
+// Source is an inventory source.
+type Source interface {
+	// Server returns one server with its components and installed versions.
+	Server(ctx context.Context, id string) (*Server, error)
+	// Servers lists all servers, ordered by id.
+	Servers(ctx context.Context) ([]*Server, error)
+	// Credentials returns the BMC credentials of a server.
+	Credentials(ctx context.Context, serverID string) (Credentials, error)
+	// Catalog returns the current firmware catalog snapshot.
+	Catalog(ctx context.Context) (*Catalog, error)
+}
