@@ -199,7 +199,9 @@ type Task struct {
 	Mode        InstallMode `json:"mode"`
 	FirmwareSet string      `json:"firmware_set,omitempty"` // requested, or resolved in RESOLVE mode
 	Firmware    []Firmware  `json:"firmware,omitempty"`     // requested, or resolved from the set
-	Plan        *Plan       `json:"plan,omitempty"`
+	// Force reinstalls and downgrades every member of the set (set and resolve modes).
+	Force bool  `json:"force,omitempty"`
+	Plan  *Plan `json:"plan,omitempty"`
 
 	State    State      `json:"state"`
 	Progress []Progress `json:"progress,omitempty"`
