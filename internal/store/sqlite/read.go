@@ -1,0 +1,262 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/flasher-dev/flasher/internal/store"
+	"github.com/flasher-dev/flasher/internal/task"
+)
+
+// GetTask implements store.Store.
+func (s *Store) GetTask(ctx context.Context, id string) (*task.Task, error) {
+	var body []byte
+	var rev int64
+	err := s.rdb.QueryRowContext(ctx, "SELECT body, revision FROM tasks WHERE id = ?", id).Scan(&body, &rev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlite store: task %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: get task %s: %w", id, err)
+	}
+	t, err := decodeTask(body, rev)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: task %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// ListTasks implements store.Store. Page tokens carry the creation sequence of the last task
+// returned and a checksum over it and the filter, so a token used with another filter, or
+// one this store did not issue, fails with store.ErrInvalidPageToken. Tasks created while a
+// client pages get higher sequences, so paging never skips or repeats a task.
+func (s *Store) ListTasks(ctx context.Context, f store.Filter, pageSize int, pageToken string) ([]*task.Task, string, error) {
+	if pageSize <= 0 {
+		pageSize = defaultPageSize
+	}
+	pageSize = min(pageSize, maxPageSize)
+	var after int64
+	if pageToken != "" {
+		var ok bool
+		if after, ok = decodePageToken(pageToken, f); !ok {
+			return nil, "", fmt.Errorf("sqlite store: list tasks: %w", store.ErrInvalidPageToken)
+		}
+	}
+
+	var q strings.Builder
+	q.WriteString("SELECT seq, body, revision FROM tasks WHERE seq > ?")
+	args := []any{after}
+	if f.ServerID != "" {
+		q.WriteString(" AND server_id = ?")
+		args = append(args, f.ServerID)
+	}
+	if f.Method != "" {
+		q.WriteString(" AND method = ?")
+		args = append(args, string(f.Method))
+	}
+	if f.Requester != "" {
+		q.WriteString(" AND requester = ?")
+		args = append(args, f.Requester)
+	}
+	if len(f.States) > 0 {
+		q.WriteString(" AND state IN (?" + strings.Repeat(", ?", len(f.States)-1) + ")")
+		for _, st := range f.States {
+			args = append(args, string(st))
+		}
+	}
+	// One more than asked tells whether there is a next page without a second query.
+	q.WriteString(" ORDER BY seq LIMIT ?")
+	args = append(args, pageSize+1)
+
+	rows, err := s.rdb.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("sqlite store: list tasks: %w", err)
+	}
+	defer rows.Close()
+	var (
+		out  []*task.Task
+		last int64
+	)
+	for rows.Next() {
+		if len(out) == pageSize {
+			return out, encodePageToken(last, f), nil
+		}
+		var body []byte
+		var rev int64
+		if err := rows.Scan(&last, &body, &rev); err != nil {
+			return nil, "", fmt.Errorf("sqlite store: list tasks: %w", err)
+		}
+		t, err := decodeTask(body, rev)
+		if err != nil {
+			return nil, "", fmt.Errorf("sqlite store: list tasks: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("sqlite store: list tasks: %w", err)
+	}
+	return out, "", nil
+}
+
+// Events implements store.Store. It returns store.ErrNotFound for an unknown task: every stored
+// task has at least its creation event.
+func (s *Store) Events(ctx context.Context, taskID string) ([]task.Event, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT revision, time_ns, kind, from_state, to_state, message
+		FROM task_events WHERE task_id = ? ORDER BY revision`, taskID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: events of task %s: %w", taskID, err)
+	}
+	defer rows.Close()
+	var out []task.Event
+	for rows.Next() {
+		ev := task.Event{TaskID: taskID}
+		var ns int64
+		var kind, from, to string
+		if err := rows.Scan(&ev.Revision, &ns, &kind, &from, &to, &ev.Message); err != nil {
+			return nil, fmt.Errorf("sqlite store: events of task %s: %w", taskID, err)
+		}
+		ev.Time = nanosToTime(ns)
+		ev.Kind, ev.From, ev.To = task.EventKind(kind), task.State(from), task.State(to)
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite store: events of task %s: %w", taskID, err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("sqlite store: events of task %s: %w", taskID, store.ErrNotFound)
+	}
+	return out, nil
+}
+
+// Changes implements store.Store. A limit of 0 or less means 100; it is capped at 1000.
+func (s *Store) Changes(ctx context.Context, after int64, limit int) (_ []store.Change, err error) {
+	if limit <= 0 {
+		limit = defaultChangeLimit
+	}
+	limit = min(limit, maxChangeLimit)
+	// One read transaction: the compaction mark and the rows come from the same snapshot, so a
+	// Compact committed in between cannot make rows vanish unreported.
+	tx, err := s.rdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: changes after %d: %w", after, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only
+
+	var compacted int64
+	if err := tx.QueryRowContext(ctx, "SELECT compacted FROM revision WHERE id = 1").Scan(&compacted); err != nil {
+		return nil, fmt.Errorf("sqlite store: changes after %d: %w", after, err)
+	}
+	if after < compacted {
+		return nil, fmt.Errorf("sqlite store: changes after %d, kept from %d: %w", after, compacted+1, store.ErrCompacted)
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT revision, task, event FROM changes WHERE revision > ? ORDER BY revision LIMIT ?", after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: changes after %d: %w", after, err)
+	}
+	defer rows.Close()
+	var out []store.Change
+	for rows.Next() {
+		var c store.Change
+		var body, evBody []byte
+		if err := rows.Scan(&c.Revision, &body, &evBody); err != nil {
+			return nil, fmt.Errorf("sqlite store: changes after %d: %w", after, err)
+		}
+		if c.Task, err = decodeTask(body, c.Revision); err != nil {
+			return nil, fmt.Errorf("sqlite store: change %d: %w", c.Revision, err)
+		}
+		if err := json.Unmarshal(evBody, &c.Event); err != nil {
+			return nil, fmt.Errorf("sqlite store: change %d: decode event: %w", c.Revision, err)
+		}
+		c.Event.Revision = c.Revision
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite store: changes after %d: %w", after, err)
+	}
+	return out, nil
+}
+
+// Revision implements store.Store.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	var rev int64
+	if err := s.rdb.QueryRowContext(ctx, "SELECT current FROM revision WHERE id = 1").Scan(&rev); err != nil {
+		return 0, fmt.Errorf("sqlite store %s: revision: %w", s.cfg.Path, err)
+	}
+	return rev, nil
+}
+
+// decodeTask decodes a stored task. The revision column is authoritative: the JSON is encoded
+// before the writer assigns the revision.
+func decodeTask(body []byte, rev int64) (*task.Task, error) {
+	t := new(task.Task)
+	if err := json.Unmarshal(body, t); err != nil {
+		return nil, fmt.Errorf("decode task: %w", err)
+	}
+	t.Revision = rev
+	return t, nil
+}
+
+// timeToNanos stores the zero time as 0: UnixNano of the zero time is out of range.
+func timeToNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func nanosToTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+const pageTokenVersion = 1
+
+func encodePageToken(seq int64, f store.Filter) string {
+	b := make([]byte, 0, 17)
+	b = append(b, pageTokenVersion)
+	b = binary.BigEndian.AppendUint64(b, uint64(seq))
+	b = binary.BigEndian.AppendUint64(b, pageTokenSum(seq, f))
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodePageToken(tok string, f store.Filter) (int64, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(b) != 17 || b[0] != pageTokenVersion {
+		return 0, false
+	}
+	seq := int64(binary.BigEndian.Uint64(b[1:9]))
+	if seq < 0 || binary.BigEndian.Uint64(b[9:]) != pageTokenSum(seq, f) {
+		return 0, false
+	}
+	return seq, true
+}
+
+// pageTokenSum binds a token to its position and filter. It is a checksum, not a secret:
+// tokens must stay valid across restarts, and they reveal nothing a client cannot list.
+func pageTokenSum(seq int64, f store.Filter) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(seq))
+	h.Write(b[:])
+	states := make([]string, len(f.States))
+	for i, st := range f.States {
+		states[i] = string(st)
+	}
+	slices.Sort(states)
+	for _, part := range append([]string{"flasher-page", f.ServerID, string(f.Method), f.Requester}, states...) {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
+}
