@@ -67,7 +67,7 @@ func (c *Cache) download(ctx context.Context, u *url.URL, sum Checksum) (err err
 		if err == nil {
 			return
 		}
-		if !keep {
+		if !keep || t.n == 0 {
 			os.Remove(t.path)
 			t.n = 0
 		}
