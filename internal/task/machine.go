@@ -140,3 +140,18 @@ func (t *Task) SetProgress(p Progress, now time.Time) (Event, error) {
 	}
 	return Event{TaskID: t.ID, Time: now, Kind: EventProgress, From: t.State, To: t.State, Message: msg}, nil
 }
+
+// SetPlan records the plan an executor computed when the task started, against fresh installed
+// versions. The resolved set and firmware follow the plan.
+func (t *Task) SetPlan(p *Plan, now time.Time) (Event, error) {
+	if t.State != StateActive || p == nil {
+		return Event{}, &TransitionError{TaskID: t.ID, From: t.State, To: t.State}
+	}
+	t.Plan = p
+	if p != nil && p.FirmwareSet != "" {
+		t.FirmwareSet = p.FirmwareSet
+	}
+	t.UpdatedAt = now
+	return Event{TaskID: t.ID, Time: now, Kind: EventPlanned, From: t.State, To: t.State,
+		Message: fmt.Sprintf("planned %d step(s) against installed versions", len(p.Steps))}, nil
+}

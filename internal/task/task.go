@@ -266,6 +266,7 @@ const (
 	EventCreated         EventKind = "CREATED"
 	EventStarted         EventKind = "STARTED"
 	EventProgress        EventKind = "PROGRESS"
+	EventPlanned         EventKind = "PLANNED"
 	EventSucceeded       EventKind = "SUCCEEDED"
 	EventFailed          EventKind = "FAILED"
 	EventCancelRequested EventKind = "CANCEL_REQUESTED"

@@ -1,0 +1,149 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"buf.build/go/protovalidate"
+	validatepb "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	grpcvalidate "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/protovalidate"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+)
+
+// ServerConfig configures the gRPC server every service is registered on.
+type ServerConfig struct {
+	Logger *slog.Logger
+	// Registry receives the gRPC metrics; nil means none are recorded.
+	Registry prometheus.Registerer
+	// Auth authenticates calls other than health and reflection; nil lets every call through
+	// as auth.Anonymous (the security issue fills this slot).
+	AuthUnary  grpc.UnaryServerInterceptor
+	AuthStream grpc.StreamServerInterceptor
+	// MaxRecvBytes bounds request messages (0 means 4 MiB).
+	MaxRecvBytes int
+	// Options are added to the server (TLS credentials, keepalive, ...).
+	Options []grpc.ServerOption
+}
+
+// Server is a gRPC server with Flasher's interceptor chain, the health service and reflection.
+type Server struct {
+	*grpc.Server
+	Health *health.Server
+}
+
+// NewServer builds the gRPC server: metrics → logging → auth (health and reflection open) →
+// validation → recovery, in that order.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxRecvBytes <= 0 {
+		cfg.MaxRecvBytes = 4 << 20
+	}
+	validator, err := protovalidate.New()
+	if err != nil {
+		return nil, fmt.Errorf("protovalidate: %w", err)
+	}
+	log := cfg.Logger.With("component", "grpc")
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	panicHandler := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})
+	open := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.Service != healthpb.Health_ServiceDesc.ServiceName &&
+			c.Service != "grpc.reflection.v1.ServerReflection" &&
+			c.Service != "grpc.reflection.v1alpha.ServerReflection"
+	})
+
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	if cfg.Registry != nil {
+		m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+		if err := cfg.Registry.Register(m); err != nil {
+			return nil, fmt.Errorf("register grpc metrics: %w", err)
+		}
+		unary = append(unary, m.UnaryServerInterceptor())
+		stream = append(stream, m.StreamServerInterceptor())
+	}
+	unary = append(unary, logging.UnaryServerInterceptor(logger, logOpts...))
+	stream = append(stream, logging.StreamServerInterceptor(logger, logOpts...))
+	if cfg.AuthUnary != nil {
+		unary = append(unary, selector.UnaryServerInterceptor(cfg.AuthUnary, open))
+	}
+	if cfg.AuthStream != nil {
+		stream = append(stream, selector.StreamServerInterceptor(cfg.AuthStream, open))
+	}
+	unary = append(unary, fieldViolationsUnary, grpcvalidate.UnaryServerInterceptor(validator), recovery.UnaryServerInterceptor(panicHandler))
+	stream = append(stream, fieldViolationsStream, grpcvalidate.StreamServerInterceptor(validator), recovery.StreamServerInterceptor(panicHandler))
+
+	opts := append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
+	}, cfg.Options...)
+	s := grpc.NewServer(opts...)
+	h := health.NewServer()
+	healthpb.RegisterHealthServer(s, h)
+	reflection.Register(s)
+	return &Server{Server: s, Health: h}, nil
+}
+
+// fieldViolationsUnary adds google.rpc.BadRequest field violations to protovalidate's
+// InvalidArgument errors, so generic clients (grpcurl, any language) see which field is wrong
+// without knowing buf.validate's detail type.
+func fieldViolationsUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	return resp, withFieldViolations(err)
+}
+
+func fieldViolationsStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return withFieldViolations(handler(srv, ss))
+}
+
+func withFieldViolations(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.InvalidArgument {
+		return err
+	}
+	var br errdetails.BadRequest
+	for _, d := range st.Details() {
+		vs, ok := d.(*validatepb.Violations)
+		if !ok {
+			continue
+		}
+		for _, v := range vs.GetViolations() {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
+				Field:       protovalidate.FieldPathString(v.GetField()),
+				Description: v.GetMessage(),
+				Reason:      v.GetRuleId(),
+			})
+		}
+	}
+	if len(br.FieldViolations) == 0 {
+		return err
+	}
+	// Replace buf.validate's detail with the standard one: one detail type for every client.
+	out, derr := status.New(codes.InvalidArgument, st.Message()).WithDetails(&br)
+	if derr != nil {
+		return err
+	}
+	return out.Err()
+}

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"os"
+	"time"
+)
+
+// Config is flasher-server's configuration. Every field can be set by flag, YAML file
+// (-config) or FLASHER_* environment variable; see `flasher-server -h` and docs/configuration.md.
+type Config struct {
+	GRPCListen string `flag:"grpc-listen" usage:"gRPC listen address"`
+	HTTPListen string `flag:"http-listen" usage:"HTTP listen address for /metrics, /healthz and /readyz"`
+	DataDir    string `flag:"data-dir" usage:"directory for the SQLite database and the artifact cache"`
+	Database   string `flag:"database" usage:"SQLite database file (default <data-dir>/flasher.db)"`
+	Inventory  string `flag:"inventory" usage:"inventory YAML file or directory (empty: no inventory, tasks are not planned)"`
+	Worker     string `flag:"worker" usage:"name of this replica in tasks it runs (default: host name)"`
+
+	MaxActive       int `flag:"max-active" usage:"maximum ACTIVE tasks in this replica"`
+	MaxActiveOOB    int `flag:"max-active-out-of-band" usage:"maximum ACTIVE out-of-band tasks (0: max-active)"`
+	MaxActiveInBand int `flag:"max-active-in-band" usage:"maximum ACTIVE in-band tasks (0: max-active)"`
+
+	WatchKeep       int           `flag:"watch-keep" usage:"recent changes kept in memory for reconnecting watchers"`
+	ChangeRetention int64         `flag:"change-retention" usage:"revisions kept in the change log for resuming watchers"`
+	WatchHeartbeat  time.Duration `flag:"watch-heartbeat" usage:"heartbeat interval of idle watch streams"`
+	ShutdownTimeout time.Duration `flag:"shutdown-timeout" usage:"how long a graceful shutdown waits for calls and executors"`
+	MaxRecvBytes    int           `flag:"max-recv-bytes" usage:"maximum size of a request message"`
+	LogLevel        string        `flag:"log-level" usage:"debug, info, warn or error"`
+	Insecure        bool          `flag:"insecure" usage:"serve gRPC without TLS (demo and tests only)"`
+}
+
+func defaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		GRPCListen:      "127.0.0.1:9090",
+		HTTPListen:      "127.0.0.1:9091",
+		DataDir:         "var/flasher",
+		Worker:          host,
+		MaxActive:       256,
+		WatchKeep:       4096,
+		ChangeRetention: 100000,
+		WatchHeartbeat:  30 * time.Second,
+		ShutdownTimeout: 30 * time.Second,
+		MaxRecvBytes:    4 << 20,
+		LogLevel:        "info",
+		Insecure:        true,
+	}
+}

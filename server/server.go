@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/flasher-dev/flasher/internal/api"
+	"github.com/flasher-dev/flasher/internal/scheduler"
+	"github.com/flasher-dev/flasher/internal/store"
+	"github.com/flasher-dev/flasher/internal/store/sqlite"
+	"github.com/flasher-dev/flasher/internal/task"
+	"github.com/flasher-dev/flasher/internal/watch"
+)
+
+// server holds the wired parts of one flasher-server process.
+type server struct {
+	cfg   Config
+	log   *slog.Logger
+	store store.Store
+	hub   *watch.Hub
+	sched *scheduler.Scheduler
+	grpc  *api.Server
+	reg   *prometheus.Registry
+	ready atomic.Bool
+
+	grpcLis, httpLis net.Listener
+}
+
+func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, err error) {
+	if !cfg.Insecure {
+		return nil, errors.New("TLS serving is not configured yet: start with -insecure (plaintext, for local use only)")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if cfg.Database == "" {
+		cfg.Database = filepath.Join(cfg.DataDir, "flasher.db")
+	}
+	s := &server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: cfg.Database})
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", cfg.Database, err)
+	}
+	s.store = st
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+
+	executors := map[task.Method]scheduler.Executor{}
+	s.sched = scheduler.New(scheduler.Config{
+		Store:     st,
+		Executors: executors,
+		MaxActive: cfg.MaxActive,
+		MaxActivePerMethod: map[task.Method]int{
+			task.MethodOutOfBand: cfg.MaxActiveOOB,
+			task.MethodInBand:    cfg.MaxActiveInBand,
+		},
+		Worker: cfg.Worker,
+		Logger: log,
+	})
+	s.hub = watch.New(watch.Config{Store: st, Keep: cfg.WatchKeep, Logger: log})
+
+	s.grpc, err = api.NewServer(api.ServerConfig{Logger: log, Registry: s.reg, MaxRecvBytes: cfg.MaxRecvBytes})
+	if err != nil {
+		return nil, err
+	}
+	api.NewTaskService(api.TaskConfig{
+		Store: st, Queue: s.sched, Hub: s.hub, Logger: log, Heartbeat: cfg.WatchHeartbeat,
+	}).Register(s.grpc)
+
+	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCListen); err != nil {
+		return nil, fmt.Errorf("grpc listen: %w", err)
+	}
+	if s.httpLis, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+		s.grpcLis.Close()
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	return s, nil
+}
+
+// Run serves until ctx ends, then shuts down gracefully: no new calls, running calls and
+// executors get ShutdownTimeout to finish, and the store closes last so nothing is half-recorded.
+func (s *server) Run(ctx context.Context) error {
+	defer s.store.Close()
+	s.log.Info("flasher-server starting",
+		"grpc", s.grpcLis.Addr().String(), "http", s.httpLis.Addr().String(),
+		"database", s.cfg.Database, "worker", s.cfg.Worker, "insecure", s.cfg.Insecure)
+	if s.cfg.Insecure {
+		s.log.Warn("serving gRPC without TLS (-insecure): use only on a trusted host")
+	}
+
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	g, gctx := errgroup.WithContext(workCtx)
+	runTask := func(name string, fn func(context.Context) error) {
+		g.Go(func() (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("%s: panic: %v", name, p)
+				}
+			}()
+			if err := fn(gctx); err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	runTask("watch hub", s.hub.Run)
+	runTask("scheduler", s.sched.Run)
+	runTask("change-log compaction", s.compact)
+	runTask("grpc", func(context.Context) error {
+		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	})
+	httpSrv := &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	runTask("http", func(context.Context) error {
+		if err := httpSrv.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	runTask("ready", func(c context.Context) error {
+		select {
+		case <-s.hub.Ready():
+			s.ready.Store(true)
+			s.grpc.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			s.log.Info("flasher-server ready")
+		case <-c.Done():
+		}
+		return nil
+	})
+
+	// Wait for a signal or a failing part.
+	select {
+	case <-ctx.Done():
+		s.log.Info("shutting down")
+	case <-gctx.Done():
+	}
+	s.ready.Store(false)
+	s.grpc.Health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(s.cfg.ShutdownTimeout):
+		s.grpc.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = httpSrv.Shutdown(sctx)
+	cancel()
+	stopWork()
+	err := g.Wait()
+	s.log.Info("flasher-server stopped")
+	return err
+}
+
+func (s *server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// compact trims the change log to the configured retention, once a minute.
+func (s *server) compact(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		rev, err := s.store.Revision(ctx)
+		if err != nil {
+			s.log.Error("compaction: read revision", "err", err)
+			continue
+		}
+		if keep := s.cfg.ChangeRetention; keep > 0 && rev > keep {
+			if err := s.store.Compact(ctx, rev-keep); err != nil {
+				s.log.Error("compaction", "err", err)
+			}
+		}
+	}
+}
