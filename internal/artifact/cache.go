@@ -33,6 +33,7 @@ const (
 	DefaultDownloadTimeout = time.Hour
 	DefaultMaxRedirects    = 5
 	DefaultPartialMaxAge   = 24 * time.Hour
+	DefaultStallTimeout    = 2 * time.Minute
 )
 
 // Config configures a Cache.
@@ -54,6 +55,9 @@ type Config struct {
 	Clock Clock
 	// DownloadTimeout bounds one shared download, independent of any caller's context.
 	DownloadTimeout time.Duration
+	// StallTimeout aborts a download (keeping its bytes for a resume) when no data arrived for
+	// this long. It is wall-clock time, not Clock's.
+	StallTimeout time.Duration
 	// MaxRedirects bounds the redirects followed per request.
 	MaxRedirects int
 	// PartialMaxAge: partial downloads older than this are deleted at startup.
@@ -143,6 +147,9 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if cfg.DownloadTimeout <= 0 {
 		cfg.DownloadTimeout = DefaultDownloadTimeout
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = DefaultStallTimeout
 	}
 	if cfg.MaxRedirects <= 0 {
 		cfg.MaxRedirects = DefaultMaxRedirects

@@ -426,6 +426,49 @@ func TestResumeAfterDroppedConnection(t *testing.T) {
 	}
 }
 
+func TestStalledServerIsAbandonedAndResumed(t *testing.T) {
+	img := newImage(14, 200<<10)
+	for _, tc := range []struct {
+		name       string
+		stallAfter int64 // 0: no response headers at all
+	}{
+		{"no response", 0},
+		{"stops mid-body", 64 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newImageServer(t)
+			u := srv.add("/fw.bin", img.data)
+			gate := make(chan struct{})
+			if tc.stallAfter == 0 {
+				srv.gate = gate
+			}
+			srv.stallAfter.Store(tc.stallAfter)
+			c := newCache(t, Config{StallTimeout: 100 * time.Millisecond})
+
+			_, err := c.Fetch(t.Context(), u, img.sha256)
+			if !errors.Is(err, ErrInterrupted) || !strings.Contains(err.Error(), "no data for 100ms") {
+				t.Fatalf("err = %v, want ErrInterrupted after the stall timeout", err)
+			}
+			close(gate)
+			srv.mu.Lock()
+			srv.gate = nil
+			srv.mu.Unlock()
+			a, err := c.Fetch(t.Context(), u, img.sha256)
+			if err != nil {
+				t.Fatalf("Fetch after the stall: %v", err)
+			}
+			defer a.Release()
+			want := ""
+			if tc.stallAfter > 0 {
+				want = "bytes=65536-"
+			}
+			if rh := srv.rangeHeaders(); rh[len(rh)-1] != want {
+				t.Errorf("retry sent Range %q, want %q", rh[len(rh)-1], want)
+			}
+		})
+	}
+}
+
 func TestResumeMismatchDeletesPartial(t *testing.T) {
 	// The server changes the image between the dropped attempt and the resume: the glued bytes
 	// do not match, so nothing is kept.

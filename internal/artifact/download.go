@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 const (
@@ -43,6 +44,8 @@ type transfer struct {
 	n    int64 // bytes in the partial file, all hashed into h
 	// accounted is how many bytes of c.used belong to this transfer (partial file + reservation).
 	accounted int64
+	// stall fires when no byte arrived for StallTimeout; every write re-arms it.
+	stall *time.Timer
 }
 
 // download fetches u into the partial file for sum, resuming from what an earlier attempt left,
@@ -83,6 +86,15 @@ func (c *Cache) download(ctx context.Context, u *url.URL, sum Checksum) (err err
 	if err := t.openPartial(hadPartial); err != nil {
 		return err
 	}
+	// A server that stops sending without closing would hold every waiter until
+	// DownloadTimeout; cancel when no byte arrived for StallTimeout instead.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	t.stall = time.AfterFunc(c.cfg.StallTimeout, func() {
+		cancel(fmt.Errorf("no data for %s", c.cfg.StallTimeout))
+	})
+	defer t.stall.Stop()
+
 	for attempt := 0; ; attempt++ {
 		resp, err := t.request(ctx)
 		if err != nil {
@@ -184,7 +196,11 @@ func (t *transfer) request(ctx context.Context) (*http.Response, error) {
 			ae.Checksum = t.sum.String()
 			return nil, ae
 		}
-		return nil, &Error{Kind: ErrInterrupted, URL: redact(t.u), Checksum: t.sum.String(), Err: cleanCause(err)}
+		err = cleanCause(err)
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
+		}
+		return nil, &Error{Kind: ErrInterrupted, URL: redact(t.u), Checksum: t.sum.String(), Err: err}
 	}
 	return resp, nil
 }
@@ -276,7 +292,7 @@ func (t *transfer) stream(ctx context.Context, resp *http.Response) error {
 		return ae
 	}
 	if ctx.Err() != nil {
-		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
 	}
 	return &Error{Kind: ErrInterrupted, URL: redact(t.u), Checksum: t.sum.String(), Err: cleanCause(err)}
 }
@@ -297,6 +313,7 @@ func (w sinkWriter) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+	t.stall.Reset(t.c.cfg.StallTimeout)
 	n, err := t.f.Write(p)
 	t.h.Write(p[:n])
 	t.n += int64(n)

@@ -62,6 +62,9 @@ type imageServer struct {
 	// dropAfter: if > 0, the next request is cut after this many body bytes by closing the
 	// connection; it then resets to 0.
 	dropAfter atomic.Int64
+	// stallAfter: if > 0, the next request sends this many body bytes and then nothing until
+	// the client goes away; it then resets to 0.
+	stallAfter atomic.Int64
 	// gate, when set, holds every response until it is closed.
 	gate chan struct{}
 }
@@ -124,6 +127,15 @@ func (s *imageServer) serve(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			conn.Close()
 		}
+		return
+	}
+	if stall := s.stallAfter.Swap(0); stall > 0 {
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.WriteHeader(http.StatusOK)
+		n, _ := w.Write(data[:stall])
+		s.bytesServed.Add(int64(n))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
 		return
 	}
 	cw := &countingWriter{ResponseWriter: w, n: &s.bytesServed}
