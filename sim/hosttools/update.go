@@ -224,12 +224,12 @@ func (r *run) msecliUpdate(st *state, wrongVersion bool) error {
 			continue
 		}
 		if !modelMatches(hdr.Model, c.Model) {
-			return fail(1, "Firmware image is for %q, drive %s is %s\nCMD_STATUS   : Failed\nSTATUS_CODE  : 1", hdr.Model, c.Device, c.Model)
+			continue // the image is for another capacity/model of the series
 		}
 		keys = append(keys, k)
 	}
 	if len(keys) == 0 {
-		return fail(1, "No drives of model type %s found.\nCMD_STATUS   : Device not found\nSTATUS_CODE  : 1", mtype)
+		return fail(1, "No drive of model type %s matches firmware image model %q.\nCMD_STATUS   : Device not found\nSTATUS_CODE  : 1", mtype, hdr.Model)
 	}
 	fmt.Fprintf(r.stdout, "This will update %d drive(s). Are you sure you want to continue(Y|N): ", len(keys))
 	answer, _ := bufio.NewReader(r.stdin).ReadString('\n')
