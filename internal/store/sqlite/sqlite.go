@@ -62,8 +62,10 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu   sync.Mutex
-	subs map[chan struct{}]struct{}
+	mu                    sync.Mutex
+	subs                  map[chan struct{}]struct{}
+	commits, committedOps atomic.Int64 // for Stats
+
 	// signalled is the latest revision subscribers have been told about; the writer and the
 	// poller both advance it, so each commit is signalled once whoever notices it first.
 	signalled atomic.Int64
@@ -177,6 +179,20 @@ func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error)
 		}()
 	}
 	return s, nil
+}
+
+// Stats counts the writer's work since Open.
+type Stats struct {
+	// Commits is the number of write transactions committed (each one fsync of the WAL).
+	Commits int64
+	// Operations is the number of operations those transactions carried; Operations/Commits
+	// is the mean group-commit batch.
+	Operations int64
+}
+
+// Stats returns the writer's counters.
+func (s *Store) Stats() Stats {
+	return Stats{Commits: s.commits.Load(), Operations: s.committedOps.Load()}
 }
 
 // Close stops the writer after the batch it is committing and releases the database. Calls

@@ -142,6 +142,8 @@ func (s *Store) commit(w *writer, batch []*op) {
 			fail(err)
 		} else {
 			committed = true
+			s.commits.Add(1)
+			s.committedOps.Add(int64(len(batch)))
 		}
 	}
 	for i, o := range batch {
