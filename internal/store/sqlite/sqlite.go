@@ -159,6 +159,7 @@ func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error)
 	}
 	rev, err := s.Revision(ctx)
 	if err != nil {
+		w.close()
 		rdb.Close()
 		return nil, err
 	}
