@@ -252,8 +252,8 @@ func initialComponents(p Profile, moduleDir string) (map[string]*Component, erro
 
 // fixtureDrive is one drive of a capture: smartctl's view.
 type fixtureDrive struct {
-	name, base, model, serial, firmware, protocol string
-	sata                                          bool
+	name, model, serial, firmware, protocol string
+	sata                                    bool
 }
 
 func (d fixtureDrive) transport() string {
@@ -295,7 +295,7 @@ func readDrives(fx string) ([]fixtureDrive, error) {
 		str := func(k string) string { v, _ := all[k].(string); return strings.TrimSpace(v) }
 		_, sata := all["sata_version"]
 		out = append(out, fixtureDrive{
-			name: d.Name, base: base, model: str("model_name"), serial: str("serial_number"),
+			name: d.Name, model: str("model_name"), serial: str("serial_number"),
 			firmware: str("firmware_version"), protocol: d.Protocol, sata: sata,
 		})
 	}
@@ -374,7 +374,7 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // mlxDevice is one device block of `mlxup --query`.
 type mlxDevice struct {
-	deviceType, partNumber, psid, pci, baseMAC, fw string
+	deviceType, partNumber, pci, baseMAC, fw string
 }
 
 func parseMlxup(out string) []mlxDevice {
@@ -404,8 +404,6 @@ func parseMlxup(out string) []mlxDevice {
 			cur.deviceType = v
 		case "Part Number":
 			cur.partNumber = v
-		case "PSID":
-			cur.psid = v
 		case "PCI Device Name":
 			cur.pci = v
 		case "Base MAC":
