@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+)
+
+// freeAddr returns a loopback address with a free port.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startInProcess runs flasher-server's run() with args and returns its gRPC and HTTP addresses.
+func startInProcess(t *testing.T, extra ...string) (grpcAddr, httpAddr string) {
+	t.Helper()
+	grpcAddr, httpAddr = freeAddr(t), freeAddr(t)
+	args := append([]string{"-grpc-listen", grpcAddr, "-http-listen", httpAddr, "-data-dir", t.TempDir(), "-log-level", "warn"}, extra...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, io.Discard, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server stopped with %v", err)
+		}
+	})
+	waitReady(t, httpAddr)
+	return grpcAddr, httpAddr
+}
+
+func waitReady(t *testing.T, httpAddr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("server at %s not ready", httpAddr)
+}
+
+func grpcurlPath(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs("../bin/grpcurl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("grpcurl is missing (%v): run `make tools`", err)
+	}
+	return p
+}
+
+// grpcurl runs `grpcurl -plaintext [flags] addr rest...`.
+func grpcurl(t *testing.T, addr string, flags []string, rest ...string) (string, error) {
+	t.Helper()
+	args := append(append(append([]string{"-plaintext"}, flags...), addr), rest...)
+	var out bytes.Buffer
+	cmd := exec.Command(grpcurlPath(t), args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// TestGrpcurlWalkthrough drives the server the way the README does: reflection, create, get,
+// list, watch, cancel, health — with grpcurl and no proto files.
+func TestGrpcurlWalkthrough(t *testing.T) {
+	addr, httpAddr := startInProcess(t)
+
+	out, err := grpcurl(t, addr, nil, "list")
+	if err != nil {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	for _, svc := range []string{"flasher.v1.TaskService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+		if !strings.Contains(out, svc) {
+			t.Fatalf("list lacks %s:\n%s", svc, out)
+		}
+	}
+	out, err = grpcurl(t, addr, nil, "describe", "flasher.v1.TaskService.CreateTask")
+	if err != nil || !strings.Contains(out, "rpc CreateTask ( .flasher.v1.CreateTaskRequest )") {
+		t.Fatalf("describe: %v\n%s", err, out)
+	}
+	out, err = grpcurl(t, addr, nil, "grpc.health.v1.Health/Check")
+	if err != nil || !strings.Contains(out, "SERVING") {
+		t.Fatalf("health: %v\n%s", err, out)
+	}
+
+	// A watcher started before the task sees it created and cancelled.
+	watch := exec.Command(grpcurlPath(t), "-plaintext", "-max-time", "20", "-d", `{"filter":{"server_id":"srv-42"}}`, addr, "flasher.v1.TaskService/WatchTasks")
+	var watchOut bytes.Buffer
+	watch.Stdout = &watchOut
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	create := `{"request_id":"walkthrough-1","task":{"server_id":"srv-42","method":"METHOD_OUT_OF_BAND","priority":2,` +
+		`"firmware":{"items":[{"component":"BIOS","version":"2.19.1"}]}}}`
+	out, err = grpcurl(t, addr, []string{"-d", create}, "flasher.v1.TaskService/CreateTask")
+	if err != nil {
+		t.Fatalf("create: %v\n%s", err, out)
+	}
+	var created struct {
+		Task struct {
+			ID    string `json:"id"`
+			State string `json:"state"`
+		} `json:"task"`
+		Created bool `json:"created"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil || !created.Created || created.Task.State != "TASK_STATE_QUEUED" {
+		t.Fatalf("create output %v:\n%s", err, out)
+	}
+	id := created.Task.ID
+
+	out, err = grpcurl(t, addr, []string{"-d", `{"id":"`+id+`"}`}, "flasher.v1.TaskService/GetTask")
+	if err != nil || !strings.Contains(out, `"serverId": "srv-42"`) {
+		t.Fatalf("get: %v\n%s", err, out)
+	}
+	out, err = grpcurl(t, addr, []string{"-d", `{"filter":{"states":["TASK_STATE_QUEUED"]}}`}, "flasher.v1.TaskService/ListTasks")
+	if err != nil || !strings.Contains(out, id) {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	out, err = grpcurl(t, addr, []string{"-d", `{"id":"`+id+`","reason":"maintenance window moved"}`}, "flasher.v1.TaskService/CancelTask")
+	if err != nil || !strings.Contains(out, "TASK_STATE_CANCELLED") {
+		t.Fatalf("cancel: %v\n%s", err, out)
+	}
+	// Bad input: InvalidArgument naming the field, nothing stored.
+	out, err = grpcurl(t, addr, []string{"-d", `{"task":{"server_id":"srv-42","method":"METHOD_OUT_OF_BAND","priority":9,"firmware":{"items":[{"component":"BIOS","version":"1"}]}}}`}, "flasher.v1.TaskService/CreateTask")
+	if err == nil || !strings.Contains(out, "InvalidArgument") || !strings.Contains(out, "task.priority") {
+		t.Fatalf("invalid create: %v\n%s", err, out)
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(watchOut.String(), "TASK_STATE_CANCELLED") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	watch.Process.Kill()
+	watch.Wait()
+	w := watchOut.String()
+	for _, want := range []string{"WATCH_EVENT_TYPE_SYNCED", `"kind": "CREATED"`, `"kind": "CANCELLED"`} {
+		if !strings.Contains(w, want) {
+			t.Fatalf("watch output lacks %s:\n%s", want, w)
+		}
+	}
+
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `grpc_server_handled_total{grpc_code="OK",grpc_method="CreateTask"`) {
+		t.Fatalf("metrics lack CreateTask counts:\n%.2000s", body)
+	}
+}
+
+// TestAcknowledgedTasksSurviveKill9 starts the real binary, creates tasks from several clients,
+// kills the process with SIGKILL mid-stream and checks that every acknowledged task is there
+// after a restart.
+func TestAcknowledgedTasksSurviveKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "flasher-server")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	data := t.TempDir()
+	start := func() (*exec.Cmd, string) {
+		grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
+		cmd := exec.Command(bin, "-grpc-listen", grpcAddr, "-http-listen", httpAddr, "-data-dir", data, "-log-level", "error")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, httpAddr)
+		return cmd, grpcAddr
+	}
+	cmd, addr := start()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := flasherv1.NewTaskServiceClient(conn)
+	var mu sync.Mutex
+	var acked []string
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				resp, err := client.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: &flasherv1.TaskSpec{
+					ServerId: fmt.Sprintf("srv-%d-%d", w, i), Method: flasherv1.Method_METHOD_IN_BAND,
+					Install: &flasherv1.TaskSpec_Resolve{Resolve: &flasherv1.ResolveInstall{}},
+				}})
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				acked = append(acked, resp.Task.Id)
+				mu.Unlock()
+			}
+		}(w)
+	}
+	time.Sleep(700 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	cancel()
+	wg.Wait()
+	conn.Close()
+	if len(acked) < 10 {
+		t.Fatalf("only %d tasks acknowledged before the kill", len(acked))
+	}
+
+	cmd, addr = start()
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client = flasherv1.NewTaskServiceClient(conn)
+	for _, id := range acked {
+		if _, err := client.GetTask(context.Background(), &flasherv1.GetTaskRequest{Id: id}); err != nil {
+			t.Fatalf("acknowledged task %s lost after kill -9: %v", id, err)
+		}
+	}
+	t.Logf("%d acknowledged tasks all present after kill -9", len(acked))
+}
