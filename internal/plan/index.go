@@ -25,6 +25,7 @@ type record struct {
 
 type requirement struct {
 	slug string
+	name string // as written, for messages
 	c    Constraint
 	err  error
 }
@@ -80,7 +81,7 @@ func newIndex(cat *inventory.Catalog) *index {
 		}
 		for _, q := range fw.Requires {
 			c, err := ParseConstraint(q.Constraint)
-			r.reqs = append(r.reqs, requirement{slug: NormalizeSlug(q.Component), c: c, err: err})
+			r.reqs = append(r.reqs, requirement{slug: NormalizeSlug(q.Component), name: q.Component, c: c, err: err})
 		}
 		for _, a := range fw.After {
 			r.after = append(r.after, NormalizeSlug(a))
@@ -162,7 +163,7 @@ func sameTargetCycles(ix *index) map[*record]*Error {
 				}
 				for _, o := range recs {
 					if o != r && o.vendor == r.vendor && related(r, o) && satisfies(o, q.c) {
-						g.add(r, o, r.label()+" requires "+q.slug+" "+q.c.Raw+", which "+o.label()+" satisfies")
+						g.add(r, o, r.label()+" requires "+q.name+" "+q.c.Raw+", which "+o.label()+" satisfies")
 					}
 				}
 			}

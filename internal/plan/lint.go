@@ -68,7 +68,7 @@ func Lint(cat *inventory.Catalog) []error {
 				for sc := range schemes {
 					if err := q.c.Validate(sc); err != nil {
 						e := *err.(*Error)
-						e.Message = "requirement " + q.slug + " " + q.c.Raw + ": " + e.Message
+						e.Message = "requirement " + q.name + " " + q.c.Raw + ": " + e.Message
 						add(r, &e)
 					}
 				}
@@ -115,7 +115,7 @@ func Lint(cat *inventory.Catalog) []error {
 				}
 			}
 			if len(sat) == 1 {
-				g.add(r, sat[0], r.label()+" requires "+q.slug+" "+q.c.Raw+", which only "+sat[0].label()+" satisfies")
+				g.add(r, sat[0], r.label()+" requires "+q.name+" "+q.c.Raw+", which only "+sat[0].label()+" satisfies")
 			}
 		}
 	}

@@ -868,7 +868,7 @@ func (pl *planning) violations(changed map[*inst]bool) *Error {
 				if e == nil {
 					e = &Error{Code: CodeConstraintViolated}
 				}
-				e.with(requirer(i, true), "requires %s %s; the server has no %s", q.slug, q.c.Raw, q.slug)
+				e.with(requirer(i, true), "requires %s %s; the server has no %s", q.name, q.c.Raw, q.name)
 			}
 		}
 	}
