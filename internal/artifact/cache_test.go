@@ -556,6 +556,34 @@ func TestLRUEvictionRespectsHandlesAndCap(t *testing.T) {
 	}
 }
 
+func TestUnknownLengthFitsBesidePinnedImage(t *testing.T) {
+	srv := newImageServer(t)
+	const size = 100 << 10
+	pinned := newImage(33, size)
+	streamed := newImage(34, size)
+	up := srv.add("/pinned", pinned.data)
+	us := srv.add("/streamed", streamed.data)
+	c := newCache(t, Config{MaxBytes: 2*size + 1})
+
+	a, err := c.Fetch(t.Context(), up, pinned.sha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Release()
+	srv.noLength.Store(true) // chunked: the cache reserves space as bytes arrive
+	b, err := c.Fetch(t.Context(), us, streamed.sha256)
+	if err != nil {
+		t.Fatalf("Fetch without Content-Length: %v", err)
+	}
+	defer b.Release()
+	if !bytes.Equal(readAll(t, b), streamed.data) {
+		t.Fatal("content differs")
+	}
+	if st := c.Stats(); st.Bytes != 2*size || st.Evictions != 0 {
+		t.Errorf("stats = %+v, want exactly both images counted and nothing evicted", st)
+	}
+}
+
 func TestImageLargerThanCache(t *testing.T) {
 	srv := newImageServer(t)
 	img := newImage(30, 64<<10)

@@ -308,9 +308,12 @@ func (w sinkWriter) Write(p []byte) (int, error) {
 		return 0, t.tooLarge(next)
 	}
 	if next > t.accounted {
-		// Length unknown (or the server sent more than it announced): reserve in steps.
-		if err := t.charge(min(t.c.limit, max(next, t.accounted+growStep))); err != nil {
-			return 0, err
+		// Length unknown: reserve in steps, or just what this write needs when a whole step
+		// would not fit.
+		if t.charge(min(t.c.limit, max(next, t.accounted+growStep))) != nil {
+			if err := t.charge(next); err != nil {
+				return 0, err
+			}
 		}
 	}
 	t.stall.Reset(t.c.cfg.StallTimeout)
