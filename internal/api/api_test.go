@@ -3,10 +3,6 @@ package api_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -15,27 +11,14 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
-	"github.com/flasher-dev/flasher/internal/api"
 	"github.com/flasher-dev/flasher/internal/scheduler"
-	"github.com/flasher-dev/flasher/internal/store"
-	"github.com/flasher-dev/flasher/internal/store/sqlite"
 	"github.com/flasher-dev/flasher/internal/task"
-	"github.com/flasher-dev/flasher/internal/watch"
+	"github.com/flasher-dev/flasher/internal/testenv"
 )
-
-// env is a real server on loopback: SQLite store, scheduler, watch hub, gRPC with the full
-// interceptor chain.
-type env struct {
-	store  store.Store
-	sched  *scheduler.Scheduler
-	client flasherv1.TaskServiceClient
-	conn   *grpc.ClientConn
-}
 
 type gateExecutor struct {
 	mu    sync.Mutex
@@ -66,47 +49,13 @@ func (g *gateExecutor) Execute(ctx context.Context, t *task.Task, r scheduler.Re
 	}
 }
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-func newEnv(t *testing.T, exec scheduler.Executor, hubKeep int) *env {
+func newEnv(t *testing.T, exec scheduler.Executor, hubKeep int) *testenv.Env {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "flasher.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	execs := map[task.Method]scheduler.Executor{}
 	if exec != nil {
 		execs[task.MethodOutOfBand] = exec
 	}
-	sched := scheduler.New(scheduler.Config{Store: st, Executors: execs, Worker: "test", Logger: quiet})
-	hub := watch.New(watch.Config{Store: st, Keep: hubKeep, Poll: 20 * time.Millisecond, Logger: quiet})
-	srv, err := api.NewServer(api.ServerConfig{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api.NewTaskService(api.TaskConfig{Store: st, Queue: sched, Hub: hub, Heartbeat: 200 * time.Millisecond, Logger: quiet}).Register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); srv.Serve(lis) }()
-	go func() { defer wg.Done(); sched.Run(ctx) }()
-	go func() { defer wg.Done(); hub.Run(ctx) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		cancel()
-		wg.Wait()
-		st.Close()
-	})
-	return &env{store: st, sched: sched, client: flasherv1.NewTaskServiceClient(conn), conn: conn}
+	return testenv.Start(t, testenv.Config{Executors: execs, HubKeep: hubKeep, Heartbeat: 200 * time.Millisecond})
 }
 
 func firmwareSpec(server string, prio int32) *flasherv1.TaskSpec {
@@ -124,24 +73,24 @@ func firmwareSpec(server string, prio int32) *flasherv1.TaskSpec {
 func TestCreateGetListAndIdempotency(t *testing.T) {
 	e := newEnv(t, nil, 0)
 	ctx := context.Background()
-	first, err := e.client.CreateTask(ctx, &flasherv1.CreateTaskRequest{RequestId: "req-1", Task: firmwareSpec("srv-1", 2)})
+	first, err := e.Tasks.CreateTask(ctx, &flasherv1.CreateTaskRequest{RequestId: "req-1", Task: firmwareSpec("srv-1", 2)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !first.Created || first.Task.State != flasherv1.TaskState_TASK_STATE_QUEUED || first.Task.Requester != "anonymous" {
 		t.Fatalf("created %+v", first)
 	}
-	again, err := e.client.CreateTask(ctx, &flasherv1.CreateTaskRequest{RequestId: "req-1", Task: firmwareSpec("srv-1", 2)})
+	again, err := e.Tasks.CreateTask(ctx, &flasherv1.CreateTaskRequest{RequestId: "req-1", Task: firmwareSpec("srv-1", 2)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if again.Created || again.Task.Id != first.Task.Id {
 		t.Fatalf("repeat created a second task: %v vs %v", again.Task.Id, first.Task.Id)
 	}
-	if _, err := e.client.CreateTask(ctx, &flasherv1.CreateTaskRequest{RequestId: "req-1", Task: firmwareSpec("srv-2", 2)}); status.Code(err) != codes.AlreadyExists {
+	if _, err := e.Tasks.CreateTask(ctx, &flasherv1.CreateTaskRequest{RequestId: "req-1", Task: firmwareSpec("srv-2", 2)}); status.Code(err) != codes.AlreadyExists {
 		t.Fatalf("reuse of request id for another server: %v", err)
 	}
-	got, err := e.client.GetTask(ctx, &flasherv1.GetTaskRequest{Id: first.Task.Id})
+	got, err := e.Tasks.GetTask(ctx, &flasherv1.GetTaskRequest{Id: first.Task.Id})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,14 +102,14 @@ func TestCreateGetListAndIdempotency(t *testing.T) {
 	}
 
 	for i := 0; i < 7; i++ {
-		if _, err := e.client.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec(fmt.Sprintf("srv-%d", i%2+10), 0)}); err != nil {
+		if _, err := e.Tasks.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec(fmt.Sprintf("srv-%d", i%2+10), 0)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var seen []string
 	token := ""
 	for pages := 0; ; pages++ {
-		resp, err := e.client.ListTasks(ctx, &flasherv1.ListTasksRequest{PageSize: 3, PageToken: token})
+		resp, err := e.Tasks.ListTasks(ctx, &flasherv1.ListTasksRequest{PageSize: 3, PageToken: token})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,18 +127,18 @@ func TestCreateGetListAndIdempotency(t *testing.T) {
 	if len(seen) != 8 {
 		t.Fatalf("listed %d tasks, want 8", len(seen))
 	}
-	resp, err := e.client.ListTasks(ctx, &flasherv1.ListTasksRequest{Filter: &flasherv1.TaskFilter{ServerId: "srv-10"}})
+	resp, err := e.Tasks.ListTasks(ctx, &flasherv1.ListTasksRequest{Filter: &flasherv1.TaskFilter{ServerId: "srv-10"}})
 	if err != nil || len(resp.Tasks) != 4 {
 		t.Fatalf("filter by server: %d tasks, %v", len(resp.Tasks), err)
 	}
-	resp, err = e.client.ListTasks(ctx, &flasherv1.ListTasksRequest{Filter: &flasherv1.TaskFilter{States: []flasherv1.TaskState{flasherv1.TaskState_TASK_STATE_SUCCEEDED}}})
+	resp, err = e.Tasks.ListTasks(ctx, &flasherv1.ListTasksRequest{Filter: &flasherv1.TaskFilter{States: []flasherv1.TaskState{flasherv1.TaskState_TASK_STATE_SUCCEEDED}}})
 	if err != nil || len(resp.Tasks) != 0 {
 		t.Fatalf("filter by state: %d tasks, %v", len(resp.Tasks), err)
 	}
-	if _, err := e.client.ListTasks(ctx, &flasherv1.ListTasksRequest{PageToken: "bogus"}); status.Code(err) != codes.InvalidArgument {
+	if _, err := e.Tasks.ListTasks(ctx, &flasherv1.ListTasksRequest{PageToken: "bogus"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("bogus page token: %v", err)
 	}
-	if _, err := e.client.GetTask(ctx, &flasherv1.GetTaskRequest{Id: "6f1c1f0e-0000-4000-8000-000000000000"}); status.Code(err) != codes.NotFound {
+	if _, err := e.Tasks.GetTask(ctx, &flasherv1.GetTaskRequest{Id: "6f1c1f0e-0000-4000-8000-000000000000"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("missing task: %v", err)
 	}
 }
@@ -227,7 +176,7 @@ func TestValidationRejectsAndChangesNothing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			req := &flasherv1.CreateTaskRequest{Task: firmwareSpec("srv-1", 1)}
 			tc.mutate(req)
-			_, err := e.client.CreateTask(ctx, req)
+			_, err := e.Tasks.CreateTask(ctx, req)
 			st := status.Convert(err)
 			if st.Code() != codes.InvalidArgument {
 				t.Fatalf("code %v, want InvalidArgument (%v)", st.Code(), err)
@@ -249,10 +198,10 @@ func TestValidationRejectsAndChangesNothing(t *testing.T) {
 			}
 		})
 	}
-	if rev, _ := e.store.Revision(ctx); rev != 0 {
+	if rev, _ := e.Store.Revision(ctx); rev != 0 {
 		t.Fatalf("rejected requests changed the store: revision %d", rev)
 	}
-	if _, err := e.client.GetTask(ctx, &flasherv1.GetTaskRequest{Id: "nope"}); status.Code(err) != codes.InvalidArgument {
+	if _, err := e.Tasks.GetTask(ctx, &flasherv1.GetTaskRequest{Id: "nope"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("malformed task id: %v", err)
 	}
 }
@@ -279,11 +228,11 @@ func TestWatchSnapshotChangesAndResume(t *testing.T) {
 	defer cancel()
 
 	// A task that exists before the watch starts: it comes in the snapshot.
-	before, err := e.client.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec("srv-a", 1)})
+	before, err := e.Tasks.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec("srv-a", 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, err := e.client.WatchTasks(ctx, &flasherv1.WatchTasksRequest{})
+	stream, err := e.Tasks.WatchTasks(ctx, &flasherv1.WatchTasksRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +247,7 @@ func TestWatchSnapshotChangesAndResume(t *testing.T) {
 		t.Fatalf("snapshot task %v", msgs[0].Task)
 	}
 	// A task created while watching: the watcher sees every step of it, in order.
-	during, err := e.client.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec("srv-b", 1)})
+	during, err := e.Tasks.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec("srv-b", 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,13 +284,13 @@ func TestWatchSnapshotChangesAndResume(t *testing.T) {
 	defer cancel2()
 	var missed []string
 	for _, srv := range []string{"srv-b", "srv-c"} {
-		r, err := e.client.CreateTask(ctx2, &flasherv1.CreateTaskRequest{Task: firmwareSpec(srv, 0)})
+		r, err := e.Tasks.CreateTask(ctx2, &flasherv1.CreateTaskRequest{Task: firmwareSpec(srv, 0)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		missed = append(missed, r.Task.Id)
 	}
-	resumed, err := e.client.WatchTasks(ctx2, &flasherv1.WatchTasksRequest{StartRevision: lastRev})
+	resumed, err := e.Tasks.WatchTasks(ctx2, &flasherv1.WatchTasksRequest{StartRevision: lastRev})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,12 +314,12 @@ func TestWatchFilterAndCompactedRevision(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for i := 0; i < 6; i++ {
-		if _, err := e.client.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec(fmt.Sprintf("srv-%d", i%2), 0)}); err != nil {
+		if _, err := e.Tasks.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec(fmt.Sprintf("srv-%d", i%2), 0)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Resuming from revision 1 reads older changes from the store; filter keeps srv-1 only.
-	stream, err := e.client.WatchTasks(ctx, &flasherv1.WatchTasksRequest{StartRevision: 1, Filter: &flasherv1.TaskFilter{ServerId: "srv-1"}})
+	stream, err := e.Tasks.WatchTasks(ctx, &flasherv1.WatchTasksRequest{StartRevision: 1, Filter: &flasherv1.TaskFilter{ServerId: "srv-1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,10 +332,10 @@ func TestWatchFilterAndCompactedRevision(t *testing.T) {
 	if len(msgs) != 3 {
 		t.Fatalf("%d changes, want 3 (revisions 2, 4, 6)", len(msgs))
 	}
-	if err := e.store.Compact(ctx, 4); err != nil {
+	if err := e.Store.Compact(ctx, 4); err != nil {
 		t.Fatal(err)
 	}
-	old, err := e.client.WatchTasks(ctx, &flasherv1.WatchTasksRequest{StartRevision: 1})
+	old, err := e.Tasks.WatchTasks(ctx, &flasherv1.WatchTasksRequest{StartRevision: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,22 +349,22 @@ func TestCancel(t *testing.T) {
 	g := &gateExecutor{}
 	e := newEnv(t, g, 0)
 	ctx := context.Background()
-	run, err := e.client.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec("srv-1", 0)})
+	run, err := e.Tasks.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec("srv-1", 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waiting, err := e.client.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec("srv-1", 0)})
+	waiting, err := e.Tasks.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: firmwareSpec("srv-1", 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := e.client.CancelTask(ctx, &flasherv1.CancelTaskRequest{Id: waiting.Task.Id, Reason: "wrong window"})
+	c, err := e.Tasks.CancelTask(ctx, &flasherv1.CancelTaskRequest{Id: waiting.Task.Id, Reason: "wrong window"})
 	if err != nil || c.Task.State != flasherv1.TaskState_TASK_STATE_CANCELLED {
 		t.Fatalf("cancel queued: %v %v", c, err)
 	}
-	if _, err := e.client.CancelTask(ctx, &flasherv1.CancelTaskRequest{Id: waiting.Task.Id}); status.Code(err) != codes.FailedPrecondition {
+	if _, err := e.Tasks.CancelTask(ctx, &flasherv1.CancelTaskRequest{Id: waiting.Task.Id}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("cancel twice: %v", err)
 	}
-	evs, err := e.client.ListTaskEvents(ctx, &flasherv1.ListTaskEventsRequest{TaskId: waiting.Task.Id})
+	evs, err := e.Tasks.ListTaskEvents(ctx, &flasherv1.ListTaskEventsRequest{TaskId: waiting.Task.Id})
 	if err != nil || len(evs.Events) != 2 || evs.Events[1].Message != "anonymous: wrong window" {
 		t.Fatalf("events %v %v", evs, err)
 	}

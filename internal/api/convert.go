@@ -128,6 +128,7 @@ func TaskToPB(t *task.Task) *flasherv1.Task {
 			Message:    p.Message,
 			Attempt:    int32(p.Attempt),
 			UpdateTime: ts(p.UpdatedAt),
+			JobId:      p.JobID,
 		})
 	}
 	if t.Failure != nil {

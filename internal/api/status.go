@@ -12,26 +12,10 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/flasher-dev/flasher/internal/inventory"
+	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/store"
 	"github.com/flasher-dev/flasher/internal/task"
 )
-
-// Precondition is implemented by domain errors that refuse a request for a reason the caller
-// can act on (a planner refusal, a task in the wrong state). They become FailedPrecondition with
-// PreconditionFailure details, one violation per reason.
-type Precondition interface {
-	error
-	// PreconditionType is the stable code, e.g. DEPENDENCY_CYCLE.
-	PreconditionType() string
-	// PreconditionViolations lists subject → description pairs.
-	PreconditionViolations() []Violation
-}
-
-// Violation is one reason of a Precondition.
-type Violation struct {
-	Subject     string
-	Description string
-}
 
 // errorStatus turns a domain error into a gRPC status. It is the one place that does, so
 // callers get codes and details to act on, never error strings to parse.
@@ -42,20 +26,21 @@ func errorStatus(ctx context.Context, log *slog.Logger, err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	var pre Precondition
+	var refusal *plan.Error
 	var te *task.TransitionError
 	switch {
-	case errors.As(err, &pre):
+	case errors.As(err, &refusal):
+		// A planner refusal: one violation per reason, each typed with the rule that failed.
 		pf := &errdetails.PreconditionFailure{}
-		for _, v := range pre.PreconditionViolations() {
+		for _, v := range refusal.Violations {
 			pf.Violations = append(pf.Violations, &errdetails.PreconditionFailure_Violation{
-				Type: pre.PreconditionType(), Subject: v.Subject, Description: v.Description,
+				Type: string(refusal.Code), Subject: v.Subject, Description: v.Description,
 			})
 		}
 		if len(pf.Violations) == 0 {
-			pf.Violations = append(pf.Violations, &errdetails.PreconditionFailure_Violation{Type: pre.PreconditionType(), Description: pre.Error()})
+			pf.Violations = append(pf.Violations, &errdetails.PreconditionFailure_Violation{Type: string(refusal.Code), Subject: "server/" + refusal.Server, Description: refusal.Message})
 		}
-		return withDetails(codes.FailedPrecondition, pre.Error(), pf)
+		return withDetails(codes.FailedPrecondition, refusal.Error(), pf)
 	case errors.As(err, &te):
 		return withDetails(codes.FailedPrecondition, fmt.Sprintf("task %s is %s", te.TaskID, te.From),
 			&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{

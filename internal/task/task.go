@@ -171,10 +171,14 @@ type Progress struct {
 	Serial    string    `json:"serial,omitempty"`
 	State     StepState `json:"state"`
 	// Step names the current install step ("download", "upload-initiate-install", "install-status", ...).
-	Step      string    `json:"step,omitempty"`
-	Percent   int       `json:"percent"`
-	Message   string    `json:"message,omitempty"` // the BMC's or agent's own words
-	Attempt   int       `json:"attempt,omitempty"`
+	Step    string `json:"step,omitempty"`
+	Percent int    `json:"percent"`
+	Message string `json:"message,omitempty"` // the BMC's or agent's own words
+	Attempt int    `json:"attempt,omitempty"`
+	// JobID is the BMC's task/job id or the agent's install id for this component, recorded
+	// before waiting on it so a restarted executor asks about the same job instead of
+	// uploading again.
+	JobID     string    `json:"job_id,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
 

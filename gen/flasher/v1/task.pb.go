@@ -837,9 +837,11 @@ type ComponentProgress struct {
 	Step    string `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"`
 	Percent int32  `protobuf:"varint,5,opt,name=percent,proto3" json:"percent,omitempty"`
 	// The BMC's or agent's own message.
-	Message       string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
-	Attempt       int32                  `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	Message    string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	Attempt    int32                  `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// The BMC's task/job id or the agent's install id for this component.
+	JobId         string `protobuf:"bytes,9,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -928,6 +930,13 @@ func (x *ComponentProgress) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *ComponentProgress) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
 }
 
 // Failure says why a task failed.
@@ -1361,7 +1370,7 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\ffirmware_set\x18\x01 \x01(\tR\vfirmwareSet\x12*\n" +
 	"\x05steps\x18\x02 \x03(\v2\x14.flasher.v1.PlanStepR\x05steps\x126\n" +
 	"\askipped\x18\x03 \x03(\v2\x1c.flasher.v1.SkippedComponentR\askipped\x12:\n" +
-	"\bsnapshot\x18\x04 \x03(\v2\x1e.flasher.v1.InstalledComponentR\bsnapshot\"\x95\x02\n" +
+	"\bsnapshot\x18\x04 \x03(\v2\x1e.flasher.v1.InstalledComponentR\bsnapshot\"\xac\x02\n" +
 	"\x11ComponentProgress\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12+\n" +
@@ -1371,7 +1380,8 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12\x18\n" +
 	"\aattempt\x18\a \x01(\x05R\aattempt\x12;\n" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"U\n" +
+	"updateTime\x12\x15\n" +
+	"\x06job_id\x18\t \x01(\tR\x05jobId\"U\n" +
 	"\aFailure\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1c\n" +
 	"\tcomponent\x18\x02 \x01(\tR\tcomponent\x12\x18\n" +

@@ -1,0 +1,156 @@
+// Package testenv starts a real Flasher control plane for end-to-end tests: a SQLite store in a
+// temporary directory, the scheduler with the given executors, the watch hub and the gRPC server
+// with its full interceptor chain on a loopback port, and clients for it. Tests of every part
+// (executors, agents, fleetdb) share it instead of wiring their own.
+package testenv
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/api"
+	"github.com/flasher-dev/flasher/internal/inventory"
+	"github.com/flasher-dev/flasher/internal/plan"
+	"github.com/flasher-dev/flasher/internal/scheduler"
+	"github.com/flasher-dev/flasher/internal/store"
+	"github.com/flasher-dev/flasher/internal/store/sqlite"
+	"github.com/flasher-dev/flasher/internal/task"
+	"github.com/flasher-dev/flasher/internal/watch"
+)
+
+// Config says what to run.
+type Config struct {
+	// Executors by method; none keeps tasks QUEUED.
+	Executors map[task.Method]scheduler.Executor
+	// Inventory, when set, plans tasks at creation and serves InventoryService.
+	Inventory inventory.Source
+	// DBPath reuses a database (to test restarts); empty means a new one in t.TempDir().
+	DBPath string
+	// Register adds more services (AgentService, ...) to the gRPC server.
+	Register func(grpc.ServiceRegistrar)
+	// ServerOptions are added to the gRPC server (interceptors for auth, TLS, ...).
+	ServerOptions []grpc.ServerOption
+	// Logger defaults to a discarding logger.
+	Logger    *slog.Logger
+	HubKeep   int
+	Heartbeat time.Duration
+	Worker    string
+}
+
+// Env is a running control plane.
+type Env struct {
+	Store     store.Store
+	Scheduler *scheduler.Scheduler
+	Hub       *watch.Hub
+	Addr      string
+	Conn      *grpc.ClientConn
+	Tasks     flasherv1.TaskServiceClient
+	Inventory flasherv1.InventoryServiceClient
+
+	stop func()
+}
+
+// Start starts a control plane that stops when the test ends.
+func Start(t testing.TB, cfg Config) *Env {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.DBPath == "" {
+		cfg.DBPath = filepath.Join(t.TempDir(), "flasher.db")
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = time.Second
+	}
+	if cfg.Worker == "" {
+		cfg.Worker = "testenv"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: cfg.DBPath})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	sched := scheduler.New(scheduler.Config{Store: st, Executors: cfg.Executors, Worker: cfg.Worker, Logger: cfg.Logger})
+	hub := watch.New(watch.Config{Store: st, Keep: cfg.HubKeep, Poll: 50 * time.Millisecond, Logger: cfg.Logger})
+	srv, err := api.NewServer(api.ServerConfig{Logger: cfg.Logger, Options: cfg.ServerOptions})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	tc := api.TaskConfig{Store: st, Queue: sched, Hub: hub, Logger: cfg.Logger, Heartbeat: cfg.Heartbeat}
+	if cfg.Inventory != nil {
+		tc.Planner = plan.NewSourcePlanner(cfg.Inventory)
+		api.NewInventoryService(api.InventoryConfig{Source: cfg.Inventory, Logger: cfg.Logger}).Register(srv)
+	}
+	api.NewTaskService(tc).Register(srv)
+	if cfg.Register != nil {
+		cfg.Register(srv)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); _ = srv.Serve(lis) }()
+	go func() { defer wg.Done(); _ = sched.Run(ctx) }()
+	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	e := &Env{
+		Store: st, Scheduler: sched, Hub: hub, Addr: lis.Addr().String(), Conn: conn,
+		Tasks: flasherv1.NewTaskServiceClient(conn), Inventory: flasherv1.NewInventoryServiceClient(conn),
+	}
+	var once sync.Once
+	e.stop = func() {
+		once.Do(func() {
+			conn.Close()
+			srv.Stop()
+			cancel()
+			wg.Wait()
+			st.Close()
+		})
+	}
+	t.Cleanup(e.stop)
+	return e
+}
+
+// Stop stops the control plane now, as a crash of the process would (running executors see
+// their context end; nothing more is recorded). Start again with the same DBPath to restart.
+func (e *Env) Stop() { e.stop() }
+
+// WaitState polls until the task reaches one of the states or the timeout passes.
+func (e *Env) WaitState(t testing.TB, id string, timeout time.Duration, states ...task.State) *task.Task {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		tk, err := e.Store.GetTask(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range states {
+			if tk.State == s {
+				return tk
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s is %s after %s, want %v (failure %+v)", id, tk.State, timeout, states, tk.Failure)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
