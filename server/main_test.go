@@ -141,7 +141,7 @@ func TestGrpcurlWalkthrough(t *testing.T) {
 	}
 	id := created.Task.ID
 
-	out, err = grpcurl(t, addr, []string{"-d", `{"id":"`+id+`"}`}, "flasher.v1.TaskService/GetTask")
+	out, err = grpcurl(t, addr, []string{"-d", `{"id":"` + id + `"}`}, "flasher.v1.TaskService/GetTask")
 	if err != nil || !strings.Contains(out, `"serverId": "srv-42"`) {
 		t.Fatalf("get: %v\n%s", err, out)
 	}
@@ -149,7 +149,7 @@ func TestGrpcurlWalkthrough(t *testing.T) {
 	if err != nil || !strings.Contains(out, id) {
 		t.Fatalf("list: %v\n%s", err, out)
 	}
-	out, err = grpcurl(t, addr, []string{"-d", `{"id":"`+id+`","reason":"maintenance window moved"}`}, "flasher.v1.TaskService/CancelTask")
+	out, err = grpcurl(t, addr, []string{"-d", `{"id":"` + id + `","reason":"maintenance window moved"}`}, "flasher.v1.TaskService/CancelTask")
 	if err != nil || !strings.Contains(out, "TASK_STATE_CANCELLED") {
 		t.Fatalf("cancel: %v\n%s", err, out)
 	}

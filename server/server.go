@@ -19,6 +19,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/flasher-dev/flasher/internal/api"
+	"github.com/flasher-dev/flasher/internal/inventory/file"
+	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/scheduler"
 	"github.com/flasher-dev/flasher/internal/store"
 	"github.com/flasher-dev/flasher/internal/store/sqlite"
@@ -35,7 +37,9 @@ type server struct {
 	sched *scheduler.Scheduler
 	grpc  *api.Server
 	reg   *prometheus.Registry
-	ready atomic.Bool
+	// inventory is the file inventory, reloaded on SIGHUP and on change; nil when not configured.
+	inventory *file.Source
+	ready     atomic.Bool
 
 	grpcLis, httpLis net.Listener
 }
@@ -82,9 +86,19 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 	if err != nil {
 		return nil, err
 	}
-	api.NewTaskService(api.TaskConfig{
-		Store: st, Queue: s.sched, Hub: s.hub, Logger: log, Heartbeat: cfg.WatchHeartbeat,
-	}).Register(s.grpc)
+	tasks := api.TaskConfig{Store: st, Queue: s.sched, Hub: s.hub, Logger: log, Heartbeat: cfg.WatchHeartbeat}
+	if cfg.Inventory != "" {
+		inv, err := file.NewSource(cfg.Inventory, file.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("inventory: %w", err)
+		}
+		s.inventory = inv
+		tasks.Planner = plan.NewSourcePlanner(inv)
+		api.NewInventoryService(api.InventoryConfig{Source: inv, Logger: log}).Register(s.grpc)
+	} else {
+		log.Warn("no inventory configured (-inventory): tasks are stored unplanned and InventoryService is not served")
+	}
+	api.NewTaskService(tasks).Register(s.grpc)
 
 	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCListen); err != nil {
 		return nil, fmt.Errorf("grpc listen: %w", err)
@@ -126,6 +140,9 @@ func (s *server) Run(ctx context.Context) error {
 	runTask("watch hub", s.hub.Run)
 	runTask("scheduler", s.sched.Run)
 	runTask("change-log compaction", s.compact)
+	if s.inventory != nil {
+		runTask("inventory reload", s.inventory.Run)
+	}
 	runTask("grpc", func(context.Context) error {
 		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, net.ErrClosed) {
 			return err
