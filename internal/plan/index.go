@@ -81,6 +81,9 @@ func newIndex(cat *inventory.Catalog) *index {
 		}
 		for _, q := range fw.Requires {
 			c, err := ParseConstraint(q.Constraint)
+			if err == nil {
+				c.prepare()
+			}
 			r.reqs = append(r.reqs, requirement{slug: NormalizeSlug(q.Component), name: q.Component, c: c, err: err})
 		}
 		for _, a := range fw.After {

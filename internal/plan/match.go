@@ -32,10 +32,27 @@ var vendorAliases = map[string]string{
 	"american megatrends international": "ami",
 }
 
-var spaces = regexp.MustCompile(`\s+`)
-
+// fold lower-cases, trims and collapses inner whitespace. It is on every plan's path, so the
+// common case (already folded) allocates nothing.
 func fold(s string) string {
-	return spaces.ReplaceAllString(strings.ToLower(strings.TrimSpace(s)), " ")
+	clean := true
+	prevSpace := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		space := c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+		if c >= 0x80 || c >= 'A' && c <= 'Z' || space && (prevSpace || c != ' ') {
+			clean = false
+			break
+		}
+		prevSpace = space
+	}
+	if clean && !prevSpace {
+		return s
+	}
+	if clean && s == "" {
+		return s
+	}
+	return strings.Join(strings.Fields(strings.ToLower(s)), " ")
 }
 
 // NormalizeVendor returns the canonical form of a vendor name: lower case, trimmed, inner
@@ -63,8 +80,10 @@ var defaultOrder = map[string]int{
 }
 
 // Rank is a component slug's place in the default install order; unknown slugs go last.
-func Rank(slug string) int {
-	if r, ok := defaultOrder[NormalizeSlug(slug)]; ok {
+func Rank(slug string) int { return rank(NormalizeSlug(slug)) }
+
+func rank(normalized string) int {
+	if r, ok := defaultOrder[normalized]; ok {
 		return r
 	}
 	return len(defaultOrder)

@@ -392,7 +392,7 @@ func TestMatching(t *testing.T) {
 		comp("PSU", dell, "", "", "00.1D.7D"),
 	)
 	cat := withSet(catalog(
-		fw("idrac-7", "Dell", "PowerEdge R651", "BMC", "7.00"),  // a substring of the server model
+		fw("idrac-7", "Dell", "PowerEdge R651", "BMC", "7.00"),   // a substring of the server model
 		fw("bios", "Dell", "PowerEdge R6515 ", "BIOS", "2.19.1"), // trailing space, other case below
 		fw("bcm", "Broadcom", "BCM57414", "NIC", "22.31", inband()),
 	), "s", nil, "idrac-7", "bios", "bcm")

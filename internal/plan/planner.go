@@ -121,10 +121,12 @@ type planning struct {
 	srv   *inventory.Server
 	req   Request
 	insts []*inst
-	set   *inventory.FirmwareSet
-	skips []task.Skip
-	steps []*step
-	errs  map[Code]*Error
+	// bySlug lists the instances of each slug, for requirement checks.
+	bySlug map[string][]*inst
+	set    *inventory.FirmwareSet
+	skips  []task.Skip
+	steps  []*step
+	errs   map[Code]*Error
 }
 
 func (pl *planning) fail(code Code, subject, format string, args ...any) {
@@ -222,6 +224,19 @@ func (pl *planning) instances() {
 	for _, c := range pl.srv.Components {
 		count[NormalizeSlug(c.Slug)]++
 	}
+	pl.bySlug = make(map[string][]*inst, len(count))
+	// Instances of one model share their applicable records: look them up once.
+	type lineKey struct{ slug, vendor, model string }
+	lines := map[lineKey][]*record{}
+	vendorNorm, modelNorm := map[string]string{}, map[string]string{}
+	memo := func(m map[string]string, s string, f func(string) string) string {
+		n, ok := m[s]
+		if !ok {
+			n = f(s)
+			m[s] = n
+		}
+		return n
+	}
 	for i, c := range pl.srv.Components {
 		in := &inst{c: c, pos: i, slug: NormalizeSlug(c.Slug)}
 		switch {
@@ -232,9 +247,15 @@ func (pl *planning) instances() {
 		default:
 			in.name = c.Slug
 		}
-		vendors := uniq(NormalizeVendor(c.Vendor), sv)
-		models := uniq(NormalizeModel(c.Model), sm)
-		in.recs = pl.ix.applicable(in.slug, vendors, models)
+		cv, cm := memo(vendorNorm, c.Vendor, NormalizeVendor), memo(modelNorm, c.Model, NormalizeModel)
+		lk := lineKey{in.slug, cv, cm}
+		recs, ok := lines[lk]
+		if !ok {
+			recs = pl.ix.applicable(in.slug, uniq(cv, sv), uniq(cm, sm))
+			lines[lk] = recs
+		}
+		in.recs = recs
+		pl.bySlug[in.slug] = append(pl.bySlug[in.slug], in)
 		in.scheme = SchemeOpaque
 		for i, r := range in.recs {
 			if r.scheme == "" {
@@ -607,7 +628,7 @@ func check(c Constraint, v Version, verr error) (bool, error) {
 }
 
 type bound struct {
-	who string
+	who *inst // the requirer, at its final version
 	c   Constraint
 }
 
@@ -624,7 +645,7 @@ func (pl *planning) unsatisfiable() error {
 			}
 			for _, q := range active(i, true) {
 				if q.err == nil && q.slug == j.slug {
-					bs = append(bs, bound{requirer(i, true), q.c})
+					bs = append(bs, bound{i, q.c})
 					touched = append(touched, i.step != nil || j.step != nil)
 				}
 			}
@@ -658,8 +679,8 @@ func (pl *planning) unsatisfiable() error {
 					both = both || x && y
 				}
 				if alone[0] && alone[1] && !both {
-					e.with(bs[a].who, "requires %s %s", j.name, bs[a].c.Raw)
-					e.with(bs[b].who, "requires %s %s, and no known version of %s satisfies both", j.name, bs[b].c.Raw, j.name)
+					e.with(requirer(bs[a].who, true), "requires %s %s", j.name, bs[a].c.Raw)
+					e.with(requirer(bs[b].who, true), "requires %s %s, and no known version of %s satisfies both", j.name, bs[b].c.Raw, j.name)
 					return e
 				}
 			}
@@ -669,8 +690,8 @@ func (pl *planning) unsatisfiable() error {
 }
 
 type orderEdge struct {
-	from, to int // step indices
-	why      string
+	from, to int           // step indices
+	why      func() string // built only when a cycle is reported
 }
 
 // order sorts the steps: the default order, then order hints and requirements as edges of a
@@ -678,7 +699,7 @@ type orderEdge struct {
 func (pl *planning) order() ([]*step, error) {
 	steps := slices.Clone(pl.steps)
 	slices.SortStableFunc(steps, func(a, b *step) int {
-		if r := Rank(a.in.slug) - Rank(b.in.slug); r != 0 {
+		if r := rank(a.in.slug) - rank(b.in.slug); r != 0 {
 			return r
 		}
 		return a.in.pos - b.in.pos
@@ -693,7 +714,9 @@ func (pl *planning) order() ([]*step, error) {
 			for _, h := range a.rec.after {
 				for bi, b := range steps {
 					if bi != ai && b.in.slug == h {
-						edges = append(edges, orderEdge{bi, ai, fmt.Sprintf("%s is to be flashed after %s (order hint of firmware %s)", a.in.name, b.in.name, a.rec.fw.ID)})
+						edges = append(edges, orderEdge{bi, ai, func() string {
+							return fmt.Sprintf("%s is to be flashed after %s (order hint of firmware %s)", a.in.name, b.in.name, a.rec.fw.ID)
+						}})
 					}
 				}
 			}
@@ -709,7 +732,9 @@ func (pl *planning) order() ([]*step, error) {
 				oldOK, err1 := check(q.c, b.in.old, b.in.oldErr)
 				newOK, err2 := check(q.c, b.to, b.toErr)
 				if err1 == nil && err2 == nil && !oldOK && newOK {
-					edges = append(edges, orderEdge{bi, ai, fmt.Sprintf("%s requires %s %s, which only its new version %s satisfies", requirer(a.in, true), b.in.name, q.c.Raw, b.to.Raw)})
+					edges = append(edges, orderEdge{bi, ai, func() string {
+						return fmt.Sprintf("%s requires %s %s, which only its new version %s satisfies", requirer(a.in, true), b.in.name, q.c.Raw, b.to.Raw)
+					}})
 				}
 			}
 		}
@@ -724,7 +749,9 @@ func (pl *planning) order() ([]*step, error) {
 				oldOK, err1 := check(q.c, b.in.old, b.in.oldErr)
 				newOK, err2 := check(q.c, b.to, b.toErr)
 				if err1 == nil && err2 == nil && oldOK && !newOK {
-					edges = append(edges, orderEdge{ai, bi, fmt.Sprintf("%s requires %s %s, which only its installed version %s satisfies, so it changes first", requirer(a.in, false), b.in.name, q.c.Raw, b.in.c.Version)})
+					edges = append(edges, orderEdge{ai, bi, func() string {
+						return fmt.Sprintf("%s requires %s %s, which only its installed version %s satisfies, so it changes first", requirer(a.in, false), b.in.name, q.c.Raw, b.in.c.Version)
+					}})
 				}
 			}
 		}
@@ -778,7 +805,7 @@ func (pl *planning) order() ([]*step, error) {
 			slices.Reverse(cyc)
 			e := refuse(CodeDependencyCycle, "requirements and order hints form a cycle of %d steps", len(cyc))
 			for _, ed := range cyc {
-				e.with(steps[ed.from].label()+" before "+steps[ed.to].label(), "%s", ed.why)
+				e.with(steps[ed.from].label()+" before "+steps[ed.to].label(), "%s", ed.why())
 			}
 			return nil, e
 		}
@@ -798,9 +825,9 @@ func (pl *planning) order() ([]*step, error) {
 // every requirement in force against every state. Violations that involve no flashed component
 // were there before the plan and are not the plan's to refuse.
 func (pl *planning) simulate(order []*step) error {
-	changed := map[*inst]bool{}
+	changed := make([]bool, len(pl.insts))
 	for k, s := range order {
-		if changed[s.in] {
+		if changed[s.in.pos] {
 			return refuse(CodeDependencyCycle, "%s would change twice", s.in.name)
 		}
 		for _, q := range s.reqs() {
@@ -819,7 +846,7 @@ func (pl *planning) simulate(order []*step) error {
 				return e
 			}
 		}
-		changed[s.in] = true
+		changed[s.in.pos] = true
 		if e := pl.violations(changed); e != nil {
 			e.Message = fmt.Sprintf("after step %d (%s) a requirement is broken", k+1, s.label())
 			return e
@@ -835,23 +862,21 @@ func errNote(err error) string {
 	return " (" + err.Error() + ")"
 }
 
-func (pl *planning) violations(changed map[*inst]bool) *Error {
+func (pl *planning) violations(changed []bool) *Error {
 	var e *Error
 	for _, i := range pl.insts {
-		for _, q := range active(i, changed[i]) {
+		ci := changed[i.pos]
+		for _, q := range active(i, ci) {
 			if q.err != nil || q.slug == i.slug {
 				continue
 			}
 			found := false
-			for _, j := range pl.insts {
-				if j.slug != q.slug {
-					continue
-				}
+			for _, j := range pl.bySlug[q.slug] {
 				found = true
-				if !changed[i] && !changed[j] {
+				if !ci && !changed[j.pos] {
 					continue
 				}
-				v, verr := versionOf(j, changed[j])
+				v, verr := versionOf(j, changed[j.pos])
 				ok, err := check(q.c, v, verr)
 				if err == nil && ok {
 					continue
@@ -862,9 +887,9 @@ func (pl *planning) violations(changed map[*inst]bool) *Error {
 						e.Code = CodeUnorderableVersion
 					}
 				}
-				e.with(requirer(i, changed[i]), "requires %s %s; it would be at %s%s", j.name, q.c.Raw, v.Raw, errNote(err))
+				e.with(requirer(i, ci), "requires %s %s; it would be at %s%s", j.name, q.c.Raw, v.Raw, errNote(err))
 			}
-			if !found && changed[i] {
+			if !found && ci {
 				if e == nil {
 					e = &Error{Code: CodeConstraintViolated}
 				}

@@ -288,6 +288,26 @@ type Term struct {
 type Constraint struct {
 	Raw   string
 	Terms []Term
+	// parsed holds the terms' versions parsed under each scheme, filled by prepare when a
+	// catalog is indexed so that checks during planning parse nothing. Read-only afterwards.
+	parsed map[Scheme][]parsedTerm
+}
+
+type parsedTerm struct {
+	v   Version
+	err error
+}
+
+// prepare parses the terms under every scheme once.
+func (c *Constraint) prepare() {
+	c.parsed = make(map[Scheme][]parsedTerm, len(Schemes))
+	for _, sc := range Schemes {
+		ts := make([]parsedTerm, len(c.Terms))
+		for i, t := range c.Terms {
+			ts[i].v, ts[i].err = sc.Parse(t.Version)
+		}
+		c.parsed[sc] = ts
+	}
 }
 
 // ParseConstraint parses a constraint. It checks syntax only; versions are parsed against the
@@ -335,8 +355,15 @@ func (c Constraint) Ordered() bool {
 // Check reports whether v satisfies c under v's scheme. It fails with UNORDERABLE_VERSION when a
 // term's version does not parse or an ordering is asked of opaque versions.
 func (c Constraint) Check(v Version) (bool, error) {
-	for _, t := range c.Terms {
-		w, err := v.Scheme.Parse(t.Version)
+	pre := c.parsed[v.Scheme]
+	for i, t := range c.Terms {
+		var w Version
+		var err error
+		if pre != nil {
+			w, err = pre[i].v, pre[i].err
+		} else {
+			w, err = v.Scheme.Parse(t.Version)
+		}
 		if err != nil {
 			return false, err
 		}

@@ -1,0 +1,263 @@
+package plan
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/flasher-dev/flasher/internal/inventory"
+	"github.com/flasher-dev/flasher/internal/task"
+)
+
+// bytesource turns fuzz input into small choices; it yields zeros once the input runs out.
+type bytesource struct {
+	b []byte
+	i int
+}
+
+func (s *bytesource) n(k int) int {
+	if s.i >= len(s.b) || k <= 0 {
+		return 0
+	}
+	v := int(s.b[s.i]) % k
+	s.i++
+	return v
+}
+
+var fuzzSlugs = []string{"BMC", "BIOS", "NIC", "Drive", "CPLD"}
+var fuzzOps = []string{">=", "<=", "=", "!=", ">", "<"}
+
+type fuzzCase struct {
+	srv *inventory.Server
+	cat *inventory.Catalog
+	req Request
+}
+
+// genCase builds a server of up to 8 instances (versions 1–4), a catalog with every version of
+// every slug and random requirements, order hints and schemes, and a random request.
+func genCase(data []byte) fuzzCase {
+	s := &bytesource{b: data}
+	srv := &inventory.Server{ID: "fuzz", Vendor: "V", Model: "M"}
+	for i := range 1 + s.n(8) {
+		slug := fuzzSlugs[s.n(len(fuzzSlugs))]
+		srv.Components = append(srv.Components, inventory.Component{
+			Slug: slug, Vendor: "V", Serial: "s" + strconv.Itoa(i), Version: strconv.Itoa(1 + s.n(4)),
+		})
+	}
+	cat := &inventory.Catalog{}
+	opaque := map[string]bool{}
+	for _, slug := range fuzzSlugs {
+		opaque[slug] = s.n(8) == 0
+		for v := 1; v <= 4; v++ {
+			if s.n(10) == 0 {
+				continue // some versions have no image
+			}
+			f := fw(fmt.Sprintf("%s-%d", slug, v), "V", "M", slug, strconv.Itoa(v))
+			if opaque[slug] {
+				f.Scheme = "opaque"
+			}
+			for range s.n(3) {
+				f.Requires = append(f.Requires, inventory.Requirement{
+					Component:  fuzzSlugs[s.n(len(fuzzSlugs))],
+					Constraint: fuzzOps[s.n(len(fuzzOps))] + strconv.Itoa(1+s.n(4)),
+				})
+			}
+			if s.n(6) == 0 {
+				f.After = []string{fuzzSlugs[s.n(len(fuzzSlugs))]}
+			}
+			cat.Firmware = append(cat.Firmware, f)
+		}
+	}
+	force := s.n(3) == 0
+	switch s.n(2) {
+	case 0:
+		set := &inventory.FirmwareSet{ID: "set"}
+		for range s.n(6) {
+			if len(cat.Firmware) > 0 {
+				set.Firmware = append(set.Firmware, cat.Firmware[s.n(len(cat.Firmware))].ID)
+			}
+		}
+		cat.Sets = []*inventory.FirmwareSet{set}
+		return fuzzCase{srv, cat, Request{Mode: task.ModeFirmwareSet, Method: task.MethodOutOfBand, FirmwareSet: "set", Force: force}}
+	default:
+		var items []task.Firmware
+		for range 1 + s.n(4) {
+			c := srv.Components[s.n(len(srv.Components))]
+			it := task.Firmware{Component: c.Slug, Version: strconv.Itoa(1 + s.n(4)), Force: s.n(2) == 0}
+			if s.n(2) == 0 {
+				it.Serial = c.Serial
+			}
+			items = append(items, it)
+		}
+		return fuzzCase{srv, cat, Request{Mode: task.ModeFirmware, Method: task.MethodOutOfBand, Firmware: items}}
+	}
+}
+
+// holds evaluates an integer constraint independently of the planner's code.
+func holds(constraint string, v string, opaque bool) (ok, ordered bool) {
+	for _, op := range fuzzOps {
+		if len(constraint) > len(op) && constraint[:len(op)] == op {
+			want := constraint[len(op):]
+			if op != "=" && op != "!=" {
+				ordered = true
+			}
+			if opaque && ordered {
+				return false, true
+			}
+			a, _ := strconv.Atoi(v)
+			b, _ := strconv.Atoi(want)
+			switch op {
+			case ">=":
+				return a >= b, ordered
+			case "<=":
+				return a <= b, ordered
+			case "=":
+				return a == b, ordered
+			case "!=":
+				return a != b, ordered
+			case ">":
+				return a > b, ordered
+			case "<":
+				return a < b, ordered
+			}
+		}
+	}
+	return false, false
+}
+
+// checkPlan verifies a plan against the case independently: every instance changes at most
+// once, downgrades and reinstalls only with force, and every requirement in force that involves
+// a changed instance holds in every intermediate state, and self-requirements hold for the
+// version each step starts from.
+func checkPlan(t *testing.T, c fuzzCase, p *task.Plan) {
+	t.Helper()
+	recOf := map[string]*inventory.Firmware{}
+	for _, f := range c.cat.Firmware {
+		recOf[f.Component+"@"+f.Version] = f
+	}
+	opaque := map[string]bool{}
+	for _, f := range c.cat.Firmware {
+		opaque[f.Component] = f.Scheme == "opaque"
+	}
+	cur := map[string]string{} // serial → version
+	slugOf := map[string]string{}
+	for _, comp := range c.srv.Components {
+		cur[comp.Serial], slugOf[comp.Serial] = comp.Version, comp.Slug
+	}
+	changed := map[string]bool{}
+	for k, st := range p.Steps {
+		if changed[st.Serial] {
+			t.Fatalf("step %d: %s changes twice", k, st.Serial)
+		}
+		if st.FromVersion != cur[st.Serial] {
+			t.Fatalf("step %d: from %s, installed %s", k, st.FromVersion, cur[st.Serial])
+		}
+		a, _ := strconv.Atoi(st.FromVersion)
+		b, _ := strconv.Atoi(st.ToVersion)
+		if (b < a || opaque[st.Component] && a != b) && !st.Force {
+			t.Fatalf("step %d: unforced change %d→%d of %s", k, a, b, st.Component)
+		}
+		if a == b && !st.Force {
+			t.Fatalf("step %d: unforced reinstall", k)
+		}
+		if rec := recOf[st.Component+"@"+st.ToVersion]; rec != nil {
+			for _, q := range rec.Requires {
+				if q.Component == st.Component {
+					if ok, _ := holds(q.Constraint, st.FromVersion, opaque[st.Component]); !ok {
+						t.Fatalf("step %d: self-requirement %s not met by %s", k, q.Constraint, st.FromVersion)
+					}
+				}
+			}
+		}
+		cur[st.Serial] = st.ToVersion
+		changed[st.Serial] = true
+		for i, vi := range cur {
+			rec := recOf[slugOf[i]+"@"+vi]
+			if rec == nil {
+				continue
+			}
+			for _, q := range rec.Requires {
+				if q.Component == slugOf[i] {
+					continue
+				}
+				for j, vj := range cur {
+					if slugOf[j] != q.Component || !changed[i] && !changed[j] {
+						continue
+					}
+					if ok, _ := holds(q.Constraint, vj, opaque[q.Component]); !ok {
+						t.Fatalf("after step %d: %s@%s requires %s %s, %s is at %s\nplan: %+v", k, slugOf[i], vi, q.Component, q.Constraint, j, vj, p.Steps)
+					}
+				}
+			}
+		}
+	}
+}
+
+func FuzzPlan(f *testing.F) {
+	f.Add([]byte{3, 0, 1, 1, 2, 2, 0, 1, 1, 5, 0, 2, 1, 0, 0, 1, 2})
+	f.Add([]byte{7, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19})
+	f.Add([]byte{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := genCase(data)
+		type result struct {
+			p   *task.Plan
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			_ = Lint(c.cat)
+			p, err := New().Plan(c.srv, c.cat, c.req)
+			done <- result{p, err}
+		}()
+		var r result
+		select {
+		case r = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("planner did not return within 10s")
+		}
+		if r.err != nil {
+			var e *Error
+			if !errors.As(r.err, &e) || e.Code == "" {
+				t.Fatalf("unstructured error %v", r.err)
+			}
+			return
+		}
+		checkPlan(t, c, r.p)
+	})
+}
+
+func FuzzCompare(f *testing.F) {
+	f.Add("7.00.00.171", "7.0.0.171", "14.29.2002", uint8(1))
+	f.Add("1.0.0-alpha", "1.0.0", "1.0.0+b", uint8(0))
+	f.Add("2023-05-16", "20230516", "05/17/2023", uint8(2))
+	f.Fuzz(func(t *testing.T, a, b, c string, k uint8) {
+		sc := Schemes[int(k)%len(Schemes)]
+		ab, err1 := sc.Compare(a, b)
+		ba, err2 := sc.Compare(b, a)
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("%s: Compare(%q,%q) err %v but reverse err %v", sc, a, b, err1, err2)
+		}
+		if err1 != nil {
+			if CodeOf(err1) != CodeUnorderableVersion {
+				t.Fatalf("error code %q", CodeOf(err1))
+			}
+			return
+		}
+		if ab != -ba {
+			t.Fatalf("%s: not antisymmetric: %q %q → %d, %d", sc, a, b, ab, ba)
+		}
+		bc, err := sc.Compare(b, c)
+		if err != nil {
+			return
+		}
+		ac, err := sc.Compare(a, c)
+		if err != nil {
+			t.Fatalf("%s: %q and %q compare with %q but not with each other: %v", sc, a, b, c, err)
+		}
+		if ab <= 0 && bc <= 0 && ac > 0 {
+			t.Fatalf("%s: not transitive: %q ≤ %q ≤ %q but %q > %q", sc, a, b, c, a, c)
+		}
+	})
+}
