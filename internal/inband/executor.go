@@ -1,0 +1,330 @@
+package inband
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/artifact"
+	"github.com/flasher-dev/flasher/internal/inventory"
+	"github.com/flasher-dev/flasher/internal/plan"
+	"github.com/flasher-dev/flasher/internal/scheduler"
+	"github.com/flasher-dev/flasher/internal/task"
+)
+
+// event is one agent report for a running task.
+type event struct {
+	sess *session
+	msg  *flasherv1.ConnectRequest
+}
+
+// run is one Execute call waiting on its agent.
+type run struct {
+	events chan event
+	done   chan struct{}
+}
+
+// Execute runs an IN_BAND task: wait for the server's agent, re-plan against the inventory it
+// reported (first run only), bring the images into the artifact cache, assign, and relay the
+// agent's reports until its result. A resumed task (ACTIVE at the previous stop, or an agent
+// that reconnects) is assigned again; the agent answers from its state dir instead of
+// installing twice.
+func (s *Service) Execute(ctx context.Context, t *task.Task, r scheduler.Reporter) error {
+	ru := &run{events: make(chan event, 32), done: make(chan struct{})}
+	s.mu.Lock()
+	s.runs[t.ID] = ru
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.runs, t.ID)
+		s.mu.Unlock()
+		close(ru.done)
+	}()
+
+	sess, err := s.reg.wait(ctx, t.ServerID, s.cfg.ConnectTimeout)
+	if err != nil {
+		return err
+	}
+	if sess == nil {
+		return scheduler.Fail(CodeAgentUnavailable, "", fmt.Sprintf("no agent connected for server %s within %s", t.ServerID, s.cfg.ConnectTimeout), nil)
+	}
+	resumed := len(t.Progress) > 0
+	if !resumed && r.CancelRequested() {
+		return &scheduler.CancelledError{Where: "before assignment to the agent"}
+	}
+	p := t.Plan
+	if !resumed {
+		// First run: plan against what the host holds now, not what the inventory source said
+		// when the task was created.
+		p, err = s.replan(ctx, t, sess)
+		if err != nil {
+			return err
+		}
+		if err := r.SetPlan(ctx, p); err != nil {
+			return fmt.Errorf("task %s: record plan: %w", t.ID, err)
+		}
+	}
+	if p == nil || len(p.Steps) == 0 {
+		return nil // nothing differs from the target: done
+	}
+
+	steps, release, err := s.fetchImages(ctx, t, p)
+	if err != nil {
+		return err
+	}
+	defer release()
+	sums := make([]string, len(steps))
+	for i, st := range steps {
+		sums[i] = st.GetChecksum()
+	}
+	s.allowImages(t.ServerID, sums)
+	defer s.revokeImages(t.ServerID, sums)
+
+	assign := &flasherv1.ConnectResponse{Msg: &flasherv1.ConnectResponse_Assign{Assign: &flasherv1.Assignment{
+		TaskId: t.ID, Steps: steps, AllowReboot: allowReboot(p),
+	}}}
+	if !resumed {
+		// Recorded before the first assignment, so a restarted server knows it assigned the
+		// task and never re-plans it against half-updated inventory.
+		for _, st := range p.Steps {
+			if err := r.Progress(ctx, task.Progress{Component: st.Component, Serial: st.Serial, State: task.StepPending, Step: "assigned", Message: "assigned to the agent"}); err != nil {
+				return fmt.Errorf("task %s: record progress: %w", t.ID, err)
+			}
+		}
+	}
+	a := &attempt{s: s, t: t, r: r, ru: ru, assign: assign}
+	return a.loop(ctx, sess)
+}
+
+// attempt follows one assigned task across agent reconnects.
+type attempt struct {
+	s          *Service
+	t          *task.Task
+	r          scheduler.Reporter
+	ru         *run
+	assign     *flasherv1.ConnectResponse
+	cancelSent bool
+	rebooting  bool
+}
+
+func (a *attempt) loop(ctx context.Context, sess *session) error {
+	s, t := a.s, a.t
+	tick := time.NewTicker(s.cfg.CancelPoll)
+	defer tick.Stop()
+	for {
+		// (Re)assign on this stream.
+		sess.assign(t.ID)
+		a.cancelSent = false
+		err := sess.send(a.assign)
+		if err == nil && a.r.CancelRequested() {
+			err = a.sendCancel(sess)
+		}
+		if err == nil {
+			var done bool
+			done, err = a.follow(ctx, sess, tick.C)
+			if done || ctx.Err() != nil {
+				sess.unassign(t.ID)
+				return err
+			}
+		}
+		sess.unassign(t.ID)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// The agent went away mid-task: wait for it to come back.
+		wait, code := s.cfg.LostTimeout, "went away"
+		if a.rebooting {
+			wait, code = s.cfg.RebootTimeout, "rebooted the host"
+		}
+		s.log.Info("agent gone mid-task; waiting for it", "task", t.ID, "server", t.ServerID, "wait", wait, "err", err)
+		_ = a.r.Progress(ctx, task.Progress{Component: "agent", State: task.StepRunning, Step: "reconnect",
+			Message: fmt.Sprintf("agent %s; waiting up to %s for it to reconnect", code, wait)})
+		next, werr := s.reg.wait(ctx, t.ServerID, wait)
+		if werr != nil {
+			return werr
+		}
+		if next == nil {
+			return scheduler.Fail(CodeAgentLost, "", fmt.Sprintf("the agent of server %s %s and did not reconnect within %s", t.ServerID, code, wait), err)
+		}
+		a.rebooting = false
+		sess = next
+	}
+}
+
+// follow relays the agent's reports until its result (done), the stream's end (retry on the
+// next stream) or ctx's end.
+func (a *attempt) follow(ctx context.Context, sess *session, tick <-chan time.Time) (done bool, err error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return true, ctx.Err()
+		case <-sess.done:
+			return false, fmt.Errorf("agent stream of server %s ended", sess.serverID)
+		case <-tick:
+			if a.r.CancelRequested() && !a.cancelSent {
+				if err := a.sendCancel(sess); err != nil {
+					return false, err
+				}
+			}
+		case ev := <-a.ru.events:
+			if ev.sess != sess {
+				continue // a straggler from an earlier stream
+			}
+			if done, err := a.handle(ctx, ev.msg); done || err != nil {
+				return true, err
+			}
+		}
+	}
+}
+
+func (a *attempt) sendCancel(sess *session) error {
+	a.cancelSent = true
+	return sess.send(&flasherv1.ConnectResponse{Msg: &flasherv1.ConnectResponse_Cancel{Cancel: &flasherv1.CancelAssignment{TaskId: a.t.ID}}})
+}
+
+// handle applies one report; done is true when the task ended (err is its outcome).
+func (a *attempt) handle(ctx context.Context, m *flasherv1.ConnectRequest) (done bool, err error) {
+	switch x := m.Msg.(type) {
+	case *flasherv1.ConnectRequest_Ack:
+		return false, nil
+	case *flasherv1.ConnectRequest_Progress:
+		if err := a.r.Progress(ctx, progressFromProto(x.Progress)); err != nil {
+			return true, fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
+		}
+		return false, nil
+	case *flasherv1.ConnectRequest_RebootRequired:
+		rr := x.RebootRequired
+		a.rebooting = rr.GetRebooting()
+		msg := "installed; takes effect after a host reboot (not allowed by the task: reboot it to activate)"
+		if a.rebooting {
+			msg = "installed; the agent is rebooting the host"
+		}
+		err := a.r.Progress(ctx, task.Progress{Component: "host", State: task.StepRunning, Step: "reboot",
+			Message: msg + ": " + strings.Join(rr.GetComponents(), ", ")})
+		if err != nil {
+			return true, fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
+		}
+		return false, nil
+	case *flasherv1.ConnectRequest_Result:
+		return true, a.result(ctx, x.Result)
+	}
+	return false, nil
+}
+
+// result turns the agent's result into Execute's return.
+func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error {
+	for _, c := range res.GetComponents() {
+		msg := c.GetMessage()
+		if c.GetVersion() != "" {
+			msg = strings.TrimSpace(msg + " (reports " + c.GetVersion() + ")")
+		}
+		p := task.Progress{Component: c.GetComponent(), Serial: c.GetSerial(), State: stepStateFromProto(c.GetState()),
+			Step: "result", Message: msg}
+		if p.State == task.StepSucceeded {
+			p.Percent = 100
+		}
+		if err := a.r.Progress(ctx, p); err != nil {
+			return fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
+		}
+	}
+	switch res.GetOutcome() {
+	case flasherv1.AgentResult_OUTCOME_SUCCEEDED:
+		return nil
+	case flasherv1.AgentResult_OUTCOME_CANCELLED:
+		return &scheduler.CancelledError{Where: res.GetCancelledAt()}
+	default:
+		code := res.GetFailureCode()
+		if code == "" {
+			code = "INSTALL_FAILED"
+		}
+		return scheduler.Fail(code, res.GetFailureComponent(), fmt.Sprintf("server %s: %s", a.t.ServerID, res.GetMessage()), nil)
+	}
+}
+
+// replan plans t against the server's record with the components its agent reported.
+func (s *Service) replan(ctx context.Context, t *task.Task, sess *session) (*task.Plan, error) {
+	srv, err := s.cfg.Inventory.Server(ctx, t.ServerID)
+	if err != nil {
+		return nil, scheduler.Fail(CodePlanRefused, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
+	}
+	cat, err := s.cfg.Inventory.Catalog(ctx)
+	if err != nil {
+		return nil, scheduler.Fail(CodePlanRefused, "", fmt.Sprintf("firmware catalog: %v", err), err)
+	}
+	sess.mu.Lock()
+	comps := append([]inventory.Component(nil), sess.comps...)
+	sess.mu.Unlock()
+	srv.Components = mergeFlags(comps, srv.Components)
+	p, err := s.planner.Plan(srv, cat, plan.RequestFor(t))
+	if err != nil {
+		var pe *plan.Error
+		if errors.As(err, &pe) {
+			return nil, scheduler.Fail(string(pe.Code), "", fmt.Sprintf("server %s, against the agent's inventory: %s", t.ServerID, pe.Error()), err)
+		}
+		return nil, scheduler.Fail(CodePlanRefused, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
+	}
+	return p, nil
+}
+
+// mergeFlags keeps the inventory source's update methods for the components the agent reports:
+// a component the source marks out-of-band only stays out of in-band plans.
+func mergeFlags(agent, source []inventory.Component) []inventory.Component {
+	for i, c := range agent {
+		for _, sc := range source {
+			if plan.NormalizeSlug(sc.Slug) != plan.NormalizeSlug(c.Slug) || (sc.Serial != "" && sc.Serial != c.Serial) {
+				continue
+			}
+			if sc.InBand || sc.OutOfBand {
+				agent[i].InBand, agent[i].OutOfBand = sc.InBand, sc.OutOfBand
+			}
+			break
+		}
+	}
+	return agent
+}
+
+// images brings every step's image into the artifact cache and returns the assigned steps.
+// The images stay pinned until release, so they are not evicted while the agent downloads.
+func (s *Service) fetchImages(ctx context.Context, t *task.Task, p *task.Plan) ([]*flasherv1.AssignedStep, func(), error) {
+	var held []*artifact.Artifact
+	release := func() {
+		for _, h := range held {
+			h.Release()
+		}
+	}
+	steps := make([]*flasherv1.AssignedStep, 0, len(p.Steps))
+	for _, st := range p.Steps {
+		h, err := s.cfg.Images.Fetch(ctx, st.URL, st.Checksum)
+		if err != nil {
+			release()
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			return nil, nil, scheduler.Fail(CodeImageUnavailable, st.Component,
+				fmt.Sprintf("server %s: image %s for %s %s: %v", t.ServerID, st.Filename, st.Component, st.ToVersion, err), err)
+		}
+		held = append(held, h)
+		steps = append(steps, &flasherv1.AssignedStep{
+			Component: st.Component, Serial: st.Serial, Vendor: st.Vendor, Model: st.Model,
+			FromVersion: st.FromVersion, ToVersion: st.ToVersion, Checksum: h.Checksum(), Size: h.Size(),
+			Filename: st.Filename, Force: st.Force || st.Downgrade || st.Reinstall,
+		})
+	}
+	return steps, release, nil
+}
+
+// allowReboot reports whether the task lets the agent reboot the host: a step asks for a host
+// reset or power cycle after it.
+func allowReboot(p *task.Plan) bool {
+	for _, st := range p.Steps {
+		for _, a := range st.PostActions {
+			if a == task.ActionResetHost || a == task.ActionPowerCycleHost {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,180 @@
+// Package inband is the server side of in-band updates: the AgentService that host agents
+// (flasher-agent) connect to, the registry of connected agents, artifact serving to agents, and
+// the scheduler.Executor for IN_BAND tasks. It assigns a task only to the agent connected for
+// that task's server, re-plans against the inventory the agent reports, relays progress, holds
+// a lease on each agent stream and fails the task when the agent does not come back in time.
+//
+// An agent's server id is taken from its connection (auth.FromContext(ctx).ServerID), never from
+// a message. Until the security work binds it to an mTLS client certificate, the server may be
+// started with InsecureAgentIdentity, which trusts a request header instead: see identity.go.
+//
+// It never touches hardware and never installs anything itself. It is the edge for the agent
+// protocol, so unlike the domain packages it converts the generated types (convert.go).
+package inband
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/artifact"
+	"github.com/flasher-dev/flasher/internal/inventory"
+	"github.com/flasher-dev/flasher/internal/plan"
+	"github.com/flasher-dev/flasher/internal/scheduler"
+)
+
+// Failure codes of in-band tasks, besides the agent's own (INSTALL_FAILED, VERIFY_FAILED, ...).
+const (
+	// CodeAgentUnavailable: no agent was connected for the server within ConnectTimeout.
+	CodeAgentUnavailable = "AGENT_UNAVAILABLE"
+	// CodeAgentLost: the agent went away mid-task and did not come back within LostTimeout
+	// (RebootTimeout after it said it was rebooting).
+	CodeAgentLost = "AGENT_LOST"
+	// CodeImageUnavailable: an image could not be brought into the artifact cache.
+	CodeImageUnavailable = "IMAGE_UNAVAILABLE"
+	// CodePlanRefused: the re-plan against the agent's inventory was refused.
+	CodePlanRefused = "PLAN_REFUSED"
+	// CodeAgentProtocol: the agent's answer made no sense (a result for steps it was not given).
+	CodeAgentProtocol = "AGENT_PROTOCOL"
+)
+
+// Images is what the service needs from the artifact cache: fetching a step's image before it
+// is assigned, and reading it back to serve agents. *artifact.Cache implements it.
+type Images interface {
+	Fetch(ctx context.Context, rawURL, checksum string) (*artifact.Artifact, error)
+	Open(checksum string) (io.ReadSeekCloser, int64, error)
+}
+
+var _ Images = (*artifact.Cache)(nil)
+
+// Config configures a Service.
+type Config struct {
+	// Inventory gives the server record and the firmware catalog for re-planning. Required.
+	Inventory inventory.Source
+	// Images is the artifact cache agents download from. Required.
+	Images Images
+	// ConnectTimeout bounds how long a task waits for its server's agent to be connected when
+	// it starts (0 means 5 minutes); then the task fails AGENT_UNAVAILABLE.
+	ConnectTimeout time.Duration
+	// LostTimeout bounds how long an agent may be away in the middle of a task (0 means 10
+	// minutes); then the task fails AGENT_LOST.
+	LostTimeout time.Duration
+	// RebootTimeout replaces LostTimeout after the agent said it is rebooting the host (0 means
+	// 30 minutes).
+	RebootTimeout time.Duration
+	// HeartbeatInterval is what agents are told to keep; a stream silent for three intervals
+	// loses its lease and is closed (0 means 10 seconds).
+	HeartbeatInterval time.Duration
+	// CancelPoll is how often a running task checks for a cancel to relay (0 means 1 second).
+	CancelPoll time.Duration
+	// ChunkSize is the FetchArtifact chunk size (0 means 256 KiB).
+	ChunkSize int
+	Logger    *slog.Logger
+	// Now is the clock for agent records; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service implements AgentService and the IN_BAND executor.
+type Service struct {
+	flasherv1.UnimplementedAgentServiceServer
+
+	cfg     Config
+	log     *slog.Logger
+	planner *plan.Planner
+	reg     *Registry
+
+	mu   sync.Mutex
+	runs map[string]*run // task id → the executor run waiting on agent messages
+	// images maps a server id to the checksums it may download (counted per run), so an agent
+	// can fetch only what was assigned to its own server.
+	images map[string]map[string]int
+}
+
+var _ scheduler.Executor = (*Service)(nil)
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Inventory == nil {
+		return nil, errors.New("inband: Config.Inventory is required")
+	}
+	if cfg.Images == nil {
+		return nil, errors.New("inband: Config.Images is required")
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 5 * time.Minute
+	}
+	if cfg.LostTimeout <= 0 {
+		cfg.LostTimeout = 10 * time.Minute
+	}
+	if cfg.RebootTimeout <= 0 {
+		cfg.RebootTimeout = 30 * time.Minute
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 10 * time.Second
+	}
+	if cfg.CancelPoll <= 0 {
+		cfg.CancelPoll = time.Second
+	}
+	if cfg.ChunkSize <= 0 {
+		cfg.ChunkSize = 256 << 10
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "inband"),
+		planner: plan.New(),
+		reg:     newRegistry(),
+		runs:    map[string]*run{},
+		images:  map[string]map[string]int{},
+	}, nil
+}
+
+// Register registers AgentService on r.
+func (s *Service) Register(r grpc.ServiceRegistrar) { flasherv1.RegisterAgentServiceServer(r, s) }
+
+// Agents lists the connected agents, ordered by server id.
+func (s *Service) Agents() []AgentInfo { return s.reg.list() }
+
+func (s *Service) allowImages(serverID string, sums []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.images[serverID]
+	if m == nil {
+		m = map[string]int{}
+		s.images[serverID] = m
+	}
+	for _, c := range sums {
+		m[c]++
+	}
+}
+
+func (s *Service) revokeImages(serverID string, sums []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.images[serverID]
+	for _, c := range sums {
+		if m[c]--; m[c] <= 0 {
+			delete(m, c)
+		}
+	}
+	if len(m) == 0 {
+		delete(s.images, serverID)
+	}
+}
+
+func (s *Service) imageAllowed(serverID, checksum string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.images[serverID][checksum] > 0
+}
