@@ -615,3 +615,63 @@ func TestLint(t *testing.T) {
 		})
 	}
 }
+
+func TestExplicitActionsAndPreconditions(t *testing.T) {
+	srv := gigabyte("1.0", "1.0.0")
+	cat := catalog(
+		fw("bmc-1.3", gb, g200, "BMC", "1.3"),
+		fw("bmc-1.5", gb, g200, "BMC", "1.5", requires("BMC", ">=1.2")),
+	)
+	p := New()
+	_, err := p.Plan(srv, cat, explicitReq(task.Firmware{Component: "BMC", Version: "1.5"}))
+	wantRefusal(t, err, CodeConstraintViolated, "requires BMC >=1.2 before it is installed; installed 1.0")
+
+	srv = gigabyte("1.3", "1.0.0")
+	got, err := p.Plan(srv, cat, explicitReq(task.Firmware{Component: "BMC", Version: "1.5",
+		PreActions: []task.Action{task.ActionResetBMC}, PostActions: []task.Action{task.ActionResetHost}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := got.Steps[0]
+	if len(st.PreActions) != 1 || st.PreActions[0] != task.ActionResetBMC || len(st.PostActions) != 1 || st.PostActions[0] != task.ActionResetHost {
+		t.Errorf("actions = %v / %v", st.PreActions, st.PostActions)
+	}
+	if st.Irreversible || st.FirmwareID != "bmc-1.5" || st.Filename != "bmc-1.5.bin" || st.Method != task.MethodOutOfBand {
+		t.Errorf("step = %+v", st)
+	}
+	_, err = p.Plan(srv, cat, explicitReq(task.Firmware{Component: "BMC", Version: "1.5", PreActions: []task.Action{"REBOOT_DATACENTER"}}))
+	wantRefusal(t, err, CodeInvalidRequest, "REBOOT_DATACENTER")
+}
+
+// TestConcurrentPlans runs plans against two catalog snapshots at once, as the API and the
+// executor do across a reload; run with -race.
+func TestConcurrentPlans(t *testing.T) {
+	srv := gigabyte("1.0", "1.0.0")
+	cats := []*inventory.Catalog{
+		withSet(catalog(fw("bmc-1.5", gb, g200, "BMC", "1.5")), "s", nil, "bmc-1.5"),
+		withSet(catalog(fw("bmc-1.6", gb, g200, "BMC", "1.6")), "s", nil, "bmc-1.6"),
+	}
+	p := New()
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 50 {
+				c := cats[(g+i)%2]
+				got, err := p.Plan(srv, c, setReq("s"))
+				if err == nil && got.Steps[0].ToVersion != c.Firmware[0].Version {
+					err = errors.New("plan used another snapshot's index: " + stepsOf(got))
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -257,14 +257,15 @@ func (pl *planning) instances() {
 		in.recs = recs
 		pl.bySlug[in.slug] = append(pl.bySlug[in.slug], in)
 		in.scheme = SchemeOpaque
-		for i, r := range in.recs {
+		seen := false
+		for _, r := range in.recs {
 			if r.scheme == "" {
 				continue
 			}
-			if i > 0 && in.scheme != r.scheme && in.schErr == nil {
+			if seen && in.scheme != r.scheme && in.schErr == nil {
 				in.schErr = refuse(CodeUnorderableVersion, "catalog images for %s declare schemes %s and %s", in.name, in.scheme, r.scheme)
 			}
-			in.scheme = r.scheme
+			in.scheme, seen = r.scheme, true
 		}
 		in.old, in.oldErr = in.scheme.Parse(c.Version)
 		for _, r := range in.recs {
@@ -334,6 +335,10 @@ func (pl *planning) explicit() {
 			pl.fail(CodeInvalidRequest, subject, "component and version are required")
 			continue
 		}
+		if bad := invalidActions(item); bad != "" {
+			pl.fail(CodeInvalidRequest, subject, "unknown action %q", bad)
+			continue
+		}
 		if item.URL != "" && !ValidChecksum(item.Checksum) {
 			pl.fail(CodeInvalidRequest, subject, "an explicit URL needs a checksum sha256:<64 hex>, sha512:<128 hex> or md5:<32 hex>, got %q", item.Checksum)
 			continue
@@ -393,6 +398,15 @@ func (pl *planning) explicit() {
 			}
 		}
 	}
+}
+
+func invalidActions(f task.Firmware) string {
+	for _, a := range append(slices.Clone(f.PreActions), f.PostActions...) {
+		if !a.Valid() {
+			return string(a)
+		}
+	}
+	return ""
 }
 
 // pickVersion returns the applicable record of version v for in: one of method m first, then a
