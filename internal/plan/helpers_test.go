@@ -51,15 +51,6 @@ func withSet(cat *inventory.Catalog, id string, labels map[string]string, ids ..
 	return cat
 }
 
-// allOf returns every firmware id of a catalog, for a set holding the whole catalog.
-func allOf(cat *inventory.Catalog) []string {
-	var ids []string
-	for _, f := range cat.Firmware {
-		ids = append(ids, f.ID)
-	}
-	return ids
-}
-
 func setReq(id string) Request {
 	return Request{Mode: task.ModeFirmwareSet, Method: task.MethodOutOfBand, FirmwareSet: id}
 }

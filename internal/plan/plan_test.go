@@ -675,3 +675,18 @@ func TestConcurrentPlans(t *testing.T) {
 		}
 	}
 }
+
+func TestExplicitPrefersProductionImage(t *testing.T) {
+	srv := gigabyte("1.0", "1.0.0")
+	cat := catalog(
+		fw("bmc-1.5-test", gb, g200, "BMC", "1.5", tagged("test")),
+		fw("bmc-1.5", gb, "g100", "BMC", "1.5", models("g100", g200), tagged("production")),
+	)
+	got, err := New().Plan(srv, cat, explicitReq(task.Firmware{Component: "BMC", Version: "1.5"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := got.Steps[0].FirmwareID; id != "bmc-1.5" {
+		t.Errorf("picked %s, want the production image listed for both models", id)
+	}
+}
