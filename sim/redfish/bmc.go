@@ -447,8 +447,9 @@ func (b *BMC) rebootLocked(d time.Duration) {
 	b.srv, b.listener = nil, nil
 	if srv != nil {
 		// Close drops the listener (new connections are refused, like a BMC whose network
-		// stack is gone) and every open connection.
-		go func() { _ = srv.Close() }()
+		// stack is gone) and every open connection. It does not wait for handlers, so it is
+		// safe under b.mu, and the port is free again before bootUp listens.
+		_ = srv.Close()
 	}
 	b.afterLocked(d, b.bootUp)
 }
