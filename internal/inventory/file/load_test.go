@@ -221,12 +221,20 @@ func TestLoadGoodAndDirectory(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "a.yaml", good)
 	write(t, dir, "b.yml", "firmware_sets:\n  - id: set2\n    name: two\n    labels: {vendor: Dell}\n    firmware: [f1]\n")
+	write(t, dir, "c.yaml", "firmware_sets:\n  - id: set3\n    name: three\n    firmware: [f1]\n---\nfirmware_sets:\n  - id: set4\n    name: four\n    firmware: [f9]\n")
 	write(t, dir, "notes.txt", "not yaml: [")
+	// The second document's line numbers are the file's, not the document's.
+	_, err := Load(dir)
+	var le *LoadError
+	if !errors.As(err, &le) || len(le.Problems) != 1 || le.Problems[0].Line != 9 || !strings.HasSuffix(le.Problems[0].File, "c.yaml") {
+		t.Fatalf("multi-document problem = %v", err)
+	}
+	write(t, dir, "c.yaml", "firmware_sets:\n  - id: set3\n    name: three\n    firmware: [f1]\n---\nfirmware_sets:\n  - id: set4\n    name: four\n    firmware: [f1]\n")
 	snap, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(snap.Files) != 2 || len(snap.Catalog().Sets) != 2 || snap.Catalog().Sets[1].ID != "set2" {
+	if len(snap.Files) != 3 || len(snap.Catalog().Sets) != 4 || snap.Catalog().Sets[1].ID != "set2" || snap.Catalog().Sets[3].ID != "set4" {
 		t.Fatalf("merged snapshot: files %v sets %+v", snap.Files, snap.Catalog().Sets)
 	}
 	if f := snap.Catalog().Firmware[0]; f.Filename != "f1.bin" || f.InBand {
