@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -52,6 +53,43 @@ type TaskService struct {
 	flasherv1.UnimplementedTaskServiceServer
 	cfg TaskConfig
 	log *slog.Logger
+
+	// changes converts each committed change to the wire once, however many watchers send it.
+	changes changeCache
+}
+
+// changeCache keeps the wire form of recent changes, by revision. The messages are shared by
+// every watch stream and must not be modified.
+type changeCache struct {
+	mu    sync.Mutex
+	byRev map[int64]*flasherv1.WatchTasksResponse
+	order []int64
+}
+
+const changeCacheSize = 4096
+
+func (c *changeCache) get(ch *store.Change) *flasherv1.WatchTasksResponse {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m, ok := c.byRev[ch.Revision]; ok {
+		return m
+	}
+	ev := ch.Event
+	ev.Revision = ch.Revision
+	m := &flasherv1.WatchTasksResponse{
+		Type: flasherv1.WatchEventType_WATCH_EVENT_TYPE_CHANGE, Revision: ch.Revision,
+		Task: TaskToPB(ch.Task), Event: eventToPB(ev),
+	}
+	if c.byRev == nil {
+		c.byRev = make(map[int64]*flasherv1.WatchTasksResponse, changeCacheSize)
+	}
+	if len(c.order) >= changeCacheSize {
+		delete(c.byRev, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.byRev[ch.Revision] = m
+	c.order = append(c.order, ch.Revision)
+	return m
 }
 
 var _ flasherv1.TaskServiceServer = (*TaskService)(nil)
@@ -247,12 +285,7 @@ func (s *TaskService) WatchTasks(req *flasherv1.WatchTasksRequest, stream grpc.S
 				continue
 			}
 			sent[c.Task.ID] = c.Revision
-			ev := c.Event
-			ev.Revision = c.Revision
-			if err := stream.Send(&flasherv1.WatchTasksResponse{
-				Type: flasherv1.WatchEventType_WATCH_EVENT_TYPE_CHANGE, Revision: c.Revision,
-				Task: TaskToPB(c.Task), Event: eventToPB(ev),
-			}); err != nil {
+			if err := stream.Send(s.changes.get(c)); err != nil {
 				return err
 			}
 			beat.Reset(s.cfg.Heartbeat)

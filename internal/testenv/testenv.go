@@ -6,6 +6,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -41,10 +42,12 @@ type Config struct {
 	// ServerOptions are added to the gRPC server (interceptors for auth, TLS, ...).
 	ServerOptions []grpc.ServerOption
 	// Logger defaults to a discarding logger.
-	Logger    *slog.Logger
-	HubKeep   int
-	Heartbeat time.Duration
-	Worker    string
+	Logger  *slog.Logger
+	HubKeep int
+	// WatchBuffer is each watcher's buffer in the hub (0: the hub's default).
+	WatchBuffer int
+	Heartbeat   time.Duration
+	Worker      string
 }
 
 // Env is a running control plane.
@@ -63,11 +66,25 @@ type Env struct {
 // Start starts a control plane that stops when the test ends.
 func Start(t testing.TB, cfg Config) *Env {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
 	if cfg.DBPath == "" {
 		cfg.DBPath = filepath.Join(t.TempDir(), "flasher.db")
+	}
+	e, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	return e
+}
+
+// Run starts a control plane outside a test (benchmarks); call Stop when done. cfg.DBPath is
+// required.
+func Run(cfg Config) (_ *Env, err error) {
+	if cfg.DBPath == "" {
+		return nil, errors.New("testenv: DBPath is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = time.Second
@@ -76,17 +93,21 @@ func Start(t testing.TB, cfg Config) *Env {
 		cfg.Worker = "testenv"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			cancel()
+		}
+	}()
 	st, err := sqlite.Open(ctx, sqlite.Config{Path: cfg.DBPath})
 	if err != nil {
-		cancel()
-		t.Fatal(err)
+		return nil, err
 	}
 	sched := scheduler.New(scheduler.Config{Store: st, Executors: cfg.Executors, Worker: cfg.Worker, Logger: cfg.Logger})
-	hub := watch.New(watch.Config{Store: st, Keep: cfg.HubKeep, Poll: 50 * time.Millisecond, Logger: cfg.Logger})
+	hub := watch.New(watch.Config{Store: st, Keep: cfg.HubKeep, Buffer: cfg.WatchBuffer, Poll: 50 * time.Millisecond, Logger: cfg.Logger})
 	srv, err := api.NewServer(api.ServerConfig{Logger: cfg.Logger, Options: cfg.ServerOptions})
 	if err != nil {
-		cancel()
-		t.Fatal(err)
+		st.Close()
+		return nil, err
 	}
 	tc := api.TaskConfig{Store: st, Queue: sched, Hub: hub, Logger: cfg.Logger, Heartbeat: cfg.Heartbeat}
 	if cfg.Inventory != nil {
@@ -99,18 +120,22 @@ func Start(t testing.TB, cfg Config) *Env {
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		cancel()
-		t.Fatal(err)
+		st.Close()
+		return nil, err
 	}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); _ = srv.Serve(lis) }()
 	go func() { defer wg.Done(); _ = sched.Run(ctx) }()
 	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
+	<-hub.Ready()
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
+		srv.Stop()
 		cancel()
-		t.Fatal(err)
+		wg.Wait()
+		st.Close()
+		return nil, err
 	}
 	e := &Env{
 		Store: st, Scheduler: sched, Hub: hub, Addr: lis.Addr().String(), Conn: conn,
@@ -126,8 +151,7 @@ func Start(t testing.TB, cfg Config) *Env {
 			st.Close()
 		})
 	}
-	t.Cleanup(e.stop)
-	return e
+	return e, nil
 }
 
 // Stop stops the control plane now, as a crash of the process would (running executors see
