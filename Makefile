@@ -52,9 +52,10 @@ breaking: tools proto-deps
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/flasher-server ./server
-	$(GO) build -o $(BIN)/flasherctl ./ctl
 	$(GO) build -o $(BIN)/flasher-sim ./sim
-	@if [ -d agent ] && ls agent/*.go >/dev/null 2>&1; then $(GO) build -o $(BIN)/flasher-agent ./agent; fi
+	@for d in ctl:flasherctl agent:flasher-agent; do \
+	  if ls $${d%%:*}/*.go >/dev/null 2>&1; then echo "$(GO) build -o $(BIN)/$${d##*:} ./$${d%%:*}"; $(GO) build -o $(BIN)/$${d##*:} ./$${d%%:*} || exit 1; fi; \
+	done
 
 ## run: run flasher-server on the embedded defaults (SQLite, file inventory, simulated fleet).
 run: build
