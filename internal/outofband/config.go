@@ -1,0 +1,126 @@
+package outofband
+
+import (
+	"strings"
+	"time"
+)
+
+// Timeouts bound every wait of the executor. Zero fields take the value of the less specific
+// level (component override → vendor override → Defaults).
+type Timeouts struct {
+	// Connect bounds one login attempt (bmclib Open).
+	Connect time.Duration
+	// Call bounds one ordinary BMC call: power state, install steps, task status, BMC reset.
+	Call time.Duration
+	// Inventory bounds one inventory read (many Redfish requests).
+	Inventory time.Duration
+	// Upload bounds one firmware upload.
+	Upload time.Duration
+	// Install bounds the wait for one BMC job to end, host power cycle included.
+	Install time.Duration
+	// PollInterval is the time between two task status polls.
+	PollInterval time.Duration
+	// Verify bounds the wait for the inventory to show the new version once the job ended.
+	Verify time.Duration
+	// BMCReboot bounds the wait for a BMC to come back after its firmware update or a reset.
+	BMCReboot time.Duration
+	// LoginAttempts bounds logins per connect; only transient failures are retried.
+	LoginAttempts int
+	// UploadAttempts bounds uploads per component; only transport failures are retried (the BMC's
+	// own queue check refuses a second job for a component that has one).
+	UploadAttempts int
+	// PollErrors is how many consecutive failed status polls are tolerated.
+	PollErrors int
+	// Backoff is the first wait between retries; it doubles up to MaxBackoff, with jitter.
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+}
+
+// DefaultTimeouts are sized for real BMCs: iDRAC uploads of large images and BMC reboots take
+// minutes.
+var DefaultTimeouts = Timeouts{
+	Connect:        60 * time.Second,
+	Call:           60 * time.Second,
+	Inventory:      3 * time.Minute,
+	Upload:         30 * time.Minute,
+	Install:        90 * time.Minute,
+	PollInterval:   10 * time.Second,
+	Verify:         5 * time.Minute,
+	BMCReboot:      15 * time.Minute,
+	LoginAttempts:  4,
+	UploadAttempts: 2,
+	PollErrors:     6,
+	Backoff:        2 * time.Second,
+	MaxBackoff:     time.Minute,
+}
+
+// Override changes timeouts for servers of one vendor, and optionally one component slug.
+type Override struct {
+	// Vendor matches the server vendor case-insensitively as a prefix ("dell" matches "Dell Inc.");
+	// empty matches every vendor.
+	Vendor string
+	// Component matches the component slug case-insensitively; empty matches every component.
+	Component string
+	Timeouts  Timeouts
+}
+
+// merge returns t with the zero fields taken from base.
+func (t Timeouts) merge(base Timeouts) Timeouts {
+	pick := func(v, b time.Duration) time.Duration {
+		if v > 0 {
+			return v
+		}
+		return b
+	}
+	pickN := func(v, b int) int {
+		if v > 0 {
+			return v
+		}
+		return b
+	}
+	return Timeouts{
+		Connect:        pick(t.Connect, base.Connect),
+		Call:           pick(t.Call, base.Call),
+		Inventory:      pick(t.Inventory, base.Inventory),
+		Upload:         pick(t.Upload, base.Upload),
+		Install:        pick(t.Install, base.Install),
+		PollInterval:   pick(t.PollInterval, base.PollInterval),
+		Verify:         pick(t.Verify, base.Verify),
+		BMCReboot:      pick(t.BMCReboot, base.BMCReboot),
+		LoginAttempts:  pickN(t.LoginAttempts, base.LoginAttempts),
+		UploadAttempts: pickN(t.UploadAttempts, base.UploadAttempts),
+		PollErrors:     pickN(t.PollErrors, base.PollErrors),
+		Backoff:        pick(t.Backoff, base.Backoff),
+		MaxBackoff:     pick(t.MaxBackoff, base.MaxBackoff),
+	}
+}
+
+// Policy resolves timeouts per vendor and component.
+type Policy struct {
+	// Defaults apply where no override matches; zero fields take DefaultTimeouts.
+	Defaults  Timeouts
+	Overrides []Override
+}
+
+// For returns the timeouts of one vendor's component; component "" asks for the server-wide
+// timeouts (connect, power, inventory). Vendor-wide overrides apply first, then
+// vendor+component ones, each in list order.
+func (p Policy) For(vendor, component string) Timeouts {
+	out := p.Defaults.merge(DefaultTimeouts)
+	v := strings.ToLower(strings.TrimSpace(vendor))
+	for _, pass := range []bool{false, true} {
+		for _, o := range p.Overrides {
+			if (o.Component != "") != pass {
+				continue
+			}
+			if o.Vendor != "" && !strings.HasPrefix(v, strings.ToLower(o.Vendor)) {
+				continue
+			}
+			if o.Component != "" && !strings.EqualFold(o.Component, component) {
+				continue
+			}
+			out = o.Timeouts.merge(out)
+		}
+	}
+	return out
+}

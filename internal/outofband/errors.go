@@ -1,0 +1,129 @@
+package outofband
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	gofishcommon "github.com/stmcginnis/gofish/common"
+)
+
+// Failure codes of out-of-band tasks (task.Failure.Code). Documented in docs/outofband.md.
+const (
+	CodeBMCUnreachable   = "BMC_UNREACHABLE"
+	CodeLoginFailed      = "LOGIN_FAILED"
+	CodeUploadRejected   = "UPLOAD_REJECTED"
+	CodeInstallFailed    = "INSTALL_FAILED"
+	CodeVerifyMismatch   = "VERIFY_MISMATCH"
+	CodeTimeout          = "TIMEOUT"
+	CodeChecksumMismatch = "CHECKSUM_MISMATCH"
+	CodeImageUnavailable = "IMAGE_UNAVAILABLE"
+	CodePlanRefused      = "PLAN_REFUSED"
+	CodePowerFailed      = "POWER_FAILED"
+	CodeBMCResetFailed   = "BMC_RESET_FAILED"
+	CodeInventoryError   = "INVENTORY_ERROR"
+	CodeUnsupported      = "UNSUPPORTED"
+)
+
+// deadlineError says Flasher's own deadline for a BMC call passed; the call was abandoned.
+type deadlineError struct {
+	op string
+	d  time.Duration
+}
+
+func (e *deadlineError) Error() string {
+	return fmt.Sprintf("%s: no answer from the BMC within %s", e.op, e.d)
+}
+
+// errClass sorts BMC errors into what a retry can fix and which failure code they mean.
+type errClass int
+
+const (
+	classOther       errClass = iota
+	classUnreachable          // no TCP connection, connection reset or closed without an answer
+	classTimeout              // the BMC accepted the request but did not answer in time
+	classAuth                 // 401/403
+	classStatus               // another HTTP error status
+	classShutdown             // our own context ended
+)
+
+func classify(err error) errClass {
+	if err == nil {
+		return classOther
+	}
+	if errors.Is(err, context.Canceled) {
+		return classShutdown
+	}
+	var de *deadlineError
+	if errors.As(err, &de) || errors.Is(err, context.DeadlineExceeded) {
+		return classTimeout
+	}
+	if st := httpStatus(err); st != 0 {
+		if st == 401 || st == 403 {
+			return classAuth
+		}
+		return classStatus
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return classTimeout
+	}
+	msg := strings.ToLower(err.Error())
+	switch {
+	case strings.Contains(msg, "client.timeout"), strings.Contains(msg, "deadline exceeded"), strings.Contains(msg, "i/o timeout"):
+		return classTimeout
+	case strings.Contains(msg, "connection refused"), strings.Contains(msg, "connection reset"),
+		strings.Contains(msg, "no such host"), strings.Contains(msg, "eof"), strings.Contains(msg, "broken pipe"),
+		strings.Contains(msg, "network is unreachable"), strings.Contains(msg, "no route to host"):
+		return classUnreachable
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return classUnreachable
+	}
+	return classOther
+}
+
+// httpStatus returns the HTTP status a BMC answered with, when the error carries one. gofish
+// returns *common.Error; bmclib sometimes only formats the status into its message.
+func httpStatus(err error) int {
+	var ge *gofishcommon.Error
+	if errors.As(err, &ge) && ge.HTTPReturnedStatusCode != 0 {
+		return ge.HTTPReturnedStatusCode
+	}
+	msg := err.Error()
+	for _, code := range []int{401, 403, 400, 404, 409, 412, 500, 502, 503} {
+		s := fmt.Sprint(code)
+		if strings.Contains(msg, "status code: "+s) || strings.Contains(msg, "status: "+s) || strings.HasPrefix(msg, s+": ") || strings.Contains(msg, ": "+s+": ") {
+			return code
+		}
+	}
+	return 0
+}
+
+// bmcMessage extracts the BMC's own words from a bmclib/gofish error: the Redfish error
+// message when the body had one, else the error text.
+func bmcMessage(err error) string {
+	if err == nil {
+		return ""
+	}
+	var ge *gofishcommon.Error
+	if errors.As(err, &ge) {
+		var parts []string
+		for _, x := range ge.ExtendedInfos {
+			if x.Message != "" {
+				parts = append(parts, x.Message)
+			}
+		}
+		if ge.Message != "" && len(parts) == 0 {
+			parts = append(parts, ge.Message)
+		}
+		if len(parts) > 0 {
+			return fmt.Sprintf("HTTP %d: %s", ge.HTTPReturnedStatusCode, strings.Join(parts, "; "))
+		}
+	}
+	return err.Error()
+}

@@ -1,0 +1,524 @@
+package outofband
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	bmclib "github.com/bmc-toolbox/bmclib/v2"
+	"github.com/bmc-toolbox/bmclib/v2/constants"
+	"github.com/bmc-toolbox/bmclib/v2/providers/dell"
+	"github.com/bmc-toolbox/bmclib/v2/providers/openbmc"
+	"github.com/bmc-toolbox/common"
+	"github.com/go-logr/logr"
+	"github.com/jacobweinstock/registrar"
+
+	"github.com/flasher-dev/flasher/internal/inventory"
+)
+
+// Providers Flasher drives. bmclib's generic gofish provider has no firmware methods, and
+// supermicro/asrockrack need vendor web logins; they are not registered.
+var providerNames = []string{dell.ProviderName, openbmc.ProviderName}
+
+// Sessions opens BMC sessions. It keeps at most one holder per BMC address (Lock) and
+// remembers which bmclib provider each BMC answered to, so later logins try only that one.
+// It is safe for concurrent use.
+type Sessions struct {
+	log *slog.Logger
+
+	mu     sync.Mutex
+	locks  map[string]*bmcLock
+	pinned map[string]string // BMC key → provider name
+}
+
+type bmcLock struct {
+	ch   chan struct{}
+	refs int
+}
+
+// NewSessions returns an empty session layer.
+func NewSessions(log *slog.Logger) *Sessions {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Sessions{log: log, locks: map[string]*bmcLock{}, pinned: map[string]string{}}
+}
+
+// Lock waits until no one else holds the BMC at key, or ctx ends. The returned func releases it.
+func (s *Sessions) Lock(ctx context.Context, key string) (func(), error) {
+	s.mu.Lock()
+	l := s.locks[key]
+	if l == nil {
+		l = &bmcLock{ch: make(chan struct{}, 1)}
+		s.locks[key] = l
+	}
+	l.refs++
+	s.mu.Unlock()
+	unref := func() {
+		s.mu.Lock()
+		l.refs--
+		if l.refs == 0 {
+			delete(s.locks, key)
+		}
+		s.mu.Unlock()
+	}
+	select {
+	case l.ch <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-l.ch; unref() }) }, nil
+	case <-ctx.Done():
+		unref()
+		return nil, ctx.Err()
+	}
+}
+
+// Pinned returns the provider a BMC answered to last, or "".
+func (s *Sessions) Pinned(key string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pinned[key]
+}
+
+func (s *Sessions) pin(key, provider string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if provider == "" {
+		delete(s.pinned, key)
+		return
+	}
+	s.pinned[key] = provider
+}
+
+// Target is where a BMC listens and how its certificate is checked.
+type Target struct {
+	Scheme, Host, Port string
+	bmc                inventory.BMC
+}
+
+// Key identifies the BMC for locking and pinning.
+func (t Target) Key() string { return net.JoinHostPort(t.Host, t.Port) }
+
+// ParseTarget reads an inventory BMC address: host, host:port, or a URL with http/https.
+func ParseTarget(b inventory.BMC) (Target, error) {
+	addr := strings.TrimSpace(b.Address)
+	if addr == "" {
+		return Target{}, errors.New("no BMC address")
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "https://" + addr
+	}
+	u, err := url.Parse(addr)
+	if err != nil || u.Hostname() == "" {
+		return Target{}, fmt.Errorf("BMC address %q is not host, host:port or a URL", b.Address)
+	}
+	t := Target{Scheme: u.Scheme, Host: u.Hostname(), Port: u.Port(), bmc: b}
+	if t.Scheme != "http" && t.Scheme != "https" {
+		return Target{}, fmt.Errorf("BMC address %q: scheme %q is not http or https", b.Address, t.Scheme)
+	}
+	if t.Port == "" {
+		t.Port = "443"
+		if t.Scheme == "http" {
+			t.Port = "80"
+		}
+	}
+	return t, nil
+}
+
+// httpClient builds one provider's HTTP client. Verification follows the inventory: a CA file
+// or a certificate fingerprint turns it on; without either, BMC certificates are not verified
+// (bmclib's own default, as most BMCs ship self-signed certificates).
+func (t Target) httpClient() (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 4
+	tr.IdleConnTimeout = 30 * time.Second
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true} //nolint:gosec // see doc comment
+	switch {
+	case t.bmc.Fingerprint != "":
+		want := strings.ToLower(strings.ReplaceAll(t.bmc.Fingerprint, ":", ""))
+		tc.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return errors.New("BMC presented no certificate")
+			}
+			sum := sha256.Sum256(raw[0])
+			if hex.EncodeToString(sum[:]) != want {
+				return fmt.Errorf("BMC certificate fingerprint %x does not match the inventory", sum)
+			}
+			return nil
+		}
+	case t.bmc.CAFile != "" && !t.bmc.InsecureSkipVerify:
+		pem, err := os.ReadFile(t.bmc.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("BMC CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("BMC CA file %s holds no certificate", t.bmc.CAFile)
+		}
+		tc.InsecureSkipVerify = false
+		tc.RootCAs = pool
+		tc.ServerName = t.Host
+	}
+	tr.TLSClientConfig = tc
+	return &http.Client{Transport: tr}, nil
+}
+
+// CredentialsFunc fetches a BMC's credentials; it is called for every login and its result is
+// kept only inside the bmclib client of that login.
+type CredentialsFunc func(ctx context.Context) (inventory.Credentials, error)
+
+// Session is an open bmclib client to one BMC. Its methods are not safe for concurrent use:
+// one executor drives one session. Every call runs under Flasher's own deadline; a call that
+// misses it is abandoned and the next call logs in again with a fresh client.
+type Session struct {
+	s        *Sessions
+	target   Target
+	creds    CredentialsFunc
+	to       Timeouts
+	log      *slog.Logger
+	onRetry  func(attempt int, err error)
+	client   *bmclib.Client
+	clients  []*http.Client
+	provider string
+}
+
+// Open logs in to the BMC at t, retrying transient failures with jittered backoff. onRetry
+// (optional) is told about each failed attempt before the next, so retries are visible.
+func (s *Sessions) Open(ctx context.Context, t Target, creds CredentialsFunc, to Timeouts, onRetry func(int, error)) (*Session, error) {
+	ss := &Session{s: s, target: t, creds: creds, to: to, log: s.log.With("bmc", t.Key()), onRetry: onRetry}
+	if err := ss.connect(ctx); err != nil {
+		return nil, err
+	}
+	return ss, nil
+}
+
+// Provider is the bmclib provider this session talks through ("dell", "openbmc").
+func (ss *Session) Provider() string { return ss.provider }
+
+// Target returns the BMC the session is for.
+func (ss *Session) Target() Target { return ss.target }
+
+// connect logs in, retrying what a retry can fix.
+func (ss *Session) connect(ctx context.Context) error {
+	ss.drop()
+	var last error
+	for attempt := 1; attempt <= ss.to.LoginAttempts; attempt++ {
+		if attempt > 1 {
+			if ss.onRetry != nil {
+				ss.onRetry(attempt, last)
+			}
+			if err := sleep(ctx, backoff(ss.to, attempt-1)); err != nil {
+				return err
+			}
+		}
+		err := ss.openOnce(ctx)
+		if err == nil {
+			return nil
+		}
+		last = err
+		switch classify(err) {
+		case classAuth:
+			return &connectError{class: classAuth, attempts: attempt, err: err}
+		case classShutdown:
+			return err
+		}
+		ss.log.Warn("BMC login failed", "attempt", attempt, "err", err)
+	}
+	return &connectError{class: classify(last), attempts: ss.to.LoginAttempts, err: last}
+}
+
+// connectError is a login that failed after its attempts.
+type connectError struct {
+	class    errClass
+	attempts int
+	err      error
+}
+
+func (e *connectError) Error() string {
+	return fmt.Sprintf("login failed after %d attempt(s): %v", e.attempts, e.err)
+}
+
+func (e *connectError) Unwrap() error { return e.err }
+
+// code is the failure code of a failed login.
+func (e *connectError) code() string {
+	switch e.class {
+	case classAuth, classStatus:
+		return CodeLoginFailed
+	case classTimeout:
+		return CodeTimeout
+	case classUnreachable:
+		return CodeBMCUnreachable
+	}
+	if strings.Contains(strings.ToLower(e.err.Error()), "not an openbmc") || strings.Contains(e.err.Error(), "incompatible") {
+		return CodeUnsupported
+	}
+	return CodeBMCUnreachable
+}
+
+func (ss *Session) openOnce(ctx context.Context) error {
+	creds, err := ss.creds(ctx)
+	if err != nil {
+		return fmt.Errorf("credentials: %w", err)
+	}
+	names := providerNames
+	if p := ss.s.Pinned(ss.target.Key()); p != "" {
+		names = []string{p}
+	}
+	reg := registrar.NewRegistry()
+	var clients []*http.Client
+	base := ss.target.Scheme + "://" + ss.target.Host
+	for _, name := range names {
+		hc, err := ss.target.httpClient()
+		if err != nil {
+			return err
+		}
+		clients = append(clients, hc)
+		switch name {
+		case dell.ProviderName:
+			drv := dell.New(base, creds.Username, creds.Password, logr.Discard(), dell.WithPort(ss.target.Port), dell.WithHttpClient(hc))
+			reg.Register(dell.ProviderName, dell.ProviderProtocol, dell.Features, nil, drv)
+		case openbmc.ProviderName:
+			// openbmc's device check GETs the bare host, so the port goes into the host URL.
+			drv := openbmc.New(base+":"+ss.target.Port, creds.Username, creds.Password, logr.Discard(), openbmc.WithPort(""), openbmc.WithHttpClient(hc))
+			reg.Register(openbmc.ProviderName, openbmc.ProviderProtocol, openbmc.Features, nil, drv)
+		}
+	}
+	// The per-provider timeout becomes each provider's HTTP client timeout at Open: it bounds
+	// every later request of this client (uploads set their own).
+	c := bmclib.NewClient(ss.target.Host, creds.Username, creds.Password,
+		bmclib.WithRegistry(reg), bmclib.WithPerProviderTimeout(ss.to.Connect), bmclib.WithLogger(logr.Discard()))
+	_, err = within(ctx, "login", ss.to.Connect+ss.to.Connect/4, func(cctx context.Context) (struct{}, error) {
+		return struct{}{}, c.Open(cctx)
+	})
+	if err != nil {
+		closeIdle(clients)
+		if ss.s.Pinned(ss.target.Key()) != "" && classify(err) == classOther {
+			// The BMC may have been replaced by another kind; detect again next time.
+			ss.s.pin(ss.target.Key(), "")
+		}
+		return err
+	}
+	md := c.GetMetadata()
+	provider := ""
+	if len(md.SuccessfulOpenConns) > 0 {
+		provider = md.SuccessfulOpenConns[0]
+	}
+	ss.s.pin(ss.target.Key(), provider)
+	ss.client, ss.clients, ss.provider = c, clients, provider
+	return nil
+}
+
+// drop forgets the current client, logging it out in the background (bounded by its own HTTP
+// timeout) so an abandoned call cannot delay the executor.
+func (ss *Session) drop() {
+	if ss.client == nil {
+		return
+	}
+	c, clients := ss.client, ss.clients
+	ss.client, ss.clients = nil, nil
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.Close(ctx)
+		closeIdle(clients)
+	}()
+}
+
+func closeIdle(clients []*http.Client) {
+	for _, hc := range clients {
+		hc.CloseIdleConnections()
+	}
+}
+
+// Close logs out.
+func (ss *Session) Close() { ss.drop() }
+
+// ensure logs in again when the last call was abandoned or the BMC rebooted.
+func (ss *Session) ensure(ctx context.Context) error {
+	if ss.client != nil {
+		return nil
+	}
+	return ss.connect(ctx)
+}
+
+// do runs one bmclib call under deadline d. A call that fails for a reason a new login could
+// fix (deadline, connection lost, 401 after a BMC reboot) drops the client.
+func do[T any](ctx context.Context, ss *Session, op string, d time.Duration, f func(context.Context, *bmclib.Client) (T, error)) (T, error) {
+	var zero T
+	if err := ss.ensure(ctx); err != nil {
+		return zero, err
+	}
+	c := ss.client
+	v, err := within(ctx, op, d, func(cctx context.Context) (T, error) { return f(cctx, c) })
+	if err != nil {
+		switch classify(err) {
+		case classTimeout, classUnreachable, classAuth:
+			ss.drop()
+		}
+	}
+	return v, err
+}
+
+// PowerState returns the host power state as the BMC says it ("On", "Off").
+func (ss *Session) PowerState(ctx context.Context) (string, error) {
+	return do(ctx, ss, "get power state", ss.to.Call, func(c context.Context, cl *bmclib.Client) (string, error) {
+		return cl.GetPowerState(c)
+	})
+}
+
+// SetPower asks for a power state: on, off, cycle.
+func (ss *Session) SetPower(ctx context.Context, state string) error {
+	_, err := do(ctx, ss, "set power "+state, ss.to.Call, func(c context.Context, cl *bmclib.Client) (bool, error) {
+		return cl.SetPowerState(c, state)
+	})
+	return err
+}
+
+// Inventory reads the BMC's inventory.
+func (ss *Session) Inventory(ctx context.Context) (*common.Device, error) {
+	return do(ctx, ss, "inventory", ss.to.Inventory, func(c context.Context, cl *bmclib.Client) (*common.Device, error) {
+		return cl.Inventory(c)
+	})
+}
+
+// InstallSteps returns the install steps the BMC lists for a component.
+func (ss *Session) InstallSteps(ctx context.Context, component string) ([]constants.FirmwareInstallStep, error) {
+	return do(ctx, ss, "firmware install steps", ss.to.Call, func(c context.Context, cl *bmclib.Client) ([]constants.FirmwareInstallStep, error) {
+		return cl.FirmwareInstallSteps(c, component)
+	})
+}
+
+// TaskStatus polls a firmware job.
+func (ss *Session) TaskStatus(ctx context.Context, component, jobID string) (constants.TaskState, string, error) {
+	type res struct {
+		state  constants.TaskState
+		status string
+	}
+	r, err := do(ctx, ss, "firmware task status", ss.to.Call, func(c context.Context, cl *bmclib.Client) (res, error) {
+		st, msg, err := cl.FirmwareTaskStatus(c, constants.FirmwareInstallStepInstallStatus, component, jobID, "")
+		return res{st, msg}, err
+	})
+	return r.state, r.status, err
+}
+
+// ResetBMC restarts the BMC gracefully. The session is dropped: the BMC forgets it.
+func (ss *Session) ResetBMC(ctx context.Context) error {
+	_, err := do(ctx, ss, "reset BMC", ss.to.Call, func(c context.Context, cl *bmclib.Client) (bool, error) {
+		return cl.ResetBMC(c, "GracefulRestart")
+	})
+	if err == nil {
+		ss.drop()
+	}
+	return err
+}
+
+// uploadLibDeadline is what bmclib demands before it uploads (it refuses with less than ten
+// minutes left); Flasher's own deadline (Timeouts.Upload) is enforced separately.
+const uploadLibDeadline = 11 * time.Minute
+
+// Upload uploads an image and starts its install, returning the BMC's job id. It is not
+// interrupted by ctx: an upload is either refused, finished or abandoned at Flasher's deadline,
+// never cut half way by a shutdown. done is called once the upload call really returned (also
+// when it was abandoned), so the caller can release the image then.
+func (ss *Session) Upload(ctx context.Context, component string, f *os.File, done func()) (string, error) {
+	if err := ss.ensure(ctx); err != nil {
+		done()
+		return "", err
+	}
+	c := ss.client
+	lib := max(uploadLibDeadline, ss.to.Upload+time.Minute)
+	id, err := within(context.WithoutCancel(ctx), "upload", ss.to.Upload, func(context.Context) (string, error) {
+		defer done()
+		lctx, cancel := context.WithTimeout(context.Background(), lib)
+		defer cancel()
+		return c.FirmwareInstallUploadAndInitiate(lctx, component, f)
+	})
+	if err != nil {
+		switch classify(err) {
+		case classTimeout, classUnreachable, classAuth:
+			ss.drop()
+		}
+	}
+	return id, err
+}
+
+// within runs f in its own goroutine and returns when f returns, when d passes or when ctx ends,
+// whichever comes first. bmclib's HTTP requests ignore ctx and stop only at their client's
+// timeout, so a call that outlives d is abandoned: its goroutine ends at that timeout.
+func within[T any](ctx context.Context, op string, d time.Duration, f func(context.Context) (T, error)) (T, error) {
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, d)
+	type res struct {
+		v   T
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		v, err := f(cctx)
+		ch <- res{v, err}
+	}()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		cancel()
+		return r.v, r.err
+	case <-timer.C:
+		cancel()
+		return zero, &deadlineError{op: op, d: d}
+	case <-ctx.Done():
+		cancel()
+		return zero, ctx.Err()
+	}
+}
+
+// backoff is the jittered exponential wait before retry n (1-based).
+func backoff(to Timeouts, n int) time.Duration {
+	d := to.Backoff
+	for i := 1; i < n && d < to.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, to.MaxBackoff)
+	// Full jitter on the upper half keeps retries of many tasks from synchronising.
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// dialable reports whether the BMC accepts TCP connections now.
+func dialable(t Target) bool {
+	c, err := net.DialTimeout("tcp", t.Key(), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
