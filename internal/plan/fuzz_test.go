@@ -3,6 +3,8 @@ package plan
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
@@ -11,19 +13,31 @@ import (
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
-// bytesource turns fuzz input into small choices; it yields zeros once the input runs out.
-type bytesource struct {
+// choices drives case generation from fuzz input: the input's bytes first, then a PRNG seeded
+// with the whole input, so that short inputs still yield rich cases and every input is
+// reproducible.
+type choices struct {
 	b []byte
 	i int
+	r *rand.Rand
 }
 
-func (s *bytesource) n(k int) int {
-	if s.i >= len(s.b) || k <= 0 {
+func newChoices(data []byte) *choices {
+	h := fnv.New64a()
+	h.Write(data)
+	return &choices{b: data, r: rand.New(rand.NewPCG(h.Sum64(), uint64(len(data))))}
+}
+
+func (s *choices) n(k int) int {
+	if k <= 0 {
 		return 0
 	}
-	v := int(s.b[s.i]) % k
-	s.i++
-	return v
+	if s.i < len(s.b) {
+		v := int(s.b[s.i]) % k
+		s.i++
+		return v
+	}
+	return s.r.IntN(k)
 }
 
 var fuzzSlugs = []string{"BMC", "BIOS", "NIC", "Drive", "CPLD"}
@@ -38,7 +52,7 @@ type fuzzCase struct {
 // genCase builds a server of up to 8 instances (versions 1–4), a catalog with every version of
 // every slug and random requirements, order hints and schemes, and a random request.
 func genCase(data []byte) fuzzCase {
-	s := &bytesource{b: data}
+	s := newChoices(data)
 	srv := &inventory.Server{ID: "fuzz", Vendor: "V", Model: "M"}
 	for i := range 1 + s.n(8) {
 		slug := fuzzSlugs[s.n(len(fuzzSlugs))]
@@ -58,7 +72,7 @@ func genCase(data []byte) fuzzCase {
 			if opaque[slug] {
 				f.Scheme = "opaque"
 			}
-			for range s.n(3) {
+			for range []int{0, 0, 1, 1, 2}[s.n(5)] {
 				f.Requires = append(f.Requires, inventory.Requirement{
 					Component:  fuzzSlugs[s.n(len(fuzzSlugs))],
 					Constraint: fuzzOps[s.n(len(fuzzOps))] + strconv.Itoa(1+s.n(4)),
@@ -74,19 +88,28 @@ func genCase(data []byte) fuzzCase {
 	switch s.n(2) {
 	case 0:
 		set := &inventory.FirmwareSet{ID: "set"}
-		for range s.n(6) {
-			if len(cat.Firmware) > 0 {
-				set.Firmware = append(set.Firmware, cat.Firmware[s.n(len(cat.Firmware))].ID)
+		for _, slug := range fuzzSlugs {
+			// Usually one version per slug, sometimes none, rarely two (AMBIGUOUS_FIRMWARE).
+			var ids []string
+			for _, f := range cat.Firmware {
+				if f.Component == slug {
+					ids = append(ids, f.ID)
+				}
+			}
+			for range []int{0, 1, 1, 1, 1, 1, 1, 2}[s.n(8)] {
+				if len(ids) > 0 {
+					set.Firmware = append(set.Firmware, ids[s.n(len(ids))])
+				}
 			}
 		}
 		cat.Sets = []*inventory.FirmwareSet{set}
 		return fuzzCase{srv, cat, Request{Mode: task.ModeFirmwareSet, Method: task.MethodOutOfBand, FirmwareSet: "set", Force: force}}
 	default:
 		var items []task.Firmware
-		for range 1 + s.n(4) {
+		for range 1 + s.n(3) {
 			c := srv.Components[s.n(len(srv.Components))]
 			it := task.Firmware{Component: c.Slug, Version: strconv.Itoa(1 + s.n(4)), Force: s.n(2) == 0}
-			if s.n(2) == 0 {
+			if s.n(4) != 0 {
 				it.Serial = c.Serial
 			}
 			items = append(items, it)
