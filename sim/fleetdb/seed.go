@@ -150,8 +150,7 @@ func (s *Server) AddRawServer(raw fleetdbapi.Server) {
 			}
 		}
 	} else {
-		s.st.Servers = append(s.st.Servers, srv)
-		s.st.sortServers()
+		s.st.insertServer(srv)
 	}
 	s.st.byID[raw.UUID] = srv
 	_ = s.save()

@@ -8,6 +8,7 @@
 package fleetdb
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -157,12 +158,12 @@ func (s *Server) save() error {
 
 // state is everything the simulator stores. It marshals to the JSON file.
 type state struct {
-	Servers  []*server                                           `json:"servers"`
-	Firmware []*fleetdbapi.ComponentFirmwareVersion              `json:"firmware"`
-	Sets     []*firmwareSet                                      `json:"firmware_sets"`
-	byID     map[uuid.UUID]*server                               `json:"-"`
+	Servers  []*server                                          `json:"servers"`
+	Firmware []*fleetdbapi.ComponentFirmwareVersion             `json:"firmware"`
+	Sets     []*firmwareSet                                     `json:"firmware_sets"`
+	byID     map[uuid.UUID]*server                              `json:"-"`
 	fwByID   map[uuid.UUID]*fleetdbapi.ComponentFirmwareVersion `json:"-"`
-	setByID  map[uuid.UUID]*firmwareSet                          `json:"-"`
+	setByID  map[uuid.UUID]*firmwareSet                         `json:"-"`
 }
 
 type server struct {
@@ -205,11 +206,15 @@ func (st *state) reindex() {
 	}
 }
 
-// sortServers keeps list order stable (by id, like a primary-key scan) so pages never overlap.
-func (st *state) sortServers() {
-	sort.Slice(st.Servers, func(i, j int) bool {
-		return st.Servers[i].Rec.UUID.String() < st.Servers[j].Rec.UUID.String()
+// insertServer adds a server keeping list order stable (by id, like a primary-key scan) so
+// pages never overlap. UUID byte order is the order of their text.
+func (st *state) insertServer(srv *server) {
+	i := sort.Search(len(st.Servers), func(i int) bool {
+		return bytes.Compare(st.Servers[i].Rec.UUID[:], srv.Rec.UUID[:]) >= 0
 	})
+	st.Servers = append(st.Servers, nil)
+	copy(st.Servers[i+1:], st.Servers[i:])
+	st.Servers[i] = srv
 }
 
 // latestVA returns the newest versioned attribute of each namespace, as fleetdb's list

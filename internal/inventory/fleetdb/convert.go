@@ -1,0 +1,281 @@
+package fleetdb
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	fleetdbapi "github.com/metal-toolbox/fleetdb/pkg/api/v1"
+
+	"github.com/flasher-dev/flasher/internal/inventory"
+	"github.com/flasher-dev/flasher/internal/plan"
+)
+
+// Attribute namespaces read and written in fleetdb. They are the ones fleetdb's own inventory
+// code and its collectors (alloy, component-inventory) use.
+const (
+	// NSVendor is a server attribute {"vendor","model","serial"}.
+	NSVendor = "sh.hollow.alloy.server_vendor_attributes"
+	// NSBMC is a server attribute {"address"}.
+	NSBMC = "sh.hollow.bmc_info"
+	// NSFirmwareOutOfBand is a component versioned attribute {"installed": "<version>", ...}.
+	NSFirmwareOutOfBand = "sh.hollow.alloy.outofband.firmware"
+	// NSFirmwareInBand is the same written by in-band collection.
+	NSFirmwareInBand = "sh.hollow.alloy.inband.firmware"
+	// NSFirmwareSetLabels is a firmware set attribute {"vendor","model","default",...}.
+	NSFirmwareSetLabels = "sh.hollow.firmware_set.labels"
+	// CredentialBMC is the slug of BMC credentials (/servers/{id}/credentials/bmc).
+	CredentialBMC = "bmc"
+)
+
+// slugs maps fleetdb component type slugs (and names, and the spellings other tools use),
+// folded to lower case without separators, onto Flasher's component slugs.
+var slugs = map[string]string{
+	"bmc": "BMC", "bios": "BIOS", "cpld": "CPLD", "nic": "NIC", "nics": "NIC",
+	"drive": "Drive", "drives": "Drive", "nvmepciessd": "Drive", "satassd": "Drive", "satahdd": "Drive",
+	"storagecontroller": "StorageController", "storagecontrollers": "StorageController",
+	"powersupply": "PSU", "powersupplies": "PSU", "psu": "PSU",
+	"backplaneexpander": "Backplane", "backplane": "Backplane",
+	"tpm": "TPM", "gpu": "GPU", "cpu": "CPU", "mainboard": "Mainboard", "chassis": "Chassis",
+	"enclosure": "Enclosure", "physicalmemory": "PhysicalMemory",
+}
+
+var slugFold = strings.NewReplacer("-", "", "_", "", " ", "", ".", "")
+
+// Slug maps a fleetdb component slug or type name onto Flasher's ("storage_controller",
+// "storagecontroller", "StorageController" → "StorageController"; "power-supply" → "PSU").
+// Unknown slugs are returned trimmed, as given.
+func Slug(s string) string {
+	s = strings.TrimSpace(s)
+	if m, ok := slugs[strings.ToLower(slugFold.Replace(s))]; ok {
+		return m
+	}
+	return s
+}
+
+// outOfBandOnly are the components only a BMC flashes; the others are left to the firmware
+// record's install_inband, as fleetdb stores no per-component method.
+var outOfBandOnly = map[string]bool{"BMC": true, "BIOS": true, "CPLD": true}
+
+// dottedRE is an all-numeric dotted version: "7.00.00.171", "2.11.4", "3.50", "42".
+var dottedRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
+
+// Scheme is the version scheme given to a fleetdb firmware record, which has none of its own:
+// an override for "vendor/component" or "component" (folded) from the configuration, else
+// "dotted" when the version is all-numeric dot-separated fields (semver-shaped versions
+// included: they order the same), else "opaque" (equality only).
+func Scheme(overrides map[string]string, vendor, component, version string) string {
+	if sc, ok := overrides[plan.NormalizeVendor(vendor)+"/"+strings.ToLower(component)]; ok {
+		return sc
+	}
+	if sc, ok := overrides[strings.ToLower(component)]; ok {
+		return sc
+	}
+	if dottedRE.MatchString(version) {
+		return string(plan.SchemeDotted)
+	}
+	return string(plan.SchemeOpaque)
+}
+
+var hexRE = regexp.MustCompile(`^[0-9a-f]+$`)
+
+// Checksum normalizes fleetdb's checksum strings: "md5sum:<hex>", "md5:<hex>", "sha256:<hex>",
+// "sha256sum:<hex>", "sha512:<hex>" or bare hex whose length names the algorithm (32 md5,
+// 64 sha256, 128 sha512). Anything else is returned as given, so the planner refuses it by name.
+func Checksum(s string) string {
+	c := strings.ToLower(strings.TrimSpace(s))
+	algo, sum, ok := strings.Cut(c, ":")
+	if !ok {
+		sum, algo = c, ""
+		switch len(c) {
+		case 32:
+			algo = "md5"
+		case 64:
+			algo = "sha256"
+		case 128:
+			algo = "sha512"
+		}
+	}
+	algo = strings.TrimSuffix(strings.TrimSpace(algo), "sum")
+	sum = strings.TrimSpace(sum)
+	if algo == "" || !hexRE.MatchString(sum) {
+		return strings.TrimSpace(s)
+	}
+	return algo + ":" + sum
+}
+
+// stringMap decodes an attribute's JSON object into strings, tolerating non-string values
+// (true → "true", 3 → "3") and null; data that is no object yields nil.
+func stringMap(data json.RawMessage) map[string]string {
+	var m map[string]any
+	if len(data) == 0 || json.Unmarshal(data, &m) != nil || m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		switch x := v.(type) {
+		case nil:
+		case string:
+			out[k] = strings.TrimSpace(x)
+		case bool, float64:
+			out[k] = fmt.Sprint(x)
+		default:
+			b, _ := json.Marshal(x)
+			out[k] = string(b)
+		}
+	}
+	return out
+}
+
+func attr(attrs []fleetdbapi.Attributes, ns string) map[string]string {
+	for _, a := range attrs {
+		if a.Namespace == ns {
+			return stringMap(a.Data)
+		}
+	}
+	return nil
+}
+
+// installed returns the newest installed firmware version of a component from either firmware
+// namespace, with the namespace and its time.
+func installed(vas []fleetdbapi.VersionedAttributes) (version, ns string, at time.Time) {
+	for _, va := range vas {
+		if va.Namespace != NSFirmwareOutOfBand && va.Namespace != NSFirmwareInBand {
+			continue
+		}
+		m := stringMap(va.Data)
+		if m["installed"] == "" {
+			continue
+		}
+		if ns == "" || va.CreatedAt.After(at) {
+			version, ns, at = m["installed"], va.Namespace, va.CreatedAt
+		}
+	}
+	return version, ns, at
+}
+
+// converted is a server being assembled from fleetdb records.
+type converted struct {
+	srv *inventory.Server
+	// seen indexes components for de-duplication; at is when their firmware was reported.
+	seen map[string]int
+	at   []time.Time
+}
+
+func newConverted(rec fleetdbapi.Server, bmcTLS BMCTLS) *converted {
+	s := &inventory.Server{
+		ID: rec.UUID.String(), Name: strings.TrimSpace(rec.Name), Facility: strings.TrimSpace(rec.FacilityCode),
+		BMC: inventory.BMC{
+			CredentialRef: CredentialBMC, CAFile: bmcTLS.CAFile, InsecureSkipVerify: bmcTLS.InsecureSkipVerify,
+		},
+	}
+	if m := attr(rec.Attributes, NSVendor); m != nil {
+		s.Vendor, s.Model, s.Serial = m["vendor"], m["model"], m["serial"]
+	}
+	if m := attr(rec.Attributes, NSBMC); m != nil {
+		s.BMC.Address = m["address"]
+	}
+	return &converted{srv: s, seen: map[string]int{}}
+}
+
+// add adds a component, merging duplicates: fleetdb often holds one component twice (reported
+// by in-band and out-of-band collection, or with differently cased type names). Components with
+// a serial are the same when slug and serial match; without, when slug, vendor and model match.
+// The newer firmware report wins and blanks are filled from the other record.
+func (c *converted) add(rec fleetdbapi.ServerComponent) {
+	slug := Slug(rec.ComponentTypeSlug)
+	if slug == "" {
+		slug = Slug(rec.ComponentTypeName)
+	}
+	if slug == "" {
+		slug = Slug(rec.Name)
+	}
+	if slug == "" {
+		return
+	}
+	version, _, at := installed(rec.VersionedAttributes)
+	comp := inventory.Component{
+		Slug: slug, Vendor: strings.TrimSpace(rec.Vendor), Model: strings.TrimSpace(rec.Model),
+		Serial: strings.TrimSpace(rec.Serial), Version: version, OutOfBand: outOfBandOnly[slug],
+	}
+	key := strings.ToLower(slug) + "\x00" + strings.ToLower(comp.Serial)
+	if comp.Serial == "" || strings.EqualFold(comp.Serial, "unknown") || comp.Serial == "0" {
+		key = strings.ToLower(slug) + "\x00\x00" + plan.NormalizeVendor(comp.Vendor) + "\x00" + strings.ToLower(comp.Model)
+	}
+	i, dup := c.seen[key]
+	if !dup {
+		c.seen[key] = len(c.srv.Components)
+		c.srv.Components = append(c.srv.Components, comp)
+		c.at = append(c.at, at)
+		return
+	}
+	old := &c.srv.Components[i]
+	if comp.Version != "" && (old.Version == "" || at.After(c.at[i])) {
+		old.Version, c.at[i] = comp.Version, at
+	}
+	if old.Vendor == "" {
+		old.Vendor = comp.Vendor
+	}
+	if old.Model == "" {
+		old.Model = comp.Model
+	}
+}
+
+// done orders components (install order, then serial) and fills the server's vendor and model
+// from the mainboard or BMC when the vendor attributes are missing.
+func (c *converted) done() *inventory.Server {
+	s := c.srv
+	for _, fallback := range []string{"Mainboard", "BMC"} {
+		for _, comp := range s.Components {
+			if comp.Slug == fallback {
+				if s.Vendor == "" {
+					s.Vendor = comp.Vendor
+				}
+				if s.Model == "" && fallback == "Mainboard" {
+					s.Model = comp.Model
+				}
+			}
+		}
+	}
+	sort.SliceStable(s.Components, func(i, j int) bool {
+		a, b := s.Components[i], s.Components[j]
+		if ra, rb := plan.Rank(a.Slug), plan.Rank(b.Slug); ra != rb {
+			return ra < rb
+		}
+		if a.Slug != b.Slug {
+			return a.Slug < b.Slug
+		}
+		return a.Serial < b.Serial
+	})
+	return s
+}
+
+// firmware converts a firmware record; ok is false for records missing what a plan needs
+// (component or version).
+func firmware(rec fleetdbapi.ComponentFirmwareVersion, overrides map[string]string) (*inventory.Firmware, bool) {
+	fw := &inventory.Firmware{
+		ID: rec.UUID.String(), Vendor: strings.TrimSpace(rec.Vendor), Component: Slug(rec.Component),
+		Version: strings.TrimSpace(rec.Version), Filename: strings.TrimSpace(rec.Filename),
+		URL: strings.TrimSpace(rec.RepositoryURL), Checksum: Checksum(rec.Checksum),
+		InBand: rec.InstallInband != nil && *rec.InstallInband,
+	}
+	if fw.URL == "" {
+		fw.URL = strings.TrimSpace(rec.UpstreamURL)
+	}
+	seen := map[string]bool{}
+	for _, m := range rec.Model {
+		m = strings.TrimSpace(m)
+		if m != "" && !seen[strings.ToLower(m)] {
+			seen[strings.ToLower(m)] = true
+			fw.Models = append(fw.Models, m)
+		}
+	}
+	if rec.OEM != nil && *rec.OEM {
+		fw.Tag = "oem"
+	}
+	fw.Scheme = Scheme(overrides, fw.Vendor, fw.Component, fw.Version)
+	return fw, fw.Component != "" && fw.Version != ""
+}
