@@ -389,10 +389,20 @@ func (ss *Session) SetPower(ctx context.Context, state string) error {
 
 // Inventory reads the BMC's inventory.
 func (ss *Session) Inventory(ctx context.Context) (*common.Device, error) {
-	return do(ctx, ss, "inventory", ss.to.Inventory, func(c context.Context, cl *bmclib.Client) (*common.Device, error) {
+	dev, err := do(ctx, ss, "inventory", ss.to.Inventory, func(c context.Context, cl *bmclib.Client) (*common.Device, error) {
 		return cl.Inventory(c)
 	})
+	if err == nil && (dev == nil || dev.BMC == nil || dev.BMC.Firmware == nil || dev.BMC.Firmware.Installed == "") {
+		// bmclib swallows the errors of the requests behind an inventory: a session the BMC
+		// forgot (it rebooted) reads as an empty device. Log in again next time.
+		ss.drop()
+		return nil, errEmptyInventory
+	}
+	return dev, err
 }
+
+// errEmptyInventory is an inventory without even the BMC's own firmware version.
+var errEmptyInventory = errors.New("the BMC returned an empty inventory (session lost or Redfish errors)")
 
 // InstallSteps returns the install steps the BMC lists for a component.
 func (ss *Session) InstallSteps(ctx context.Context, component string) ([]constants.FirmwareInstallStep, error) {

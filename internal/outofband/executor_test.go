@@ -1,0 +1,219 @@
+package outofband_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/outofband"
+	"github.com/flasher-dev/flasher/internal/task"
+	"github.com/flasher-dev/flasher/sim/redfish"
+)
+
+// TestFirmwareSet flashes a whole firmware set end to end: gRPC CreateTask, the store, the
+// scheduler, the executor, bmclib and the simulator.
+func TestFirmwareSet(t *testing.T) {
+	tests := []struct {
+		name      string
+		cfg       redfish.Config
+		catalog   []catalogImage
+		hostOn    bool
+		want      map[string]string // slug → version after
+		uploads   map[string]int    // slug → uploads
+		hostBoots int
+	}{
+		{
+			name: "dell BMC BIOS and two NICs, host off", cfg: dellConfig("dell-1"), catalog: dellImages, hostOn: false,
+			want: map[string]string{"BMC": "7.00.00.171", "BIOS": "2.19.1", "NIC": "22.31.6.0"},
+			// One NIC image updates both NICs of the model: one upload, not two.
+			uploads: map[string]int{"BMC": 1, "BIOS": 1, "NIC": 1},
+			// BIOS and NIC jobs are applied at host boot, one job per boot: the host is powered on
+			// for the BIOS, restarted for the NIC, and powered off again at the end.
+			hostBoots: 2,
+		},
+		{
+			name: "openbmc BMC and BIOS, host on", cfg: openBMCConfig("asrr-1"), catalog: openBMCImages, hostOn: true,
+			want:    map[string]string{"BMC": "2.16.0", "BIOS": "3.80"},
+			uploads: map[string]int{"BMC": 1, "BIOS": 1},
+			// The BIOS is flashed with the host off (bmclib's power-off-host step); it is powered on again at the end.
+			hostBoots: 1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBMC(t, tc.cfg)
+			b.SetPowerState(tc.hostOn)
+			f := newFixture(t, []server{{id: "srv-1", cfg: tc.cfg, bmc: b}}, tc.catalog, nil)
+			id := f.create(setSpec("srv-1", false))
+			tk := f.env.WaitState(t, id, 30*time.Second, task.StateSucceeded, task.StateFailed, task.StateCancelled)
+			if tk.State != task.StateSucceeded {
+				t.Fatalf("task %s: %+v", tk.State, tk.Failure)
+			}
+			for _, c := range b.Components() {
+				if want, ok := tc.want[c.Slug]; ok && c.Version != want {
+					t.Errorf("%s %s at %s, want %s", c.Slug, c.Serial, c.Version, want)
+				}
+			}
+			cnt := b.Counters()
+			for slug, n := range tc.uploads {
+				if got := cnt.Components[slug].Uploads; got != n {
+					t.Errorf("%s uploads = %d, want %d", slug, got, n)
+				}
+			}
+			if cnt.HostBoots != tc.hostBoots {
+				t.Errorf("host boots = %d, want %d", cnt.HostBoots, tc.hostBoots)
+			}
+			want := "Off"
+			if tc.hostOn {
+				want = "On"
+			}
+			if got := b.PowerState(); got != want {
+				t.Errorf("host power %s after the task, want %s as before it", got, want)
+			}
+			if p := progressOf(tk, outofband.ProgressHostPower, ""); p.Message != want {
+				t.Errorf("recorded power %q, want %q", p.Message, want)
+			}
+			for _, st := range tk.Plan.Steps {
+				p := progressOf(tk, st.Component, st.Serial)
+				if p.State != task.StepSucceeded || p.Step != "verified" {
+					t.Errorf("%s %s progress %+v, want SUCCEEDED verified", st.Component, st.Serial, p)
+				}
+				if p.JobID == "" && !strings.Contains(p.Message, "earlier step") {
+					t.Errorf("%s %s progress has no job id: %+v", st.Component, st.Serial, p)
+				}
+			}
+		})
+	}
+}
+
+// TestSkipEqualDoesNotSkipOthers: a component already at version is skipped; the rest of the
+// set is still flashed.
+func TestSkipEqualDoesNotSkipOthers(t *testing.T) {
+	cfg := dellConfig("dell-eq")
+	cfg.Components[0].Version = "7.00.00.171" // BMC already at the set's version
+	b := startBMC(t, cfg)
+	f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b}}, dellImages, nil)
+	id := f.create(setSpec("srv-1", false))
+	tk := f.env.WaitState(t, id, 30*time.Second, task.StateSucceeded, task.StateFailed)
+	if tk.State != task.StateSucceeded {
+		t.Fatalf("task %s: %+v", tk.State, tk.Failure)
+	}
+	cnt := b.Counters()
+	if cnt.Components["BMC"].Uploads != 0 || cnt.BMCReboots != 0 {
+		t.Errorf("BMC at version was flashed: %+v", cnt)
+	}
+	if b.InstalledVersion("BIOS") != "2.19.1" || b.InstalledVersion("NIC") != "22.31.6.0" {
+		t.Errorf("BIOS %s NIC %s: the others were not flashed", b.InstalledVersion("BIOS"), b.InstalledVersion("NIC"))
+	}
+	skipped := false
+	for _, s := range tk.Plan.Skipped {
+		if s.Component == "BMC" && strings.HasPrefix(s.Reason, "already at version") {
+			skipped = true
+		}
+	}
+	if !skipped {
+		t.Errorf("plan does not say the BMC was skipped: %+v", tk.Plan.Skipped)
+	}
+}
+
+// TestForceAndDowngrade re-plans against the live BMC: the inventory file is stale on purpose
+// (it says BIOS 2.11.4, the BMC runs 2.19.1), so only the executor can see the downgrade.
+func TestForceAndDowngrade(t *testing.T) {
+	tests := []struct {
+		name      string
+		image     string
+		force     bool
+		state     task.State
+		code      string
+		contains  string
+		version   string
+		uploads   int
+	}{
+		{name: "downgrade refused without force", image: "dell-bios-2.13.3", state: task.StateFailed,
+			code: outofband.CodePlanRefused, contains: "DOWNGRADE_REFUSED", version: "2.19.1"},
+		{name: "downgrade with force", image: "dell-bios-2.13.3", force: true, state: task.StateSucceeded, version: "2.13.3", uploads: 1},
+		{name: "reinstall with force", image: "dell-bios-2.19.1", force: true, state: task.StateSucceeded, version: "2.19.1", uploads: 1},
+		{name: "equal without force is a no-op", image: "dell-bios-2.19.1", state: task.StateSucceeded, version: "2.19.1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := dellConfig("dell-dg")
+			cfg.Components[1].Version = "2.19.1"
+			b := startBMC(t, cfg)
+			f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b, versions: map[string]string{"BIOS": "2.11.4"}}}, dellImages, nil)
+			id := f.create(firmwareSpec("srv-1", f.item(tc.image, tc.force)))
+			tk := f.env.WaitState(t, id, 30*time.Second, task.StateSucceeded, task.StateFailed)
+			if tk.State != tc.state {
+				t.Fatalf("state %s (%+v), want %s", tk.State, tk.Failure, tc.state)
+			}
+			if tc.code != "" && (tk.Failure == nil || tk.Failure.Code != tc.code || !strings.Contains(tk.Failure.Message, tc.contains)) {
+				t.Errorf("failure %+v, want %s mentioning %s", tk.Failure, tc.code, tc.contains)
+			}
+			if v := b.InstalledVersion("BIOS"); v != tc.version {
+				t.Errorf("BIOS %s, want %s", v, tc.version)
+			}
+			if n := b.Counters().Components["BIOS"].Uploads; n != tc.uploads {
+				t.Errorf("BIOS uploads %d, want %d", n, tc.uploads)
+			}
+		})
+	}
+}
+
+// TestCancelAtSafePoint: a cancel during the BMC install lets it finish and verify, then stops
+// before the BIOS upload.
+func TestCancelAtSafePoint(t *testing.T) {
+	cfg := dellConfig("dell-cancel")
+	cfg.InstallDuration = time.Second
+	b := startBMC(t, cfg)
+	f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b}}, dellImages, nil)
+	id := f.create(firmwareSpec("srv-1", f.item("dell-bmc-7", false), f.item("dell-bios-2.19.1", false)))
+	waitJob(t, f, id, "BMC")
+	if _, err := f.env.Tasks.CancelTask(context.Background(), &flasherv1.CancelTaskRequest{Id: id, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	tk := f.env.WaitState(t, id, 30*time.Second, task.StateCancelled, task.StateSucceeded, task.StateFailed)
+	if tk.State != task.StateCancelled {
+		t.Fatalf("state %s (%+v), want CANCELLED", tk.State, tk.Failure)
+	}
+	evs := f.events(id)
+	if last := evs[len(evs)-1]; last.Kind != task.EventCancelled || last.Message != "before BIOS upload" {
+		t.Errorf("last event %+v, want CANCELLED before BIOS upload", last)
+	}
+	if v := b.InstalledVersion("BMC"); v != "7.00.00.171" {
+		t.Errorf("BMC %s: the install in flight was not finished", v)
+	}
+	if p := progressOf(tk, "BMC", ""); p.State != task.StepSucceeded {
+		t.Errorf("BMC progress %+v, want verified", p)
+	}
+	if n := b.Counters().Components["BIOS"].Uploads; n != 0 {
+		t.Errorf("BIOS uploads %d after cancel, want 0", n)
+	}
+}
+
+// waitJob waits until the task's progress for component records a BMC job id.
+func waitJob(t *testing.T, f *fixture, id, component string) task.Progress {
+	t.Helper()
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		tk, err := f.env.Store.GetTask(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := progressOf(tk, component, ""); p.JobID != "" {
+			return p
+		}
+		if tk.State.Terminal() {
+			t.Fatalf("task ended %s (%+v) before a %s job was recorded", tk.State, tk.Failure, component)
+		}
+		select {
+		case <-deadline.C:
+			t.Fatalf("no %s job recorded after 20s", component)
+		case <-tick.C:
+		}
+	}
+}
