@@ -122,14 +122,14 @@ func TestSkipEqualDoesNotSkipOthers(t *testing.T) {
 // (it says BIOS 2.11.4, the BMC runs 2.19.1), so only the executor can see the downgrade.
 func TestForceAndDowngrade(t *testing.T) {
 	tests := []struct {
-		name      string
-		image     string
-		force     bool
-		state     task.State
-		code      string
-		contains  string
-		version   string
-		uploads   int
+		name     string
+		image    string
+		force    bool
+		state    task.State
+		code     string
+		contains string
+		version  string
+		uploads  int
 	}{
 		{name: "downgrade refused without force", image: "dell-bios-2.13.3", state: task.StateFailed,
 			code: outofband.CodePlanRefused, contains: "DOWNGRADE_REFUSED", version: "2.19.1"},
