@@ -269,6 +269,9 @@ func TestFirmwareInstallBMC(t *testing.T) {
 	for _, p := range []Personality{Dell, OpenBMC} {
 		t.Run(string(p), func(t *testing.T) {
 			cfg := testConfig(p)
+			// Long enough for the poller to see Completed before the BMC reboots, even under
+			// the race detector; after the reboot an OpenBMC has forgotten the task.
+			cfg.BMCRebootDelay = time.Second
 			b := start(t, cfg)
 			ctx := longCtx(t)
 			c := open(ctx, t, b)

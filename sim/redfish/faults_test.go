@@ -80,7 +80,8 @@ func TestUploadFaults(t *testing.T) {
 		// gofish turns any status but 200/201/202/204 into an error carrying the body.
 		{"500", Fault{Kind: KindStatus, Status: 500, Message: "RED031 internal error"}, "500: {"},
 		{"200 instead of 202", Fault{Kind: KindStatus, Status: 200}, "unexpected status code returned: 200"},
-		{"dropped mid-upload", Fault{Kind: KindDrop}, "EOF: error uploading firmware"},
+		// The client sees EOF or a write error on the closed connection, depending on timing.
+		{"dropped mid-upload", Fault{Kind: KindDrop}, "error uploading firmware"},
 	}
 	for _, p := range []Personality{Dell, OpenBMC} {
 		for _, tc := range cases {

@@ -57,6 +57,9 @@ func (b *BMC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				b.counters.UploadsRejected++
 				b.mu.Unlock()
 			}
+			// Read the request first, as a BMC does before it answers: answering a large
+			// upload early makes the client see a reset instead of the status.
+			_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<30))
 			writeError(w, status, "Base.1.8.GeneralError", msg)
 			return
 		case KindHang:
