@@ -11,6 +11,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,8 +28,19 @@ func main() {
 		clients = flag.Int("clients", 64, "concurrent callers")
 		tasks   = flag.Int("tasks", 20000, "tasks created per run")
 		runs    = flag.Int("runs", 3, "runs, each on a fresh database")
+		cpuProf = flag.String("cpuprofile", "", "write a CPU profile of all runs to this file")
 	)
 	flag.Parse()
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "flasher-store-bench-")
 		if err != nil {

@@ -53,8 +53,10 @@ const (
 // Store is the SQLite store.Store. Create it with Open.
 type Store struct {
 	cfg  Config
-	wdb  *sql.DB // one connection, owned by the writer goroutine
-	rdb  *sql.DB // read pool
+	wdb  *sql.DB       // one connection, owned by the writer goroutine
+	rdb  *sql.DB       // read pool
+	cdb  *sql.DB       // one connection, owned by the checkpointer
+	ckpt chan struct{} // buffered: the writer tells the checkpointer about commits
 	ops  chan *op
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -65,6 +67,7 @@ type Store struct {
 	mu                    sync.Mutex
 	subs                  map[chan struct{}]struct{}
 	commits, committedOps atomic.Int64 // for Stats
+	fallbacks             atomic.Int64 // for Stats
 
 	// signalled is the latest revision subscribers have been told about; the writer and the
 	// poller both advance it, so each commit is signalled once whoever notices it first.
@@ -104,8 +107,12 @@ func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error)
 	}
 
 	busy := fmt.Sprintf("_pragma=busy_timeout(%d)", cfg.BusyTimeout.Milliseconds())
+	// The writer keeps a larger page cache than the default 2 MiB: every batch touches pages
+	// all over the secondary indexes. It checkpoints only as a safety valve, when the
+	// checkpointer (checkpoint.go) has fallen far behind.
 	wdb, err := sql.Open("sqlite", cfg.Path+"?"+busy+
-		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)")
+		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"+
+		fmt.Sprintf("&_pragma=cache_size(%d)&_pragma=wal_autocheckpoint(%d)", writerCacheKiB, writerAutoCheckpoint))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
 	}
@@ -148,11 +155,21 @@ func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error)
 	}
 	rdb.SetMaxOpenConns(cfg.ReadConns)
 	rdb.SetMaxIdleConns(cfg.ReadConns)
+	// synchronous=FULL matters here too: a checkpoint must make the database file durable
+	// before the WAL frames it copied can be overwritten.
+	cdb, err := sql.Open("sqlite", cfg.Path+"?"+busy+"&_pragma=synchronous(FULL)")
+	if err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
+	}
+	cdb.SetMaxOpenConns(1)
 
 	s := &Store{
 		cfg:  cfg,
 		wdb:  wdb,
 		rdb:  rdb,
+		cdb:  cdb,
+		ckpt: make(chan struct{}, 1),
 		ops:  make(chan *op),
 		quit: make(chan struct{}),
 		subs: make(map[chan struct{}]struct{}),
@@ -161,6 +178,7 @@ func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error)
 	if err != nil {
 		w.close()
 		rdb.Close()
+		cdb.Close()
 		return nil, err
 	}
 	s.signalled.Store(rev)
@@ -171,6 +189,11 @@ func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error)
 		defer conn.Close()
 		defer w.close()
 		s.write(w)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.checkpoint()
 	}()
 	if cfg.PollInterval > 0 {
 		s.wg.Add(1)
@@ -189,11 +212,14 @@ type Stats struct {
 	// Operations is the number of operations those transactions carried; Operations/Commits
 	// is the mean group-commit batch.
 	Operations int64
+	// Fallbacks is the number of batches the batched fast path could not commit and that were
+	// replayed one savepoint per operation.
+	Fallbacks int64
 }
 
 // Stats returns the writer's counters.
 func (s *Store) Stats() Stats {
-	return Stats{Commits: s.commits.Load(), Operations: s.committedOps.Load()}
+	return Stats{Commits: s.commits.Load(), Operations: s.committedOps.Load(), Fallbacks: s.fallbacks.Load()}
 }
 
 // Close stops the writer after the batch it is committing and releases the database. Calls
@@ -202,7 +228,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.quit)
 		s.wg.Wait()
-		s.closeErr = errors.Join(s.rdb.Close(), s.wdb.Close())
+		s.closeErr = errors.Join(s.rdb.Close(), s.cdb.Close(), s.wdb.Close())
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("sqlite store %s: close: %w", s.cfg.Path, s.closeErr)
 		}

@@ -42,8 +42,9 @@ type result struct {
 
 // writer holds the writer connection and its prepared statements.
 type writer struct {
-	conn  *sql.Conn
-	stmts []*sql.Stmt
+	conn    *sql.Conn
+	stmts   []*sql.Stmt
+	queries *queryTexts
 
 	getRev, setRev                          *sql.Stmt
 	byRequest, insertTask, updateTask       *sql.Stmt
@@ -52,7 +53,7 @@ type writer struct {
 }
 
 func prepareWriter(ctx context.Context, conn *sql.Conn) (*writer, error) {
-	w := &writer{conn: conn}
+	w := &writer{conn: conn, queries: newQueryTexts()}
 	for _, p := range []struct {
 		dst   **sql.Stmt
 		query string
@@ -113,8 +114,9 @@ func (s *Store) write(w *writer) {
 	}
 }
 
-// commit applies batch in one transaction, each operation inside its own savepoint so that one
-// failing (a conflict, a duplicate id) leaves the others in, then answers every caller.
+// commit applies batch in one transaction, then answers every caller. It tries the batched fast
+// path first (batch.go); if that fails it replays the batch with each operation inside its own
+// savepoint, so that one failing leaves the others in.
 func (s *Store) commit(w *writer, batch []*op) {
 	// The writer's own context: once an operation is in a transaction, its caller giving up
 	// must not abort the others.
@@ -128,7 +130,15 @@ func (s *Store) commit(w *writer, batch []*op) {
 	}
 
 	committed := false
-	cur, applied, err := s.applyBatch(ctx, w, batch, results)
+	cur, applied, err := s.applyFast(ctx, w, batch, results)
+	if err != nil {
+		// Replay on the savepoint path, which isolates whichever operation made a batched
+		// statement fail (or fails the same way on a database error).
+		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
+		clear(results)
+		s.fallbacks.Add(1)
+		cur, applied, err = s.applyBatch(ctx, w, batch, results)
+	}
 	switch {
 	case err != nil:
 		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
@@ -150,6 +160,10 @@ func (s *Store) commit(w *writer, batch []*op) {
 		o.res <- results[i]
 	}
 	if committed {
+		select {
+		case s.ckpt <- struct{}{}:
+		default: // the checkpointer already knows there is work
+		}
 		s.signal(cur)
 	}
 }
