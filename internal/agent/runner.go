@@ -301,7 +301,8 @@ func (a *Agent) sendResult(rec *TaskRecord, res *Result) {
 			st = flasherv1.StepState_STEP_STATE_FAILED
 		}
 		out.Components = append(out.Components, &flasherv1.ComponentOutcome{Component: sr.Component, Serial: sr.Serial, State: st,
-			Version: sr.Version, RebootRequired: sr.RebootRequired, Message: truncate(sr.Message, 4000)})
+			Version: sr.Version, RebootRequired: sr.RebootRequired, Message: truncate(sr.Message, 4000),
+			Attempt: int32(sr.Attempts), InstallId: sr.InstallID})
 	}
 	a.report(&flasherv1.ConnectRequest{Msg: &flasherv1.ConnectRequest_Result{Result: out}})
 }

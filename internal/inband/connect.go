@@ -67,7 +67,11 @@ func (s *Service) Connect(stream flasherv1.AgentService_ConnectServer) error {
 		done: make(chan struct{}), stream: stream, assigned: map[string]bool{},
 	}
 	ss.lastSeen.Store(now.UnixNano())
+	// The welcome must be the stream's first message: hold the send lock from the moment the
+	// session becomes visible to executors until the welcome is out.
+	ss.sendMu.Lock()
 	if !s.reg.add(ss) {
+		ss.sendMu.Unlock()
 		s.log.Warn("second agent refused: the server's agent stream is alive", "server", serverID)
 		return status.Errorf(codes.AlreadyExists, "server %s already has a connected agent; retry after it disconnects or its lease (%s) expires", serverID, lease)
 	}
@@ -77,9 +81,11 @@ func (s *Service) Connect(stream flasherv1.AgentService_ConnectServer) error {
 	}()
 	log := s.log.With("server", serverID)
 	log.Info("agent connected", "version", ss.version, "components", len(ss.comps))
-	if err := ss.send(&flasherv1.ConnectResponse{Msg: &flasherv1.ConnectResponse_Welcome{Welcome: &flasherv1.AgentWelcome{
+	err := stream.Send(&flasherv1.ConnectResponse{Msg: &flasherv1.ConnectResponse_Welcome{Welcome: &flasherv1.AgentWelcome{
 		ServerId: serverID, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds(),
-	}}}); err != nil {
+	}}})
+	ss.sendMu.Unlock()
+	if err != nil {
 		return err
 	}
 

@@ -222,7 +222,7 @@ func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error 
 			msg = strings.TrimSpace(msg + " (reports " + c.GetVersion() + ")")
 		}
 		p := task.Progress{Component: c.GetComponent(), Serial: c.GetSerial(), State: stepStateFromProto(c.GetState()),
-			Step: "result", Message: msg}
+			Step: "result", Message: msg, Attempt: int(c.GetAttempt()), JobID: c.GetInstallId()}
 		if p.State == task.StepSucceeded {
 			p.Percent = 100
 		}

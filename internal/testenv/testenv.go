@@ -41,6 +41,9 @@ type Config struct {
 	Register func(grpc.ServiceRegistrar)
 	// ServerOptions are added to the gRPC server (interceptors for auth, TLS, ...).
 	ServerOptions []grpc.ServerOption
+	// Addr is the listen address; empty means a free loopback port. A restart test reuses the
+	// previous Env's Addr so clients reconnect to the restarted server.
+	Addr string
 	// Logger defaults to a discarding logger.
 	Logger  *slog.Logger
 	HubKeep int
@@ -118,7 +121,10 @@ func Run(cfg Config) (_ *Env, err error) {
 	if cfg.Register != nil {
 		cfg.Register(srv)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	lis, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -1183,6 +1183,8 @@ type ComponentOutcome struct {
 	Version        string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
 	RebootRequired bool   `protobuf:"varint,5,opt,name=reboot_required,json=rebootRequired,proto3" json:"reboot_required,omitempty"`
 	Message        string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	Attempt        int32  `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	InstallId      string `protobuf:"bytes,8,opt,name=install_id,json=installId,proto3" json:"install_id,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1255,6 +1257,20 @@ func (x *ComponentOutcome) GetRebootRequired() bool {
 func (x *ComponentOutcome) GetMessage() string {
 	if x != nil {
 		return x.Message
+	}
+	return ""
+}
+
+func (x *ComponentOutcome) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *ComponentOutcome) GetInstallId() string {
+	if x != nil {
+		return x.InstallId
 	}
 	return ""
 }
@@ -1469,14 +1485,17 @@ const file_flasher_v1_agent_service_proto_rawDesc = "" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OUTCOME_SUCCEEDED\x10\x01\x12\x12\n" +
 	"\x0eOUTCOME_FAILED\x10\x02\x12\x15\n" +
-	"\x11OUTCOME_CANCELLED\x10\x03\"\x83\x02\n" +
+	"\x11OUTCOME_CANCELLED\x10\x03\"\xcf\x02\n" +
 	"\x10ComponentOutcome\x12%\n" +
 	"\tcomponent\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18@R\tcomponent\x12 \n" +
 	"\x06serial\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xff\x01R\x06serial\x125\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x15.flasher.v1.StepStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\x12\"\n" +
 	"\aversion\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xff\x01R\aversion\x12'\n" +
 	"\x0freboot_required\x18\x05 \x01(\bR\x0erebootRequired\x12\"\n" +
-	"\amessage\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\amessage\"_\n" +
+	"\amessage\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\amessage\x12!\n" +
+	"\aattempt\x18\a \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\aattempt\x12'\n" +
+	"\n" +
+	"install_id\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tinstallId\"_\n" +
 	"\x14FetchArtifactRequest\x12&\n" +
 	"\bchecksum\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\b\x18\xc8\x01R\bchecksum\x12\x1f\n" +
