@@ -46,7 +46,6 @@ type spec struct {
 	biosDate      string
 	bmcVendor     string
 	bmcVersion    string // initial BMC version when no capture says it
-	cpldVersion   string
 	ipmicfg       bool   // smc-ipmicfg answers
 	mlxup         bool   // Mellanox NICs present
 	storcli       string // storcli64 capture, relative to the module directory

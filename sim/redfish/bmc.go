@@ -112,7 +112,6 @@ type BMC struct {
 	faultGen    chan struct{} // closed and replaced whenever faults change, to wake hung requests
 	counters    Counters
 	down        bool
-	rebooting   bool
 	pendingBMC  *task // BMC image waiting for the reboot to be applied
 	closed      bool
 	closeCh     chan struct{}
