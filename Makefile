@@ -11,14 +11,20 @@ PKGS := ./...
 
 all: build
 
-$(BIN)/.tools-stamp: tools/go.mod tools/go.sum go.mod
+# buf, grpcurl and staticcheck are pinned in tools/go.mod (kept apart so their dependencies do not
+# touch the project's); the protoc plugins are pinned in go.mod's tool block.
+$(BIN)/.tools-stamp: tools/go.mod tools/go.sum
 	@mkdir -p $(BIN)
 	cd tools && $(GO) build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf github.com/fullstorydev/grpcurl/cmd/grpcurl honnef.co/go/tools/cmd/staticcheck
+	@touch $@
+
+$(BIN)/.plugins-stamp: go.mod go.sum
+	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	@touch $@
 
 ## tools: install the pinned buf, protoc plugins, grpcurl and staticcheck into bin/.
-tools: $(BIN)/.tools-stamp
+tools: $(BIN)/.tools-stamp $(BIN)/.plugins-stamp
 
 ## proto-deps: copy buf/validate/validate.proto from the pinned Go module (no BSR needed).
 proto-deps:
