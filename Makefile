@@ -15,7 +15,7 @@ all: build
 # touch the project's); the protoc plugins are pinned in go.mod's tool block.
 $(BIN)/.tools-stamp: tools/go.mod tools/go.sum
 	@mkdir -p $(BIN)
-	cd tools && $(GO) build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf github.com/fullstorydev/grpcurl/cmd/grpcurl honnef.co/go/tools/cmd/staticcheck
+	cd tools && $(GO) build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf github.com/fullstorydev/grpcurl/cmd/grpcurl honnef.co/go/tools/cmd/staticcheck github.com/pseudomuto/protoc-gen-doc/cmd/protoc-gen-doc
 	@touch $@
 
 $(BIN)/.plugins-stamp: go.mod go.sum
@@ -39,11 +39,12 @@ generate: tools proto-deps
 	buf lint
 	rm -rf gen/flasher
 	buf generate
+	buf generate --template buf.gen.doc.yaml
 
 ## generate-check: fail when gen/ or the proto formatting is stale.
 generate-check: generate
-	@git diff --exit-code -- gen proto || { echo "gen/ or proto/ is stale: run make generate and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- gen proto)" || { git status --porcelain -- gen proto; echo "untracked generated files"; exit 1; }
+	@git diff --exit-code -- gen proto docs/api.md || { echo "gen/, proto/ or docs/api.md is stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen proto docs/api.md)" || { git status --porcelain -- gen proto docs/api.md; echo "untracked generated files"; exit 1; }
 
 ## breaking: check the API for breaking changes against main.
 breaking: tools proto-deps
