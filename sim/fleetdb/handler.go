@@ -328,6 +328,34 @@ func (s *Server) componentList(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(filter) == 0 {
+		// the common unfiltered walk of every component: find the page without building
+		// the whole match list
+		total := 0
+		for _, srv := range s.st.Servers {
+			total += len(srv.Components)
+		}
+		lo, hi := p.window(total)
+		out := make(fleetdbapi.ServerComponentSlice, 0, hi-lo)
+		i := 0
+		for _, srv := range s.st.Servers {
+			if i+len(srv.Components) <= lo {
+				i += len(srv.Components)
+				continue
+			}
+			for _, c := range srv.Components {
+				if i >= lo && i < hi {
+					out = append(out, c.full())
+				}
+				i++
+			}
+			if i >= hi {
+				break
+			}
+		}
+		list(w, r, p, out, len(out), total)
+		return
+	}
 	var match []*component
 	for _, srv := range s.st.Servers {
 		for _, c := range srv.Components {

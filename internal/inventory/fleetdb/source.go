@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/uuid"
 	fleetdbapi "github.com/metal-toolbox/fleetdb/pkg/api/v1"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/flasher-dev/flasher/internal/inventory"
@@ -42,6 +43,8 @@ type Config struct {
 	CatalogTTL time.Duration
 	// PageSize is the page size of listings; default and maximum 1000 (fleetdb's maximum).
 	PageSize int
+	// Concurrency is how many pages of one listing are fetched at once; default 4.
+	Concurrency int
 	// Facility, when set, limits Servers to one facility code.
 	Facility string
 	// Schemes overrides version schemes by "vendor/component" (vendor normalized, component
@@ -103,6 +106,9 @@ func New(cfg Config) (*Source, error) {
 	}
 	if cfg.PageSize <= 0 || cfg.PageSize > fleetdbapi.MaxPaginationSize {
 		cfg.PageSize = fleetdbapi.MaxPaginationSize
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 4
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -281,55 +287,47 @@ func (s *Source) Servers(ctx context.Context) ([]*inventory.Server, error) {
 // fetchServers pages through the servers (with attributes) and through all components (with
 // firmware): about (servers + components) / PageSize requests instead of one per server.
 func (s *Source) fetchServers(ctx context.Context) ([]*inventory.Server, error) {
-	byID := map[uuid.UUID]*converted{}
-	var order []uuid.UUID
-	err := pages(ctx, s, "servers", func(ctx context.Context, page int) (int, *fleetdbapi.ServerResponse, error) {
-		recs, resp, err := s.client.List(ctx, &fleetdbapi.ServerListParams{
+	srvPages, err := listAll(ctx, s, "servers", func(ctx context.Context, page int) ([]fleetdbapi.Server, *fleetdbapi.ServerResponse, error) {
+		return s.client.List(ctx, &fleetdbapi.ServerListParams{
 			FacilityCode:     s.cfg.Facility,
 			PaginationParams: &fleetdbapi.PaginationParams{Limit: s.cfg.PageSize, Page: page, Preload: true},
 		})
-		if err != nil {
-			return 0, nil, err
-		}
-		fresh := 0
-		for _, r := range recs {
-			if r.UUID == uuid.Nil || byID[r.UUID] != nil {
-				continue
-			}
-			fresh++
-			byID[r.UUID] = newConverted(r, s.cfg.BMC)
-			order = append(order, r.UUID)
-		}
-		return fresh, resp, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	seen := map[uuid.UUID]bool{}
-	err = pages(ctx, s, "components", func(ctx context.Context, page int) (int, *fleetdbapi.ServerResponse, error) {
-		recs, resp, err := s.client.ListComponents(ctx, &fleetdbapi.ServerComponentListParams{
+	compPages, err := listAll(ctx, s, "components", func(ctx context.Context, page int) ([]fleetdbapi.ServerComponent, *fleetdbapi.ServerResponse, error) {
+		return s.client.ListComponents(ctx, &fleetdbapi.ServerComponentListParams{
 			Pagination: &fleetdbapi.PaginationParams{Limit: s.cfg.PageSize, Page: page},
 		})
-		if err != nil {
-			return 0, nil, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	byID := map[uuid.UUID]*converted{}
+	var order []uuid.UUID
+	for _, page := range srvPages {
+		for _, r := range page {
+			if r.UUID == uuid.Nil || byID[r.UUID] != nil {
+				continue
+			}
+			byID[r.UUID] = newConverted(r, s.cfg.BMC)
+			order = append(order, r.UUID)
 		}
-		fresh := 0
-		for _, r := range recs {
+	}
+	seen := map[uuid.UUID]bool{}
+	for _, page := range compPages {
+		for _, r := range page {
 			if r.UUID != uuid.Nil {
 				if seen[r.UUID] {
-					continue
+					continue // a record shifted onto the next page while paging
 				}
 				seen[r.UUID] = true
 			}
-			fresh++
 			if c := byID[r.ServerUUID]; c != nil {
 				c.add(r)
 			}
 		}
-		return fresh, resp, nil
-	})
-	if err != nil {
-		return nil, err
 	}
 	out := make([]*inventory.Server, 0, len(order))
 	for _, id := range order {
@@ -349,27 +347,56 @@ func (s *Source) fetchServers(ctx context.Context) ([]*inventory.Server, error) 
 // maxPages bounds a listing, should fleetdb keep offering a next page.
 const maxPages = 100000
 
-// pages fetches page 1, 2, ... while fleetdb offers a next page. fetch returns how many new
-// records a page held; a page with none ends the walk (fleetdb's firmware set listing offers
-// next pages that repeat the first).
-func pages(ctx context.Context, s *Source, what string, fetch func(context.Context, int) (int, *fleetdbapi.ServerResponse, error)) error {
-	for page := 1; page <= maxPages; page++ {
-		var (
-			n    int
-			resp *fleetdbapi.ServerResponse
-		)
-		err := s.call(ctx, fmt.Sprintf("list %s page %d", what, page), func(ctx context.Context) (err error) {
-			n, resp, err = fetch(ctx, page)
+// listAll fetches every page of a listing and returns them in page order. Page 1 tells the
+// number of pages; the rest are fetched Concurrency at a time. Without a page count it walks
+// next links one by one until a page comes back empty. Callers de-duplicate: fleetdb's firmware
+// set listing ignores the page and repeats every record on each page.
+func listAll[T any](ctx context.Context, s *Source, what string, fetch func(context.Context, int) ([]T, *fleetdbapi.ServerResponse, error)) ([][]T, error) {
+	get := func(ctx context.Context, page int) (recs []T, resp *fleetdbapi.ServerResponse, err error) {
+		err = s.call(ctx, fmt.Sprintf("list %s page %d", what, page), func(ctx context.Context) error {
+			recs, resp, err = fetch(ctx, page)
 			return err
 		})
-		if err != nil {
-			return err
+		return recs, resp, err
+	}
+	first, resp, err := get(ctx, 1)
+	if err != nil {
+		return nil, err
+	}
+	out := [][]T{first}
+	if resp == nil || len(first) == 0 || !resp.HasNextPage() {
+		return out, nil
+	}
+	if total := resp.TotalPages; total > 1 {
+		if total > maxPages {
+			return nil, fmt.Errorf("%w: fleetdb: list %s: %d pages", inventory.ErrUnavailable, what, total)
 		}
-		if resp == nil || n == 0 || !resp.HasNextPage() || (resp.TotalPages > 0 && page >= resp.TotalPages) {
-			return nil
+		out = append(out, make([][]T, total-1)...)
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(s.cfg.Concurrency)
+		for page := 2; page <= total; page++ {
+			g.Go(func() error {
+				recs, _, err := get(gctx, page)
+				out[page-1] = recs
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	for page := 2; page <= maxPages; page++ {
+		recs, resp, err := get(ctx, page)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recs)
+		if resp == nil || len(recs) == 0 || !resp.HasNextPage() {
+			return out, nil
 		}
 	}
-	return fmt.Errorf("%w: fleetdb: list %s: more than %d pages", inventory.ErrUnavailable, what, maxPages)
+	return nil, fmt.Errorf("%w: fleetdb: list %s: more than %d pages", inventory.ErrUnavailable, what, maxPages)
 }
 
 // Credentials fetches a server's BMC credentials from fleetdb on every call: they are never
@@ -412,48 +439,48 @@ func (s *Source) fetchCatalog(ctx context.Context) (*inventory.Catalog, error) {
 	cat := &inventory.Catalog{}
 	byID := map[string]bool{}
 	dropped := 0
-	addFW := func(rec fleetdbapi.ComponentFirmwareVersion) bool {
+	addFW := func(rec fleetdbapi.ComponentFirmwareVersion) {
 		id := rec.UUID.String()
 		if rec.UUID == uuid.Nil || byID[id] {
-			return false
+			return
 		}
 		byID[id] = true
 		fw, ok := firmware(rec, s.cfg.Schemes)
 		if !ok {
 			dropped++
-			return true
+			return
 		}
 		cat.Firmware = append(cat.Firmware, fw)
-		return true
 	}
-	err := pages(ctx, s, "firmware", func(ctx context.Context, page int) (int, *fleetdbapi.ServerResponse, error) {
-		recs, resp, err := s.client.ListServerComponentFirmware(ctx, &fleetdbapi.ComponentFirmwareVersionListParams{
+	fwPages, err := listAll(ctx, s, "firmware", func(ctx context.Context, page int) ([]fleetdbapi.ComponentFirmwareVersion, *fleetdbapi.ServerResponse, error) {
+		return s.client.ListServerComponentFirmware(ctx, &fleetdbapi.ComponentFirmwareVersionListParams{
 			Pagination: &fleetdbapi.PaginationParams{Limit: s.cfg.PageSize, Page: page},
 		})
-		n := 0
-		for _, r := range recs {
-			if addFW(r) {
-				n++
-			}
-		}
-		return n, resp, err
 	})
 	if err != nil {
 		return nil, err
 	}
-	setSeen := map[string]bool{}
-	err = pages(ctx, s, "firmware sets", func(ctx context.Context, page int) (int, *fleetdbapi.ServerResponse, error) {
-		recs, resp, err := s.client.ListServerComponentFirmwareSet(ctx, &fleetdbapi.ComponentFirmwareSetListParams{
+	setPages, err := listAll(ctx, s, "firmware sets", func(ctx context.Context, page int) ([]fleetdbapi.ComponentFirmwareSet, *fleetdbapi.ServerResponse, error) {
+		return s.client.ListServerComponentFirmwareSet(ctx, &fleetdbapi.ComponentFirmwareSetListParams{
 			Pagination: &fleetdbapi.PaginationParams{Limit: s.cfg.PageSize, Page: page},
 		})
-		n := 0
-		for _, r := range recs {
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, page := range fwPages {
+		for _, r := range page {
+			addFW(r)
+		}
+	}
+	setSeen := map[string]bool{}
+	for _, page := range setPages {
+		for _, r := range page {
 			id := r.UUID.String()
 			if r.UUID == uuid.Nil || setSeen[id] {
 				continue
 			}
 			setSeen[id] = true
-			n++
 			set := &inventory.FirmwareSet{ID: id, Name: strings.TrimSpace(r.Name), Labels: map[string]string{}}
 			for _, a := range r.Attributes {
 				if a.Namespace != NSFirmwareSetLabels {
@@ -475,10 +502,6 @@ func (s *Source) fetchCatalog(ctx context.Context) (*inventory.Catalog, error) {
 			}
 			cat.Sets = append(cat.Sets, set)
 		}
-		return n, resp, err
-	})
-	if err != nil {
-		return nil, err
 	}
 	// a set member that was dropped (no component or version) cannot be planned: leave it out
 	kept := map[string]bool{}
