@@ -69,6 +69,10 @@ type Store struct {
 	commits, committedOps atomic.Int64 // for Stats
 	fallbacks             atomic.Int64 // for Stats
 
+	// savepointsOnly makes the writer skip the batched fast path, so tests can compare the
+	// two paths on the same batches.
+	savepointsOnly bool
+
 	// signalled is the latest revision subscribers have been told about; the writer and the
 	// poller both advance it, so each commit is signalled once whoever notices it first.
 	signalled atomic.Int64
@@ -86,12 +90,41 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return open(ctx, cfg, ms)
 }
 
-func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error) {
+func open(ctx context.Context, cfg Config, ms []migration) (*Store, error) {
+	s, w, conn, err := openStore(ctx, cfg, ms)
+	if err != nil {
+		return nil, err
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer conn.Close()
+		defer w.close()
+		s.write(w)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.checkpoint()
+	}()
+	if s.cfg.PollInterval > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.poll()
+		}()
+	}
+	return s, nil
+}
+
+// openStore opens the database and prepares the writer without starting any goroutine; the
+// caller owns w and conn.
+func openStore(ctx context.Context, cfg Config, ms []migration) (_ *Store, _ *writer, _ *sql.Conn, err error) {
 	if cfg.Path == "" {
-		return nil, errors.New("sqlite store: Config.Path is empty")
+		return nil, nil, nil, errors.New("sqlite store: Config.Path is empty")
 	}
 	if strings.ContainsAny(cfg.Path, "?#") {
-		return nil, fmt.Errorf("sqlite store %s: path must not contain '?' or '#'", cfg.Path)
+		return nil, nil, nil, fmt.Errorf("sqlite store %s: path must not contain '?' or '#'", cfg.Path)
 	}
 	if cfg.BusyTimeout <= 0 {
 		cfg.BusyTimeout = 5 * time.Second
@@ -114,7 +147,7 @@ func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error)
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"+
 		fmt.Sprintf("&_pragma=cache_size(%d)&_pragma=wal_autocheckpoint(%d)", writerCacheKiB, writerAutoCheckpoint))
 	if err != nil {
-		return nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
+		return nil, nil, nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
 	}
 	wdb.SetMaxOpenConns(1)
 	wdb.SetConnMaxLifetime(0)
@@ -126,7 +159,7 @@ func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error)
 	}()
 	conn, err := wdb.Conn(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite store %s: open: %w", cfg.Path, err)
+		return nil, nil, nil, fmt.Errorf("sqlite store %s: open: %w", cfg.Path, err)
 	}
 	defer func() {
 		if err != nil {
@@ -135,23 +168,23 @@ func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error)
 	}()
 	var mode string
 	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
+		return nil, nil, nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
 	}
 	if !strings.EqualFold(mode, "wal") {
-		return nil, fmt.Errorf("sqlite store %s: journal mode is %q, want wal", cfg.Path, mode)
+		return nil, nil, nil, fmt.Errorf("sqlite store %s: journal mode is %q, want wal", cfg.Path, mode)
 	}
 	if err := migrate(ctx, conn, ms, time.Now()); err != nil {
-		return nil, fmt.Errorf("%w (database %s)", err, cfg.Path)
+		return nil, nil, nil, fmt.Errorf("%w (database %s)", err, cfg.Path)
 	}
 	w, err := prepareWriter(ctx, conn)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
+		return nil, nil, nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
 	}
 
 	// query_only keeps the read pool honest: every write must go through the writer.
 	rdb, err := sql.Open("sqlite", cfg.Path+"?"+busy+"&_pragma=query_only(1)")
 	if err != nil {
-		return nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
+		return nil, nil, nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
 	}
 	rdb.SetMaxOpenConns(cfg.ReadConns)
 	rdb.SetMaxIdleConns(cfg.ReadConns)
@@ -160,7 +193,7 @@ func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error)
 	cdb, err := sql.Open("sqlite", cfg.Path+"?"+busy+"&_pragma=synchronous(FULL)")
 	if err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
+		return nil, nil, nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
 	}
 	cdb.SetMaxOpenConns(1)
 
@@ -179,30 +212,10 @@ func open(ctx context.Context, cfg Config, ms []migration) (_ *Store, err error)
 		w.close()
 		rdb.Close()
 		cdb.Close()
-		return nil, err
+		return nil, nil, nil, err
 	}
 	s.signalled.Store(rev)
-
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer conn.Close()
-		defer w.close()
-		s.write(w)
-	}()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.checkpoint()
-	}()
-	if cfg.PollInterval > 0 {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.poll()
-		}()
-	}
-	return s, nil
+	return s, w, conn, nil
 }
 
 // Stats counts the writer's work since Open.

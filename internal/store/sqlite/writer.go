@@ -129,9 +129,14 @@ func (s *Store) commit(w *writer, batch []*op) {
 		}
 	}
 
-	committed := false
-	cur, applied, err := s.applyFast(ctx, w, batch, results)
-	if err != nil {
+	var (
+		committed, applied bool
+		cur                int64
+		err                error
+	)
+	if s.savepointsOnly {
+		cur, applied, err = s.applyBatch(ctx, w, batch, results)
+	} else if cur, applied, err = s.applyFast(ctx, w, batch, results); err != nil {
 		// Replay on the savepoint path, which isolates whichever operation made a batched
 		// statement fail (or fails the same way on a database error).
 		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
