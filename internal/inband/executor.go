@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -59,13 +60,18 @@ func (s *Service) Execute(ctx context.Context, t *task.Task, r scheduler.Reporte
 	if !resumed {
 		// First run: plan against what the host holds now, not what the inventory source said
 		// when the task was created.
-		p, err = s.replan(ctx, t, sess)
+		fresh, err := s.replan(ctx, t, sess)
 		if err != nil {
 			return err
 		}
-		if err := r.SetPlan(ctx, p); err != nil {
-			return fmt.Errorf("task %s: record plan: %w", t.ID, err)
+		// Record the plan only when the host changed it: one store write less per task in the
+		// common case, where the inventory source was right.
+		if p == nil || !reflect.DeepEqual(p.Steps, fresh.Steps) || !reflect.DeepEqual(p.Skipped, fresh.Skipped) {
+			if err := r.SetPlan(ctx, fresh); err != nil {
+				return fmt.Errorf("task %s: record plan: %w", t.ID, err)
+			}
 		}
+		p = fresh
 	}
 	if p == nil || len(p.Steps) == 0 {
 		return nil // nothing differs from the target: done
