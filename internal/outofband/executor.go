@@ -102,11 +102,13 @@ type run struct {
 
 	prev    map[instKey]task.Progress // progress recorded before this Execute (resume)
 	cur     map[instKey]task.Progress
+	written map[instKey]time.Time
 	plan    *task.Plan
 	live    []inventory.Component
 	applied map[string]bool // checksums applied and verified in this task
 	done    []string        // verified steps, for failure messages
 	power   string          // host power before the task
+	hostNow string          // host power as of our last read or action; "" when unknown
 }
 
 // Execute implements scheduler.Executor.
@@ -126,6 +128,7 @@ func (x *Executor) Execute(ctx context.Context, t *task.Task, r scheduler.Report
 		x: x, t: t, r: r, srv: srv, to: x.cfg.Policy.For(srv.Vendor, ""),
 		log:  x.log.With("task", t.ID, "server", t.ServerID, "bmc", target.Key()),
 		prev: map[instKey]task.Progress{}, cur: map[instKey]task.Progress{}, applied: map[string]bool{},
+		written: map[instKey]time.Time{},
 	}
 	for _, p := range t.Progress {
 		rn.prev[keyOf(p.Component, p.Serial)] = p
@@ -191,7 +194,7 @@ func (rn *run) recordPower(ctx context.Context) error {
 	if err != nil {
 		return rn.failure(ctx, "", "read the host power state", err)
 	}
-	rn.power = state
+	rn.power, rn.hostNow = state, state
 	return rn.r.Progress(ctx, task.Progress{Component: ProgressHostPower, State: task.StepSucceeded, Step: "original-power-state", Percent: 100, Message: state})
 }
 
@@ -264,16 +267,25 @@ func (rn *run) progress(ctx context.Context, st task.Step, p task.Progress) erro
 	if p.State == "" {
 		p.State = task.StepRunning
 	}
-	if last.Component != "" && last.State == p.State && last.Step == p.Step && last.Percent == p.Percent &&
-		last.Message == p.Message && last.JobID == p.JobID && last.Attempt == p.Attempt {
-		return nil // nothing new: spare the store a write
+	if last.Component != "" && last.State == p.State && last.Step == p.Step && last.JobID == p.JobID && last.Attempt == p.Attempt {
+		if last.Percent == p.Percent && last.Message == p.Message {
+			return nil // nothing new: spare the store a write
+		}
+		if p.Percent < 100 && time.Since(rn.written[k]) < progressEvery {
+			// Only the BMC's percentage or wording moved: record it at most every progressEvery.
+			return nil
+		}
 	}
 	if err := rn.r.Progress(ctx, p); err != nil {
 		return err
 	}
 	rn.cur[k] = p
+	rn.written[k] = time.Now()
 	return nil
 }
+
+// progressEvery bounds how often a running job's percentage is written to the task.
+const progressEvery = 2 * time.Second
 
 // image is a fetched image held until its last upload really returned.
 type image struct {
@@ -577,7 +589,7 @@ func (rn *run) action(ctx context.Context, st task.Step, to Timeouts, a task.Act
 
 // setPower sets the host power state unless it already is in it.
 func (rn *run) setPower(ctx context.Context, st task.Step, state, why string) error {
-	cur, err := rn.sess.PowerState(ctx)
+	cur, err := rn.hostPower(ctx)
 	if err != nil {
 		return rn.failure(ctx, stepName(st), "read the host power state", err)
 	}
@@ -587,29 +599,53 @@ func (rn *run) setPower(ctx context.Context, st task.Step, state, why string) er
 	if err := rn.progress(ctx, st, task.Progress{Step: "power-" + state, Message: "powering the host " + state + ": " + why}); err != nil {
 		return err
 	}
+	rn.hostNow = ""
 	if err := rn.sess.SetPower(ctx, state); err != nil {
 		return rn.powerFailure(ctx, stepName(st), "power "+state, err)
 	}
+	rn.hostNow = map[string]string{"on": "On", "off": "Off"}[state]
 	return nil
+}
+
+// hostPower returns the host power state, read from the BMC unless this run knows it from its
+// own last read or action (saving a Redfish round trip per component).
+func (rn *run) hostPower(ctx context.Context) (string, error) {
+	if rn.hostNow != "" {
+		return rn.hostNow, nil
+	}
+	s, err := rn.sess.PowerState(ctx)
+	if err == nil {
+		rn.hostNow = s
+	}
+	return s, err
 }
 
 // powerCycle restarts the host, or powers it on when it is off.
 func (rn *run) powerCycle(ctx context.Context, st task.Step, why string) error {
-	cur, err := rn.sess.PowerState(ctx)
-	if err != nil {
-		return rn.failure(ctx, stepName(st), "read the host power state", err)
+	for attempt := 1; ; attempt++ {
+		cur, err := rn.hostPower(ctx)
+		if err != nil {
+			return rn.failure(ctx, stepName(st), "read the host power state", err)
+		}
+		action := "cycle"
+		if strings.EqualFold(cur, "off") {
+			action = "on"
+		}
+		if err := rn.progress(ctx, st, task.Progress{Step: "powercycle-host", Message: "host power " + action + ": " + why}); err != nil {
+			return err
+		}
+		known := rn.hostNow != ""
+		rn.hostNow = ""
+		err = rn.sess.SetPower(ctx, action)
+		if err == nil {
+			rn.hostNow = "On"
+			return nil
+		}
+		if attempt > 1 || !known || ctx.Err() != nil {
+			return rn.powerFailure(ctx, stepName(st), "power "+action, err)
+		}
+		// The state this run remembered may be stale (someone else changed it): read it and retry once.
 	}
-	action := "cycle"
-	if strings.EqualFold(cur, "off") {
-		action = "on"
-	}
-	if err := rn.progress(ctx, st, task.Progress{Step: "powercycle-host", Message: "host power " + action + ": " + why}); err != nil {
-		return err
-	}
-	if err := rn.sess.SetPower(ctx, action); err != nil {
-		return rn.powerFailure(ctx, stepName(st), "power "+action, err)
-	}
-	return nil
 }
 
 // resetBMC restarts the BMC and waits until it answers again.

@@ -42,6 +42,7 @@ type Sessions struct {
 	mu     sync.Mutex
 	locks  map[string]*bmcLock
 	pinned map[string]string // BMC key → provider name
+	steps  map[string][]constants.FirmwareInstallStep
 }
 
 type bmcLock struct {
@@ -54,7 +55,7 @@ func NewSessions(log *slog.Logger) *Sessions {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Sessions{log: log, locks: map[string]*bmcLock{}, pinned: map[string]string{}}
+	return &Sessions{log: log, locks: map[string]*bmcLock{}, pinned: map[string]string{}, steps: map[string][]constants.FirmwareInstallStep{}}
 }
 
 // Lock waits until no one else holds the BMC at key, or ctx ends. The returned func releases it.
@@ -404,11 +405,25 @@ func (ss *Session) Inventory(ctx context.Context) (*common.Device, error) {
 // errEmptyInventory is an inventory without even the BMC's own firmware version.
 var errEmptyInventory = errors.New("the BMC returned an empty inventory (session lost or Redfish errors)")
 
-// InstallSteps returns the install steps the BMC lists for a component.
+// InstallSteps returns the install steps the BMC lists for a component. bmclib's lists are
+// fixed per provider and component, so they are asked once per BMC and remembered.
 func (ss *Session) InstallSteps(ctx context.Context, component string) ([]constants.FirmwareInstallStep, error) {
-	return do(ctx, ss, "firmware install steps", ss.to.Call, func(c context.Context, cl *bmclib.Client) ([]constants.FirmwareInstallStep, error) {
+	key := ss.target.Key() + "|" + ss.provider + "|" + strings.ToUpper(component)
+	ss.s.mu.Lock()
+	steps, ok := ss.s.steps[key]
+	ss.s.mu.Unlock()
+	if ok {
+		return steps, nil
+	}
+	steps, err := do(ctx, ss, "firmware install steps", ss.to.Call, func(c context.Context, cl *bmclib.Client) ([]constants.FirmwareInstallStep, error) {
 		return cl.FirmwareInstallSteps(c, component)
 	})
+	if err == nil {
+		ss.s.mu.Lock()
+		ss.s.steps[key] = steps
+		ss.s.mu.Unlock()
+	}
+	return steps, err
 }
 
 // TaskStatus polls a firmware job.
