@@ -1,0 +1,219 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// CreateTaskMethod is the full name of the call RateLimits usually names.
+const CreateTaskMethod = "/flasher.v1.TaskService/CreateTask"
+
+// TokenAuthenticator turns a static token into an identity (StaticTokens).
+type TokenAuthenticator interface {
+	Authenticate(token string) (Identity, error)
+}
+
+// Config configures the authentication and authorization interceptors.
+type Config struct {
+	// Tokens authenticates static "flt_" tokens; nil refuses them.
+	Tokens TokenAuthenticator
+	// JWT verifies OIDC tokens; nil refuses them.
+	JWT *JWTVerifier
+	// Agents verifies agent client certificates; nil refuses agents (unless InsecureAgents).
+	Agents *AgentVerifier
+	// InsecureAgents lets agent calls without a client certificate through with no identity,
+	// for the explicitly enabled header-based agent mode that runs after this interceptor.
+	// A presented certificate is still verified and must be valid.
+	InsecureAgents bool
+	// Policy maps methods to rules (nil: DefaultPolicy).
+	Policy Policy
+	// RateLimits limits calls per identity, by full method name.
+	RateLimits map[string]RateLimit
+	// Now is the clock of the rate limiters (nil: time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Authenticator is the authentication and authorization step of the interceptor chain.
+type Authenticator struct {
+	cfg    Config
+	limits map[string]*RateLimiter
+	log    *slog.Logger
+}
+
+// New returns an Authenticator.
+func New(cfg Config) (*Authenticator, error) {
+	if cfg.Tokens == nil && cfg.JWT == nil && cfg.Agents == nil && !cfg.InsecureAgents {
+		return nil, errors.New("auth: no token source and no agent verifier configured")
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = DefaultPolicy()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &Authenticator{cfg: cfg, limits: map[string]*RateLimiter{}, log: cfg.Logger.With("component", "auth")}
+	for m, l := range cfg.RateLimits {
+		if l.PerSecond <= 0 {
+			return nil, fmt.Errorf("auth: rate limit for %s: per-second rate must be positive", m)
+		}
+		a.limits[m] = NewRateLimiter(l, cfg.Now)
+	}
+	return a, nil
+}
+
+// Unary is the unary server interceptor.
+func (a *Authenticator) Unary() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, err := a.Authorize(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// Stream is the stream server interceptor.
+func (a *Authenticator) Stream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, err := a.Authorize(ss.Context(), info.FullMethod)
+		if err != nil {
+			return err
+		}
+		return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+	}
+}
+
+type identityStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *identityStream) Context() context.Context { return s.ctx }
+
+// Authorize authenticates the caller of fullMethod, checks the method's rule and rate limit,
+// and returns ctx carrying the caller's Identity. Errors are gRPC statuses.
+func (a *Authenticator) Authorize(ctx context.Context, fullMethod string) (context.Context, error) {
+	rule := a.cfg.Policy.Rule(fullMethod)
+	var id Identity
+	if rule.Agent {
+		if a.cfg.Agents == nil && !a.cfg.InsecureAgents {
+			return ctx, status.Error(codes.Unauthenticated, "agent: client certificates are not configured on this server")
+		}
+		if a.cfg.InsecureAgents {
+			if _, err := peerChain(ctx); err != nil || a.cfg.Agents == nil {
+				return ctx, nil // the insecure header interceptor decides
+			}
+		}
+		serverID, err := a.cfg.Agents.AgentIdentity(ctx)
+		if err != nil {
+			a.log.WarnContext(ctx, "agent refused", "method", fullMethod, "error", err)
+			return ctx, err
+		}
+		id = Identity{Name: "agent:" + serverID, ServerID: serverID, Scopes: []string{ScopeAgent}}
+	} else {
+		var err error
+		if id, err = a.authenticateToken(ctx); err != nil {
+			a.log.InfoContext(ctx, "call unauthenticated", "method", fullMethod, "error", err)
+			return ctx, status.Error(codes.Unauthenticated, err.Error())
+		}
+	}
+	notify(ctx, id)
+	ctx = WithIdentity(ctx, id)
+	if !id.HasScope(rule.Scope) {
+		a.log.InfoContext(ctx, "call denied", "method", fullMethod, "identity", id.Name, "missing_scope", rule.Scope)
+		return ctx, status.Errorf(codes.PermissionDenied, "%s needs scope %q, which %q does not hold", fullMethod, rule.Scope, id.Name)
+	}
+	if l := a.limits[fullMethod]; l != nil {
+		if ok, wait := l.Allow(id.Name); !ok {
+			st := status.Newf(codes.ResourceExhausted, "%s: rate limit for %q exceeded; retry in %s", fullMethod, id.Name, wait.Round(time.Millisecond))
+			if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)}); err == nil {
+				st = d
+			}
+			return ctx, st.Err()
+		}
+	}
+	return ctx, nil
+}
+
+// authenticateToken reads the bearer token. Error texts are safe to return to the client:
+// they never include the token.
+func (a *Authenticator) authenticateToken(ctx context.Context) (Identity, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) == 0 {
+		return Identity{}, errors.New("missing bearer token in the authorization header")
+	}
+	if len(vals) > 1 {
+		return Identity{}, errors.New("more than one authorization header")
+	}
+	scheme, token, ok := strings.Cut(vals[0], " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(token) == "" {
+		return Identity{}, errors.New("authorization header is not \"Bearer <token>\"")
+	}
+	token = strings.TrimSpace(token)
+	switch {
+	case strings.HasPrefix(token, TokenPrefix):
+		if a.cfg.Tokens == nil {
+			return Identity{}, errors.New("static tokens are not accepted by this server")
+		}
+		return a.cfg.Tokens.Authenticate(token)
+	case strings.Count(token, ".") == 2:
+		if a.cfg.JWT == nil {
+			return Identity{}, errors.New("JWTs are not accepted by this server")
+		}
+		return a.cfg.JWT.Verify(ctx, token)
+	}
+	return Identity{}, ErrInvalidToken
+}
+
+type observerKey struct{}
+
+// WithObserver returns ctx in which the interceptors report the identity they establish to
+// fn, even when the call is then refused (missing scope, rate limit). The audit log, which
+// wraps authentication, uses it to record who was refused.
+func WithObserver(ctx context.Context, fn func(Identity)) context.Context {
+	return context.WithValue(ctx, observerKey{}, fn)
+}
+
+func notify(ctx context.Context, id Identity) {
+	if fn, ok := ctx.Value(observerKey{}).(func(Identity)); ok {
+		fn(id)
+	}
+}
+
+// ChainUnary composes interceptors into one (the first is outermost), for the single AuthUnary
+// slot of the server's chain: audit around authentication.
+func ChainUnary(ics ...grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		h := handler
+		for i := len(ics) - 1; i >= 0; i-- {
+			ic, next := ics[i], h
+			h = func(ctx context.Context, req any) (any, error) { return ic(ctx, req, info, next) }
+		}
+		return h(ctx, req)
+	}
+}
+
+// ChainStream composes stream interceptors (the first is outermost).
+func ChainStream(ics ...grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		h := handler
+		for i := len(ics) - 1; i >= 0; i-- {
+			ic, next := ics[i], h
+			h = func(srv any, ss grpc.ServerStream) error { return ic(srv, ss, info, next) }
+		}
+		return h(srv, ss)
+	}
+}
