@@ -11,12 +11,17 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/uuid"
 	fleetdbapi "github.com/metal-toolbox/fleetdb/pkg/api/v1"
+
+	"github.com/flasher-dev/flasher/internal/fleetflag"
+	"github.com/flasher-dev/flasher/internal/testenv"
 
 	"github.com/flasher-dev/flasher/internal/inventory/fleetdb"
 	simfleetdb "github.com/flasher-dev/flasher/sim/fleetdb"
@@ -148,8 +153,38 @@ func main() {
 		return n, int64(sim.Stats().Total - before)
 	})
 
+	// The attribute workflow's poll cycle against a real control plane (SQLite store, gRPC on
+	// loopback, planning on the fleetdb source); no executors, so tasks stay queued.
+	dir, err := os.MkdirTemp("", "bench-fleetdb")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	src := newSource(1000)
+	env, err := testenv.Run(testenv.Config{DBPath: filepath.Join(dir, "flasher.db"), Inventory: src})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer env.Stop()
+	flagger, err := fleetflag.New(fleetflag.Config{Fleetdb: src.Client(), Tasks: env.Tasks, Worker: "bench"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, op := range []string{fmt.Sprintf("fleetflag poll: %d new requests → tasks", *flagged), "fleetflag poll: steady state, nothing changed"} {
+		before := sim.Stats().Total
+		start := time.Now()
+		res, err := flagger.Poll(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if len(res.Errors) > 0 {
+			log.Fatalf("%s: %v", op, res.Errors[0])
+		}
+		rows = append(rows, row{fmt.Sprintf("%s (created %d, written %d)", op, res.Created, res.Updated), res.Flagged, int64(sim.Stats().Total - before), time.Since(start)})
+	}
+
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "operation\trecords\tHTTP requests\twall (median)\t")
+	fmt.Fprintln(tw, "operation\trecords\tfleetdb HTTP requests\twall (median of runs; fleetflag: one run)\t")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%v\t\n", r.op, r.records, r.requests, r.wall.Round(time.Millisecond))
 	}
@@ -177,17 +212,20 @@ func seed(sim *simfleetdb.Server, n, flagged int) []string {
 			},
 		})
 		if i < flagged {
-			sim.SetAttribute(id, taskNS, map[string]any{"method": "out-of-band", "priority": 1, "requester": "bench"})
+			// resolve mode: Flasher picks the set by vendor and model
+			sim.SetAttribute(id, taskNS, map[string]any{"method": "out-of-band", "status": "", "priority": 1, "requester": "bench"})
 		}
 		ids = append(ids, id.String())
 	}
 	f := false
+	var latest uuid.UUID
 	for i := range 200 {
-		sim.AddFirmware(fleetdbapi.ComponentFirmwareVersion{
-			Vendor: "dell", Model: []string{"r6515"}, Component: "bios", Version: fmt.Sprintf("2.%d.0", i),
+		latest = sim.AddFirmware(fleetdbapi.ComponentFirmwareVersion{
+			Vendor: "dell", Model: []string{"poweredge r6515"}, Component: "bios", Version: fmt.Sprintf("2.%d.0", i),
 			Filename: "bios.bin", Checksum: fmt.Sprintf("%064x", i), RepositoryURL: "http://127.0.0.1:1/bios.bin",
 			InstallInband: &f, OEM: &f,
 		})
 	}
+	sim.AddFirmwareSet(uuid.Nil, "dell-r6515", map[string]string{"vendor": "dell", "model": "poweredge r6515", "default": "true"}, latest)
 	return ids
 }

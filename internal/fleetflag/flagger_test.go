@@ -360,3 +360,29 @@ func TestPayload(t *testing.T) {
 		t.Errorf("request ids: %s %s", a, b)
 	}
 }
+
+func TestInventoryUnavailableDefers(t *testing.T) {
+	f := setup(t)
+	f.catalog()
+	id := f.server("a")
+	f.sim.SetAttribute(id, fleetflag.Namespace, map[string]any{"status": ""})
+	before, _ := f.sim.Attribute(id, fleetflag.Namespace)
+	fl := f.flags("flasher-0")
+
+	// fleetdb fails the planner's server read: CreateTask is UNAVAILABLE and nothing is written
+	remove := f.sim.InjectFault(simfleetdb.Fault{Path: "/servers/" + id.String(), Status: 503})
+	res, err := fl.Poll(context.Background())
+	remove()
+	if err != nil || res.Deferred != 1 || res.Created != 0 || res.Updated != 0 {
+		t.Fatalf("poll with fleetdb failing = %+v, %v", res, err)
+	}
+	if after, _ := f.sim.Attribute(id, fleetflag.Namespace); string(after.Data) != string(before.Data) || !after.UpdatedAt.Equal(before.UpdatedAt) {
+		t.Errorf("attribute changed while deferred: %s", after.Data)
+	}
+	if n := len(f.tasksOf(t, id)); n != 0 {
+		t.Fatalf("%d tasks created while the inventory was unavailable", n)
+	}
+	if res := poll(t, fl); res.Created != 1 {
+		t.Errorf("poll after recovery = %+v, want the task created", res)
+	}
+}
