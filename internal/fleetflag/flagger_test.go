@@ -304,7 +304,7 @@ func TestRefusalsAndStale(t *testing.T) {
 	if p := f.attr(t, bad); p.Status != fleetflag.StatusFailed || !strings.Contains(p.Reason, "sideways") {
 		t.Errorf("bad method: %+v", p)
 	}
-	if p := f.attr(t, refused); p.Status != fleetflag.StatusFailed || p.Reason == "" {
+	if p := f.attr(t, refused); p.Status != fleetflag.StatusFailed || p.FailureCode != "SET_NOT_FOUND" || p.Reason == "" {
 		t.Errorf("refused: %+v", p)
 	}
 	if p := f.attr(t, stale); p.Status != fleetflag.StatusActive {

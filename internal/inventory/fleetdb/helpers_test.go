@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/flasher-dev/flasher/internal/inventory/fleetdb"
 	simfleetdb "github.com/flasher-dev/flasher/sim/fleetdb"
 )
@@ -78,5 +76,3 @@ func dellSeed(name string) simfleetdb.ServerSeed {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-var _ = uuid.Nil
