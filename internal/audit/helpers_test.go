@@ -16,7 +16,7 @@ func tokensOf(t *testing.T, entries ...auth.TokenEntry) *auth.StaticTokens {
 		if err != nil {
 			t.Fatal(err)
 		}
-		data = append(data, y[len("tokens:\n"):]...)
+		data = append(data, y...)
 	}
 	path := filepath.Join(t.TempDir(), "tokens.yaml")
 	if err := os.WriteFile(path, data, 0o600); err != nil {

@@ -177,7 +177,17 @@ func (s *StaticTokens) Authenticate(token string) (Identity, error) {
 	return Identity{Name: e.Name, Scopes: append([]string(nil), e.Scopes...)}, nil
 }
 
-// MarshalEntry renders one entry as it appears in the token file's list.
+// MarshalEntry renders one entry as a YAML list item ("- name: ...") to append under the
+// token file's "tokens:" key.
 func MarshalEntry(e TokenEntry) ([]byte, error) {
-	return yaml.Marshal(TokenFile{Tokens: []TokenEntry{e}})
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode([]TokenEntry{e}); err != nil {
+		return nil, fmt.Errorf("token %s: %w", e.Name, err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("token %s: %w", e.Name, err)
+	}
+	return b.Bytes(), nil
 }
