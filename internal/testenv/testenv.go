@@ -41,6 +41,12 @@ type Config struct {
 	Register func(grpc.ServiceRegistrar)
 	// ServerOptions are added to the gRPC server (interceptors for auth, TLS, ...).
 	ServerOptions []grpc.ServerOption
+	// AuthUnary and AuthStream fill the auth slot of the server's interceptor chain
+	// (api.ServerConfig), where health and reflection stay open.
+	AuthUnary  grpc.UnaryServerInterceptor
+	AuthStream grpc.StreamServerInterceptor
+	// DialOptions replace the client's default plaintext transport (TLS, per-call tokens).
+	DialOptions []grpc.DialOption
 	// Addr is the listen address; empty means a free loopback port. A restart test reuses the
 	// previous Env's Addr so clients reconnect to the restarted server.
 	Addr string
@@ -107,7 +113,7 @@ func Run(cfg Config) (_ *Env, err error) {
 	}
 	sched := scheduler.New(scheduler.Config{Store: st, Executors: cfg.Executors, Worker: cfg.Worker, Logger: cfg.Logger})
 	hub := watch.New(watch.Config{Store: st, Keep: cfg.HubKeep, Buffer: cfg.WatchBuffer, Poll: 50 * time.Millisecond, Logger: cfg.Logger})
-	srv, err := api.NewServer(api.ServerConfig{Logger: cfg.Logger, Options: cfg.ServerOptions})
+	srv, err := api.NewServer(api.ServerConfig{Logger: cfg.Logger, Options: cfg.ServerOptions, AuthUnary: cfg.AuthUnary, AuthStream: cfg.AuthStream})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -135,7 +141,11 @@ func Run(cfg Config) (_ *Env, err error) {
 	go func() { defer wg.Done(); _ = sched.Run(ctx) }()
 	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
 	<-hub.Ready()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dial := cfg.DialOptions
+	if len(dial) == 0 {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conn, err := grpc.NewClient(lis.Addr().String(), dial...)
 	if err != nil {
 		srv.Stop()
 		cancel()
