@@ -117,8 +117,9 @@ func printError(w io.Writer, err error) {
 	}
 	switch st.Code() {
 	case codes.FailedPrecondition:
-		fmt.Fprintf(w, "refused: %s\n", st.Message())
-		printPreconditionFailures(w, st)
+		if !printPreconditionFailures(w, st) {
+			fmt.Fprintf(w, "refused: %s\n", st.Message())
+		}
 	case codes.InvalidArgument:
 		fmt.Fprintf(w, "invalid request: %s\n", st.Message())
 		for _, d := range st.Details() {
@@ -146,8 +147,9 @@ func printError(w io.Writer, err error) {
 }
 
 // printPreconditionFailures groups violations by rule: the rule's explanation once, then each
-// violation's subject and description.
-func printPreconditionFailures(w io.Writer, st *status.Status) {
+// violation's subject and description. It reports whether there were any; the status message
+// only repeats them in one long line.
+func printPreconditionFailures(w io.Writer, st *status.Status) bool {
 	byRule := map[string][]*errdetails.PreconditionFailure_Violation{}
 	var rules []string
 	for _, d := range st.Details() {
@@ -163,7 +165,7 @@ func printPreconditionFailures(w io.Writer, st *status.Status) {
 		}
 	}
 	for _, r := range rules {
-		fmt.Fprintf(w, "%s: %s\n", r, explainRule(r))
+		fmt.Fprintf(w, "refused: %s: %s\n", r, explainRule(r))
 		for _, v := range byRule[r] {
 			subj := strings.TrimSpace(v.GetSubject())
 			if subj == "" {
@@ -172,4 +174,5 @@ func printPreconditionFailures(w io.Writer, st *status.Status) {
 			fmt.Fprintf(w, "  - %s: %s\n", subj, v.GetDescription())
 		}
 	}
+	return len(rules) > 0
 }

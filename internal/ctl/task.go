@@ -37,7 +37,11 @@ func (a *app) plan(ctx context.Context, s *specFlags) error {
 		return err
 	}
 	return a.emit(resp, func(w io.Writer) error {
-		fmt.Fprintf(w, "Plan for %s (%s %s, %s)", spec.GetServerId(), resp.GetServerVendor(), resp.GetServerModel(), methodName(spec.GetMethod()))
+		what := strings.TrimSpace(resp.GetServerVendor() + " " + resp.GetServerModel())
+		if what != "" {
+			what += ", "
+		}
+		fmt.Fprintf(w, "Plan for %s (%s%s)", spec.GetServerId(), what, methodName(spec.GetMethod()))
 		if fs := resp.GetPlan().GetFirmwareSet(); fs != "" {
 			fmt.Fprintf(w, ", firmware set %s", fs)
 		}

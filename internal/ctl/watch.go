@@ -324,7 +324,7 @@ func (v *view) line(at time.Time, t *flasherv1.Task, msg string) {
 	if !v.single {
 		who += " " + shortID(t.GetId())
 	}
-	fmt.Fprintf(v.w, "%s %s %s\n", at.UTC().Format(time.RFC3339), who, msg)
+	fmt.Fprintf(v.w, "%s %s %s\n", at.UTC().Format("2006-01-02T15:04:05.000Z07:00"), who, msg)
 }
 
 func shortID(id string) string {
