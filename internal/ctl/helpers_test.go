@@ -2,11 +2,11 @@ package ctl
 
 import (
 	"bytes"
-	"io"
-	"log/slog"
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
