@@ -1,7 +1,8 @@
 // Package sqlite is the embedded default store.Store: one SQLite file (modernc.org/sqlite, pure
 // Go) in WAL mode with synchronous=FULL, so a call that returned nil survives kill -9 and power
 // loss. Writes go through a single writer goroutine that commits many concurrent operations in one
-// transaction (group commit: one fsync covers a whole batch); reads use a separate pool of
+// transaction (group commit: one fsync covers a whole batch), with a few multi-row statements per
+// batch rather than several statements per operation (batch.go); reads use a separate pool of
 // connections that WAL lets run alongside the writer. It holds no business rules: task changes
 // are made by internal/task and only recorded here.
 package sqlite
@@ -44,6 +45,9 @@ type Config struct {
 }
 
 const (
+	// writerCacheKiB is the writer's page cache (PRAGMA cache_size takes negative KiB).
+	writerCacheKiB = -32 << 10
+
 	defaultPageSize    = 100
 	maxPageSize        = 1000
 	defaultChangeLimit = 100
@@ -53,10 +57,8 @@ const (
 // Store is the SQLite store.Store. Create it with Open.
 type Store struct {
 	cfg  Config
-	wdb  *sql.DB       // one connection, owned by the writer goroutine
-	rdb  *sql.DB       // read pool
-	cdb  *sql.DB       // one connection, owned by the checkpointer
-	ckpt chan struct{} // buffered: the writer tells the checkpointer about commits
+	wdb  *sql.DB // one connection, owned by the writer goroutine
+	rdb  *sql.DB // read pool
 	ops  chan *op
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -102,11 +104,6 @@ func open(ctx context.Context, cfg Config, ms []migration) (*Store, error) {
 		defer w.close()
 		s.write(w)
 	}()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.checkpoint()
-	}()
 	if s.cfg.PollInterval > 0 {
 		s.wg.Add(1)
 		go func() {
@@ -141,11 +138,10 @@ func openStore(ctx context.Context, cfg Config, ms []migration) (_ *Store, _ *wr
 
 	busy := fmt.Sprintf("_pragma=busy_timeout(%d)", cfg.BusyTimeout.Milliseconds())
 	// The writer keeps a larger page cache than the default 2 MiB: every batch touches pages
-	// all over the secondary indexes. It checkpoints only as a safety valve, when the
-	// checkpointer (checkpoint.go) has fallen far behind.
+	// all over the secondary indexes, which would otherwise be read again and again.
 	wdb, err := sql.Open("sqlite", cfg.Path+"?"+busy+
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"+
-		fmt.Sprintf("&_pragma=cache_size(%d)&_pragma=wal_autocheckpoint(%d)", writerCacheKiB, writerAutoCheckpoint))
+		fmt.Sprintf("&_pragma=cache_size(%d)", writerCacheKiB))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
 	}
@@ -188,21 +184,11 @@ func openStore(ctx context.Context, cfg Config, ms []migration) (_ *Store, _ *wr
 	}
 	rdb.SetMaxOpenConns(cfg.ReadConns)
 	rdb.SetMaxIdleConns(cfg.ReadConns)
-	// synchronous=FULL matters here too: a checkpoint must make the database file durable
-	// before the WAL frames it copied can be overwritten.
-	cdb, err := sql.Open("sqlite", cfg.Path+"?"+busy+"&_pragma=synchronous(FULL)")
-	if err != nil {
-		rdb.Close()
-		return nil, nil, nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
-	}
-	cdb.SetMaxOpenConns(1)
 
 	s := &Store{
 		cfg:  cfg,
 		wdb:  wdb,
 		rdb:  rdb,
-		cdb:  cdb,
-		ckpt: make(chan struct{}, 1),
 		ops:  make(chan *op),
 		quit: make(chan struct{}),
 		subs: make(map[chan struct{}]struct{}),
@@ -211,7 +197,6 @@ func openStore(ctx context.Context, cfg Config, ms []migration) (_ *Store, _ *wr
 	if err != nil {
 		w.close()
 		rdb.Close()
-		cdb.Close()
 		return nil, nil, nil, err
 	}
 	s.signalled.Store(rev)
@@ -241,7 +226,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.quit)
 		s.wg.Wait()
-		s.closeErr = errors.Join(s.rdb.Close(), s.cdb.Close(), s.wdb.Close())
+		s.closeErr = errors.Join(s.rdb.Close(), s.wdb.Close())
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("sqlite store %s: close: %w", s.cfg.Path, s.closeErr)
 		}

@@ -40,7 +40,8 @@ type result struct {
 	err      error
 }
 
-// writer holds the writer connection and its prepared statements.
+// writer holds the writer connection, its prepared statements (used by the savepoint path and
+// once per batch by the fast path) and the fast path's statement texts.
 type writer struct {
 	conn    *sql.Conn
 	stmts   []*sql.Stmt
@@ -165,10 +166,6 @@ func (s *Store) commit(w *writer, batch []*op) {
 		o.res <- results[i]
 	}
 	if committed {
-		select {
-		case s.ckpt <- struct{}{}:
-		default: // the checkpointer already knows there is work
-		}
 		s.signal(cur)
 	}
 }
