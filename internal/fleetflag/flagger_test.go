@@ -386,3 +386,39 @@ func TestInventoryUnavailableDefers(t *testing.T) {
 		t.Errorf("poll after recovery = %+v, want the task created", res)
 	}
 }
+
+func TestRunPollsUntilCancelled(t *testing.T) {
+	f := setup(t)
+	f.catalog()
+	id := f.server("a")
+	f.sim.SetAttribute(id, fleetflag.Namespace, map[string]any{"status": "", "firmwareSet": "dell-r6515"})
+	fl, err := fleetflag.New(fleetflag.Config{Fleetdb: f.src.Client(), Tasks: f.env.Tasks, Worker: "w", Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fl.Run(ctx) }()
+
+	// Run polls at once, before its first tick
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	for f.attr(t, id).Status == fleetflag.StatusRequested {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatal("Run did not pick up the request")
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	case <-deadline.C:
+		t.Fatal("Run did not return after cancel")
+	}
+}

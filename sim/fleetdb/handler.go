@@ -252,10 +252,14 @@ func (s *Server) serverList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	facility := q.Get("facility-code")
+	withDeleted := q.Get("include-deleted") == "true"
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var match []*server
 	for _, srv := range s.st.Servers {
+		if srv.Rec.DeletedAt != nil && !withDeleted {
+			continue
+		}
 		if facility != "" && srv.Rec.FacilityCode != facility {
 			continue
 		}

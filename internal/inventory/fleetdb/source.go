@@ -236,6 +236,10 @@ func (s *Source) fetchServer(ctx context.Context, id uuid.UUID) (*inventory.Serv
 	}); err != nil {
 		return nil, err
 	}
+	if rec.DeletedAt != nil {
+		// fleetdb's server view includes soft-deleted servers; Flasher must not flash them
+		return nil, fmt.Errorf("fleetdb: server %s was deleted at %s: %w", id, rec.DeletedAt.Format(time.RFC3339), inventory.ErrNotFound)
+	}
 	var comps fleetdbapi.ServerComponentSlice
 	if err := s.call(ctx, "components of server "+id.String(), func(ctx context.Context) (err error) {
 		comps, _, err = s.client.GetComponents(ctx, id, nil)

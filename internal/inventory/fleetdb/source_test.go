@@ -51,6 +51,8 @@ func TestServer(t *testing.T) {
 func TestServerErrors(t *testing.T) {
 	sim := startSim(t)
 	id := sim.AddServer(dellSeed("a"))
+	deleted := uuid.New()
+	sim.AddRawServer(fleetdbapi.Server{UUID: deleted, Name: "gone", DeletedAt: ptr(time.Now())})
 	tests := []struct {
 		name  string
 		id    string
@@ -60,6 +62,7 @@ func TestServerErrors(t *testing.T) {
 	}{
 		{name: "unknown server", id: uuid.NewString(), want: inventory.ErrNotFound},
 		{name: "not a uuid", id: "sim-0001", want: inventory.ErrNotFound},
+		{name: "soft-deleted server", id: deleted.String(), want: inventory.ErrNotFound},
 		{name: "fleetdb 500", id: id.String(), fault: &simfleetdb.Fault{Path: "/servers", Status: 500}, want: inventory.ErrUnavailable},
 		{name: "fleetdb 503 on components", id: id.String(), fault: &simfleetdb.Fault{Path: "/servers/" + id.String() + "/components", Status: 503}, want: inventory.ErrUnavailable},
 		{name: "fleetdb hangs", id: id.String(), fault: &simfleetdb.Fault{Hang: true}, want: inventory.ErrUnavailable},
