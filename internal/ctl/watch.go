@@ -288,7 +288,7 @@ func (v *view) update(t *flasherv1.Task) {
 		if !v.bars && progressChanged(old, p) {
 			msg := fmt.Sprintf("%-20s %-9s %-24s %3d%%", componentName(p.GetComponent(), p.GetSerial()), stepStateName(p.GetState()), p.GetStep(), p.GetPercent())
 			if p.GetMessage() != "" {
-				msg += "  " + p.GetMessage()
+				msg += "  " + oneLine(p.GetMessage())
 			}
 			v.line(at, t, strings.TrimRight(msg, " "))
 		}
@@ -392,7 +392,7 @@ func (v *view) block(tv *taskView) []string {
 		if p != nil {
 			state = stepStateName(p.GetState())
 		}
-		l := fmt.Sprintf("  %-20s %s %3d%%  %-9s %-22s %s", componentName(cv.component, cv.serial), bar, pct, state, p.GetStep(), p.GetMessage())
+		l := fmt.Sprintf("  %-20s %s %3d%%  %-9s %-22s %s", componentName(cv.component, cv.serial), bar, pct, state, p.GetStep(), oneLine(p.GetMessage()))
 		lines = append(lines, strings.TrimRight(l, " "))
 	}
 	return lines
@@ -462,19 +462,33 @@ func (v *view) summary(tv *taskView) {
 				}
 				ft = from + " → " + s.GetToVersion()
 			}
-			result := "not started"
+			result, end := "not started", cv.end
 			if cv.p != nil {
 				result = stepStateName(cv.p.GetState())
+				if !stepDone(cv.p.GetState()) && terminal(t.GetState()) {
+					// The task ended while this component was in flight.
+					result = "interrupted"
+					if f := t.GetFailure(); f != nil && f.GetComponent() == cv.component {
+						result = "failed"
+					}
+					if ft := t.GetFinishTime(); ft != nil && ft.IsValid() {
+						end = ft.AsTime()
+					}
+				}
 			}
 			dur := ""
-			if !cv.start.IsZero() && !cv.end.IsZero() {
-				dur = fmtDuration(cv.end.Sub(cv.start))
+			if !cv.start.IsZero() && !end.IsZero() {
+				dur = fmtDuration(end.Sub(cv.start))
 			}
 			row(tw, componentName(cv.component, cv.serial), ft, result, dur)
 		}
 		tw.Flush()
 	}
 	if f := t.GetFailure(); f != nil {
-		fmt.Fprintf(w, "Failure: %s\n", failureText(f))
+		fmt.Fprintf(w, "Failure: %s\n", oneLine(failureText(f)))
 	}
 }
+
+// oneLine folds a BMC's or agent's multi-line message onto one line, so line output stays one
+// event per line and redrawn bars keep their line count.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
