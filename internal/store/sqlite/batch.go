@@ -1,29 +1,25 @@
 package sqlite
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/flasher-dev/flasher/internal/store"
 )
 
-// The fast path commits a whole batch with a handful of statements instead of about six per
-// operation. It matters because modernc.org/sqlite parses and compiles a statement on every
-// execution (its prepared statements keep only the text), so per-statement cost dominates, and
-// because per-operation savepoints copy every touched page into a statement journal.
+// The fast path commits a whole batch without a savepoint per operation, on a connection whose
+// statements are compiled once (raw.go). Savepoints are costly here: each one copies every page
+// it touches into a statement journal, and each takes two more statements.
 //
 // It decides every operation's outcome up front from one lookup of the ids and request ids the
 // batch names (read inside the write transaction, so nobody can change them meanwhile), then
-// writes all tasks, events and change-log entries with multi-row statements. The outcomes are
-// those the savepoint path would reach running the operations one by one in batch order. If a
-// statement fails anyway, the caller rolls back and replays the batch on the savepoint path,
-// which isolates the failing operation.
+// writes only what succeeds. The outcomes are those the savepoint path would reach running the
+// operations one by one in batch order. If a statement fails anyway, the caller rolls back and
+// replays the batch on the savepoint path, which isolates the failing operation.
 
-// maxRowsPerStatement bounds multi-row statements: 256 rows of 9 columns stay far below
-// SQLite's limit of 32766 bound variables, and it bounds the cached query texts.
-const maxRowsPerStatement = 256
+// maxLookup bounds the ids in one lookup statement, far below SQLite's limit of 32766 bound
+// variables.
+const maxLookup = 256
 
 // taskRow is the final state of one task the batch writes. create is the operation that
 // created it (nil for a task that existed before the batch); last is the latest operation
@@ -49,17 +45,20 @@ type storedTask struct {
 // applyFast runs the batch inside a new transaction with batched statements. It returns the
 // revision reached and whether anything was written; an error means the transaction must be
 // rolled back and the batch replayed on the savepoint path (results are then overwritten).
-func (s *Store) applyFast(ctx context.Context, w *writer, batch []*op, results []result) (cur int64, applied bool, err error) {
-	if _, err := w.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+func (s *Store) applyFast(c *rawConn, batch []*op, results []result) (cur int64, applied bool, err error) {
+	if _, err := c.exec("BEGIN IMMEDIATE"); err != nil {
 		return 0, false, err
 	}
 	var compacted int64
-	if err := w.getRev.QueryRowContext(ctx).Scan(&cur, &compacted); err != nil {
+	if err := c.query(sqlGetRevision, nil, func(r rawRow) error {
+		cur, compacted = r.int64(0), r.int64(1)
+		return nil
+	}); err != nil {
 		return 0, false, err
 	}
 	start, startCompacted := cur, compacted
 
-	known, owners, err := s.lookup(ctx, w, batch)
+	known, owners, err := lookup(c, batch)
 	if err != nil {
 		return 0, false, err
 	}
@@ -140,22 +139,25 @@ func (s *Store) applyFast(ctx context.Context, w *writer, batch []*op, results [
 		return cur, false, nil
 	}
 
-	if err := w.insertTasks(ctx, inserts); err != nil {
+	if err := insertTasks(c, inserts); err != nil {
 		return 0, false, err
 	}
-	if err := w.updateTasks(ctx, updates); err != nil {
+	if err := updateTasks(c, updates); err != nil {
 		return 0, false, err
 	}
-	if err := w.insertLogs(ctx, logs); err != nil {
-		return 0, false, err
+	for _, l := range logs {
+		if err := record(c, l.o, l.rev); err != nil {
+			return 0, false, err
+		}
 	}
-	// After the inserts: a Compact in the batch also drops entries of operations before it.
+	// After the changes are recorded: a Compact in the batch also drops entries of operations
+	// before it.
 	if compacted > startCompacted {
-		if _, err := w.compact.ExecContext(ctx, compacted); err != nil {
+		if _, err := c.exec(sqlCompact, compacted); err != nil {
 			return 0, false, fmt.Errorf("compact to %d: %w", compacted, err)
 		}
 	}
-	if _, err := w.setRev.ExecContext(ctx, cur, compacted); err != nil {
+	if _, err := c.exec(sqlSetRevision, cur, compacted); err != nil {
 		return 0, false, err
 	}
 	return cur, true, nil
@@ -164,7 +166,7 @@ func (s *Store) applyFast(ctx context.Context, w *writer, batch []*op, results [
 // lookup reads the stored revision of every task id the batch names (known) and the task
 // owning each request id its creates carry (owners, request id to task id). Bodies are read
 // only for request-id owners, the only ones an operation may return.
-func (s *Store) lookup(ctx context.Context, w *writer, batch []*op) (map[string]storedTask, map[string]string, error) {
+func lookup(c *rawConn, batch []*op) (map[string]storedTask, map[string]string, error) {
 	known := make(map[string]storedTask, len(batch))
 	owners := make(map[string]string)
 	var ids, reqs []any
@@ -183,185 +185,114 @@ func (s *Store) lookup(ctx context.Context, w *writer, batch []*op) (map[string]
 			reqs = append(reqs, r)
 		}
 	}
-	for len(ids) > 0 || len(reqs) > 0 {
-		ni, nr := min(len(ids), maxRowsPerStatement), min(len(reqs), maxRowsPerStatement)
-		args := make([]any, 0, ni+nr)
-		args = append(append(args, ids[:ni]...), reqs[:nr]...)
-		ids, reqs = ids[ni:], reqs[nr:]
-		rows, err := w.conn.QueryContext(ctx, w.queries.lookup(ni, nr), args...)
-		if err != nil {
+	for len(ids) > 0 {
+		n := min(len(ids), maxLookup)
+		if err := c.query(lookupByID(n), padded(ids[:n]), func(r rawRow) error {
+			known[r.text(0)] = storedTask{rev: r.int64(1)}
+			return nil
+		}); err != nil {
 			return nil, nil, fmt.Errorf("look up batch: %w", err)
 		}
-		for rows.Next() {
-			var id string
-			var reqID *string
-			var st storedTask
-			if err := rows.Scan(&id, &reqID, &st.rev, &st.body); err != nil {
-				rows.Close()
-				return nil, nil, fmt.Errorf("look up batch: %w", err)
-			}
-			if old, ok := known[id]; !ok || old.body == nil {
-				known[id] = st
-			}
-			if reqID != nil && seenReq[*reqID] {
-				owners[*reqID] = id
-			}
-		}
-		if err := rows.Close(); err != nil {
+		ids = ids[n:]
+	}
+	for len(reqs) > 0 {
+		n := min(len(reqs), maxLookup)
+		if err := c.query(lookupByRequest(n), padded(reqs[:n]), func(r rawRow) error {
+			id := r.text(1)
+			owners[r.text(0)] = id
+			known[id] = storedTask{rev: r.int64(2), body: r.bytes(3)}
+			return nil
+		}); err != nil {
 			return nil, nil, fmt.Errorf("look up batch: %w", err)
 		}
-		if err := rows.Err(); err != nil {
-			return nil, nil, fmt.Errorf("look up batch: %w", err)
-		}
+		reqs = reqs[n:]
 	}
 	return known, owners, nil
 }
 
-func (w *writer) insertTasks(ctx context.Context, rs []*taskRow) error {
-	for len(rs) > 0 {
-		chunk := rs[:min(len(rs), maxRowsPerStatement)]
-		rs = rs[len(chunk):]
-		args := make([]any, 0, 9*len(chunk))
-		for _, r := range chunk {
-			t := r.last.t
-			var requestID any // NULL, so that only non-empty request ids are unique
-			if id := r.create.t.RequestID; id != "" {
-				requestID = id
-			}
-			args = append(args, r.create.t.ID, requestID, t.ServerID, string(t.Method), string(t.State),
-				t.Requester, t.Priority, r.rev, r.last.body)
-		}
-		if _, err := w.conn.ExecContext(ctx, w.queries.insertTasks(len(chunk)), args...); err != nil {
-			return fmt.Errorf("create %d tasks: %w", len(chunk), err)
-		}
+// padded fills args up to the next power of two with NULLs, which match nothing in IN (...), so
+// lookups need only a few distinct statements.
+func padded(args []any) []any {
+	n := 1
+	for n < len(args) {
+		n *= 2
 	}
-	return nil
+	return append(args[:len(args):len(args)], make([]any, n-len(args))...)
 }
 
-func (w *writer) updateTasks(ctx context.Context, rs []*taskRow) error {
-	for len(rs) > 0 {
-		chunk := rs[:min(len(rs), maxRowsPerStatement)]
-		rs = rs[len(chunk):]
-		args := make([]any, 0, 9*len(chunk))
-		for _, r := range chunk {
-			t := r.last.t
-			args = append(args, t.ID, r.expected, t.ServerID, string(t.Method), string(t.State),
-				t.Requester, t.Priority, r.rev, r.last.body)
-		}
-		res, err := w.conn.ExecContext(ctx, w.queries.updateTasks(len(chunk)), args...)
-		if err != nil {
-			return fmt.Errorf("update %d tasks: %w", len(chunk), err)
-		}
-		// The lookup saw every expected revision inside this transaction; a miss means the
-		// plan is wrong, and the savepoint path must decide instead.
-		if n, err := res.RowsAffected(); err != nil || n != int64(len(chunk)) {
-			return errors.Join(fmt.Errorf("update %d tasks: %d rows changed", len(chunk), n), err)
-		}
+func lookupByID(n int) string {
+	return "SELECT id, revision FROM tasks WHERE id IN (" + in(pow2(n)) + ")"
+}
+
+// lookupByRequest reads bodies too: an operation may return the task owning a request id.
+func lookupByRequest(n int) string {
+	return "SELECT request_id, id, revision, body FROM tasks WHERE request_id IN (" + in(pow2(n)) + ")"
+}
+
+func pow2(n int) int {
+	p := 1
+	for p < n {
+		p *= 2
 	}
-	return nil
-}
-
-func (w *writer) insertLogs(ctx context.Context, ls []logRow) error {
-	for len(ls) > 0 {
-		chunk := ls[:min(len(ls), maxRowsPerStatement)]
-		ls = ls[len(chunk):]
-		evArgs := make([]any, 0, 7*len(chunk))
-		chArgs := make([]any, 0, 4*len(chunk))
-		for _, l := range chunk {
-			ev := l.o.ev
-			evArgs = append(evArgs, l.o.t.ID, l.rev, timeToNanos(ev.Time), string(ev.Kind),
-				string(ev.From), string(ev.To), ev.Message)
-			chArgs = append(chArgs, l.rev, l.o.t.ID, l.o.body, l.o.evBody)
-		}
-		if _, err := w.conn.ExecContext(ctx, w.queries.insertEvents(len(chunk)), evArgs...); err != nil {
-			return fmt.Errorf("record %d events: %w", len(chunk), err)
-		}
-		if _, err := w.conn.ExecContext(ctx, w.queries.insertChanges(len(chunk)), chArgs...); err != nil {
-			return fmt.Errorf("record %d changes: %w", len(chunk), err)
-		}
-	}
-	return nil
-}
-
-// queryTexts caches the writer's multi-row statement texts by row count; only the writer
-// goroutine uses it.
-type queryTexts struct {
-	tasks, updates, events, changes map[int]string
-	lookups                         map[[2]int]string
-}
-
-func newQueryTexts() *queryTexts {
-	return &queryTexts{
-		tasks: map[int]string{}, updates: map[int]string{}, events: map[int]string{},
-		changes: map[int]string{}, lookups: map[[2]int]string{},
-	}
-}
-
-// values returns "(?, ?), (?, ?)" for rows rows of cols columns.
-func values(rows, cols int) string {
-	tuple := "(?" + strings.Repeat(", ?", cols-1) + ")"
-	return tuple + strings.Repeat(", "+tuple, rows-1)
-}
-
-func cached(m map[int]string, n int, build func() string) string {
-	q, ok := m[n]
-	if !ok {
-		q = build()
-		m[n] = q
-	}
-	return q
-}
-
-// Inserts use OR FAIL rather than the default ABORT: FAIL needs no statement journal (no
-// per-statement undo), and any failure rolls the whole transaction back anyway.
-
-func (q *queryTexts) insertTasks(n int) string {
-	return cached(q.tasks, n, func() string {
-		return `INSERT OR FAIL INTO tasks (id, request_id, server_id, method, state, requester, priority, revision, body) VALUES ` +
-			values(n, 9)
-	})
-}
-
-// updateTasks sets the final state of n tasks, each only if its revision is still the one
-// the lookup saw.
-func (q *queryTexts) updateTasks(n int) string {
-	return cached(q.updates, n, func() string {
-		return `UPDATE OR FAIL tasks SET server_id = v.column3, method = v.column4, state = v.column5, requester = v.column6,
-			priority = v.column7, revision = v.column8, body = v.column9
-			FROM (VALUES ` + values(n, 9) + `) AS v WHERE tasks.id = v.column1 AND tasks.revision = v.column2`
-	})
-}
-
-func (q *queryTexts) insertEvents(n int) string {
-	return cached(q.events, n, func() string {
-		return `INSERT OR FAIL INTO task_events (task_id, revision, time_ns, kind, from_state, to_state, message) VALUES ` +
-			values(n, 7)
-	})
-}
-
-func (q *queryTexts) insertChanges(n int) string {
-	return cached(q.changes, n, func() string {
-		return `INSERT OR FAIL INTO changes (revision, task_id, task, event) VALUES ` + values(n, 4)
-	})
-}
-
-// lookup finds tasks by ni ids and by nr request ids in one statement; the body is read only
-// for request-id matches.
-func (q *queryTexts) lookup(ni, nr int) string {
-	key := [2]int{ni, nr}
-	if s, ok := q.lookups[key]; ok {
-		return s
-	}
-	var parts []string
-	if ni > 0 {
-		parts = append(parts, "SELECT id, request_id, revision, NULL FROM tasks WHERE id IN ("+in(ni)+")")
-	}
-	if nr > 0 {
-		parts = append(parts, "SELECT id, request_id, revision, body FROM tasks WHERE request_id IN ("+in(nr)+")")
-	}
-	s := strings.Join(parts, " UNION ALL ")
-	q.lookups[key] = s
-	return s
+	return p
 }
 
 func in(n int) string { return "?" + strings.Repeat(", ?", n-1) }
+
+const (
+	sqlGetRevision = "SELECT current, compacted FROM revision WHERE id = 1"
+	sqlSetRevision = "UPDATE revision SET current = ?, compacted = ? WHERE id = 1"
+	sqlInsertTask  = `INSERT INTO tasks (id, request_id, server_id, method, state, requester, priority, revision, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlUpdateTask = `UPDATE tasks SET server_id = ?, method = ?, state = ?, requester = ?, priority = ?, revision = ?, body = ?
+		WHERE id = ? AND revision = ?`
+	sqlInsertEvent = `INSERT INTO task_events (task_id, revision, time_ns, kind, from_state, to_state, message)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`
+	sqlInsertChange = "INSERT INTO changes (revision, task_id, task, event) VALUES (?, ?, ?, ?)"
+	sqlCompact      = "DELETE FROM changes WHERE revision <= ?"
+)
+
+func insertTasks(c *rawConn, rs []*taskRow) error {
+	for _, r := range rs {
+		t := r.last.t
+		var requestID any // NULL, so that only non-empty request ids are unique
+		if id := r.create.t.RequestID; id != "" {
+			requestID = id
+		}
+		if _, err := c.exec(sqlInsertTask, r.create.t.ID, requestID, t.ServerID, string(t.Method), string(t.State),
+			t.Requester, t.Priority, r.rev, r.last.body); err != nil {
+			return fmt.Errorf("create task %s (server %s): %w", t.ID, t.ServerID, err)
+		}
+	}
+	return nil
+}
+
+func updateTasks(c *rawConn, rs []*taskRow) error {
+	for _, r := range rs {
+		t := r.last.t
+		n, err := c.exec(sqlUpdateTask, t.ServerID, string(t.Method), string(t.State), t.Requester, t.Priority,
+			r.rev, r.last.body, t.ID, r.expected)
+		if err != nil {
+			return fmt.Errorf("update task %s (server %s): %w", t.ID, t.ServerID, err)
+		}
+		// The lookup saw the expected revision inside this transaction; a miss means the plan
+		// is wrong, and the savepoint path must decide instead.
+		if n != 1 {
+			return fmt.Errorf("update task %s (server %s): %d rows changed, want 1", t.ID, t.ServerID, n)
+		}
+	}
+	return nil
+}
+
+// record appends an operation's event and change-log entry at rev.
+func record(c *rawConn, o *op, rev int64) error {
+	ev := o.ev
+	if _, err := c.exec(sqlInsertEvent, o.t.ID, rev, timeToNanos(ev.Time), string(ev.Kind),
+		string(ev.From), string(ev.To), ev.Message); err != nil {
+		return fmt.Errorf("task %s (server %s): record event: %w", o.t.ID, o.t.ServerID, err)
+	}
+	if _, err := c.exec(sqlInsertChange, rev, o.t.ID, o.body, o.evBody); err != nil {
+		return fmt.Errorf("task %s (server %s): record change: %w", o.t.ID, o.t.ServerID, err)
+	}
+	return nil
+}

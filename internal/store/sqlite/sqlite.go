@@ -1,10 +1,11 @@
 // Package sqlite is the embedded default store.Store: one SQLite file (modernc.org/sqlite, pure
 // Go) in WAL mode with synchronous=FULL, so a call that returned nil survives kill -9 and power
 // loss. Writes go through a single writer goroutine that commits many concurrent operations in one
-// transaction (group commit: one fsync covers a whole batch), with a few multi-row statements per
-// batch rather than several statements per operation (batch.go); reads use a separate pool of
-// connections that WAL lets run alongside the writer. It holds no business rules: task changes
-// are made by internal/task and only recorded here.
+// transaction (group commit: one fsync covers a whole batch), deciding the batch's outcomes from
+// one lookup instead of a savepoint per operation (batch.go), on a connection whose statements are
+// compiled once (raw.go); reads use a separate pool of connections that WAL lets run alongside
+// the writer. It holds no business rules: task changes are made by internal/task and only
+// recorded here.
 package sqlite
 
 import (
@@ -172,8 +173,13 @@ func openStore(ctx context.Context, cfg Config, ms []migration) (_ *Store, _ *wr
 	if err := migrate(ctx, conn, ms, time.Now()); err != nil {
 		return nil, nil, nil, fmt.Errorf("%w (database %s)", err, cfg.Path)
 	}
-	w, err := prepareWriter(ctx, conn)
+	raw, err := openRaw(cfg.Path, cfg.BusyTimeout)
 	if err != nil {
+		return nil, nil, nil, fmt.Errorf("sqlite store %s: open writer: %w", cfg.Path, err)
+	}
+	w, err := prepareWriter(ctx, conn, raw)
+	if err != nil {
+		raw.close()
 		return nil, nil, nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
 	}
 

@@ -40,12 +40,12 @@ type result struct {
 	err      error
 }
 
-// writer holds the writer connection, its prepared statements (used by the savepoint path and
-// once per batch by the fast path) and the fast path's statement texts.
+// writer holds the writer's two connections: raw for the fast path (batch.go), and conn, with
+// its prepared statements, for the savepoint path. Only one holds a transaction at a time.
 type writer struct {
-	conn    *sql.Conn
-	stmts   []*sql.Stmt
-	queries *queryTexts
+	raw   *rawConn
+	conn  *sql.Conn
+	stmts []*sql.Stmt
 
 	getRev, setRev                          *sql.Stmt
 	byRequest, insertTask, updateTask       *sql.Stmt
@@ -53,8 +53,8 @@ type writer struct {
 	compact                                 *sql.Stmt
 }
 
-func prepareWriter(ctx context.Context, conn *sql.Conn) (*writer, error) {
-	w := &writer{conn: conn, queries: newQueryTexts()}
+func prepareWriter(ctx context.Context, conn *sql.Conn, raw *rawConn) (*writer, error) {
+	w := &writer{conn: conn, raw: raw}
 	for _, p := range []struct {
 		dst   **sql.Stmt
 		query string
@@ -87,6 +87,7 @@ func (w *writer) close() {
 	for _, st := range w.stmts {
 		st.Close()
 	}
+	w.raw.close()
 }
 
 // write is the writer goroutine: it takes one operation, gathers every other one already
@@ -135,26 +136,30 @@ func (s *Store) commit(w *writer, batch []*op) {
 		cur                int64
 		err                error
 	)
+	// end runs COMMIT or ROLLBACK on whichever connection holds the transaction.
+	end := func(stmt string) error { _, err := w.raw.exec(stmt); return err }
 	if s.savepointsOnly {
+		end = func(stmt string) error { _, err := w.conn.ExecContext(ctx, stmt); return err }
 		cur, applied, err = s.applyBatch(ctx, w, batch, results)
-	} else if cur, applied, err = s.applyFast(ctx, w, batch, results); err != nil {
-		// Replay on the savepoint path, which isolates whichever operation made a batched
-		// statement fail (or fails the same way on a database error).
-		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
+	} else if cur, applied, err = s.applyFast(w.raw, batch, results); err != nil {
+		// Replay on the savepoint path, which isolates whichever operation made a statement
+		// fail (or fails the same way on a database error).
+		_ = end("ROLLBACK")
+		end = func(stmt string) error { _, err := w.conn.ExecContext(ctx, stmt); return err }
 		clear(results)
 		s.fallbacks.Add(1)
 		cur, applied, err = s.applyBatch(ctx, w, batch, results)
 	}
 	switch {
 	case err != nil:
-		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
+		_ = end("ROLLBACK")
 		fail(err)
 	case !applied:
 		// Nothing to make durable (conflicts, idempotent repeats): skip the fsync.
-		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
+		_ = end("ROLLBACK")
 	default:
-		if _, err := w.conn.ExecContext(ctx, "COMMIT"); err != nil {
-			_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
+		if err := end("COMMIT"); err != nil {
+			_ = end("ROLLBACK")
 			fail(err)
 		} else {
 			committed = true
