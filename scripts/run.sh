@@ -28,4 +28,5 @@ flasher-server: gRPC on $GRPC (plaintext, local only). In another terminal:
   bin/grpcurl -plaintext -d '{"task":{"server_id":"sim-0001","method":"METHOD_OUT_OF_BAND","resolve":{}}}' $GRPC flasher.v1.TaskService/PlanTask
 See README.md for the full walk-through.
 TXT
-"$BIN/flasher-server" -insecure -grpc-listen "$GRPC" -data-dir "$RUN" -inventory "$RUN/inventory.yaml" "$@"
+"$BIN/flasher-server" -insecure -grpc-listen "$GRPC" -data-dir "$RUN" -inventory "$RUN/inventory.yaml" \
+  -artifact-schemes http -artifact-hosts 127.0.0.1:8480 "$@"

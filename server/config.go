@@ -26,6 +26,15 @@ type Config struct {
 	MaxRecvBytes    int           `flag:"max-recv-bytes" usage:"maximum size of a request message"`
 	LogLevel        string        `flag:"log-level" usage:"debug, info, warn or error"`
 	Insecure        bool          `flag:"insecure" usage:"serve gRPC without TLS (demo and tests only)"`
+
+	ArtifactDir      string   `flag:"artifact-dir" usage:"firmware image cache (default <data-dir>/artifacts)"`
+	ArtifactMaxBytes int64    `flag:"artifact-max-bytes" usage:"size cap of the image cache; least recently used images not in use are evicted"`
+	ArtifactSchemes  []string `flag:"artifact-schemes" usage:"URL schemes images may be downloaded with (comma-separated)"`
+	ArtifactHosts    []string `flag:"artifact-hosts" usage:"hosts images may be downloaded from: names, *.domain, host:port, IPs or CIDRs (comma-separated; empty denies all)"`
+
+	AllowUnauthenticatedAgents bool          `flag:"allow-unauthenticated-agents" usage:"INSECURE: trust the x-flasher-server-id header of agents instead of a client certificate"`
+	AgentConnectTimeout        time.Duration `flag:"agent-connect-timeout" usage:"how long an in-band task waits for its agent before failing AGENT_UNAVAILABLE"`
+	AgentLostTimeout           time.Duration `flag:"agent-lost-timeout" usage:"how long an agent may be away mid-task before the task fails AGENT_LOST"`
 }
 
 func defaultConfig() Config {
@@ -43,5 +52,10 @@ func defaultConfig() Config {
 		MaxRecvBytes:    4 << 20,
 		LogLevel:        "info",
 		Insecure:        true,
+
+		ArtifactMaxBytes:    20 << 30,
+		ArtifactSchemes:     []string{"https"},
+		AgentConnectTimeout: 5 * time.Minute,
+		AgentLostTimeout:    10 * time.Minute,
 	}
 }

@@ -16,10 +16,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/flasher-dev/flasher/internal/api"
+	"github.com/flasher-dev/flasher/internal/artifact"
+	"github.com/flasher-dev/flasher/internal/inband"
+	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/inventory/file"
+	"github.com/flasher-dev/flasher/internal/outofband"
 	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/scheduler"
 	"github.com/flasher-dev/flasher/internal/store"
@@ -39,6 +44,7 @@ type server struct {
 	reg   *prometheus.Registry
 	// inventory is the file inventory, reloaded on SIGHUP and on change; nil when not configured.
 	inventory *file.Source
+	images    *artifact.Cache
 	ready     atomic.Bool
 
 	grpcLis, httpLis net.Listener
@@ -69,6 +75,51 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 	}()
 
 	executors := map[task.Method]scheduler.Executor{}
+	var inv inventory.Source
+	if cfg.Inventory != "" {
+		src, err := file.NewSource(cfg.Inventory, file.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("inventory: %w", err)
+		}
+		s.inventory, inv = src, src
+	} else {
+		log.Warn("no inventory configured (-inventory): tasks are stored unplanned, no executor runs and InventoryService is not served")
+	}
+	var agents *inband.Service
+	var grpcOpts []grpc.ServerOption
+	if inv != nil {
+		if cfg.ArtifactDir == "" {
+			cfg.ArtifactDir = filepath.Join(cfg.DataDir, "artifacts")
+		}
+		if len(cfg.ArtifactHosts) == 0 {
+			log.Warn("no -artifact-hosts: every image download is refused until hosts are allowed")
+		}
+		images, err := artifact.New(artifact.Config{
+			Dir: cfg.ArtifactDir, MaxBytes: cfg.ArtifactMaxBytes,
+			Allow: artifact.AllowList{Schemes: cfg.ArtifactSchemes, Hosts: cfg.ArtifactHosts},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("artifact cache: %w", err)
+		}
+		s.images = images
+		oob, err := outofband.New(outofband.Config{Inventory: inv, Images: images, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		executors[task.MethodOutOfBand] = oob
+		agents, err = inband.New(inband.Config{
+			Inventory: inv, Images: images, Logger: log,
+			ConnectTimeout: cfg.AgentConnectTimeout, LostTimeout: cfg.AgentLostTimeout,
+		})
+		if err != nil {
+			return nil, err
+		}
+		executors[task.MethodInBand] = agents
+		if cfg.AllowUnauthenticatedAgents {
+			log.Warn("INSECURE: agents are identified by the x-flasher-server-id header (-allow-unauthenticated-agents)")
+			grpcOpts = append(grpcOpts, grpc.ChainStreamInterceptor(inband.InsecureAgentIdentity()))
+		}
+	}
 	s.sched = scheduler.New(scheduler.Config{
 		Store:     st,
 		Executors: executors,
@@ -82,21 +133,16 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 	})
 	s.hub = watch.New(watch.Config{Store: st, Keep: cfg.WatchKeep, Logger: log})
 
-	s.grpc, err = api.NewServer(api.ServerConfig{Logger: log, Registry: s.reg, MaxRecvBytes: cfg.MaxRecvBytes})
+	s.grpc, err = api.NewServer(api.ServerConfig{Logger: log, Registry: s.reg, MaxRecvBytes: cfg.MaxRecvBytes, Options: grpcOpts})
 	if err != nil {
 		return nil, err
 	}
 	tasks := api.TaskConfig{Store: st, Queue: s.sched, Hub: s.hub, Logger: log, Heartbeat: cfg.WatchHeartbeat}
-	if cfg.Inventory != "" {
-		inv, err := file.NewSource(cfg.Inventory, file.WithLogger(log))
-		if err != nil {
-			return nil, fmt.Errorf("inventory: %w", err)
-		}
-		s.inventory = inv
+	if inv != nil {
 		tasks.Planner = plan.NewSourcePlanner(inv)
+		tasks.CheckURL = s.images.CheckURL
 		api.NewInventoryService(api.InventoryConfig{Source: inv, Logger: log}).Register(s.grpc)
-	} else {
-		log.Warn("no inventory configured (-inventory): tasks are stored unplanned and InventoryService is not served")
+		agents.Register(s.grpc)
 	}
 	api.NewTaskService(tasks).Register(s.grpc)
 

@@ -42,7 +42,10 @@ type TaskConfig struct {
 	Queue   Queue
 	Hub     *watch.Hub
 	Planner Planner // nil: tasks are stored unplanned and PlanTask is unavailable
-	Logger  *slog.Logger
+	// CheckURL, when set, vets every image URL a client supplies (the artifact allowlist), so a
+	// task can never make the server fetch an address it must not.
+	CheckURL func(rawURL string) error
+	Logger   *slog.Logger
 	// Heartbeat is how often an idle watch stream gets a HEARTBEAT (0 means 30s).
 	Heartbeat time.Duration
 	Now       func() time.Time
@@ -118,6 +121,9 @@ func (s *TaskService) status(ctx context.Context, err error) error {
 // CreateTask plans and queues a task.
 func (s *TaskService) CreateTask(ctx context.Context, req *flasherv1.CreateTaskRequest) (*flasherv1.CreateTaskResponse, error) {
 	spec := SpecFromPB(req.GetTask())
+	if err := s.checkURLs(&spec); err != nil {
+		return nil, err
+	}
 	spec.ID = uuid.NewString()
 	spec.RequestID = req.GetRequestId()
 	spec.Requester = auth.FromContext(ctx).Name
@@ -166,6 +172,22 @@ func applyPlan(t *task.Task, p *task.Plan) {
 	}
 }
 
+// checkURLs refuses image URLs outside the artifact allowlist before anything is stored.
+func (s *TaskService) checkURLs(t *task.Task) error {
+	if s.cfg.CheckURL == nil {
+		return nil
+	}
+	for i, f := range t.Firmware {
+		if f.URL == "" {
+			continue
+		}
+		if err := s.cfg.CheckURL(f.URL); err != nil {
+			return badRequest(fmt.Sprintf("task.firmware.items[%d].url", i), "not an allowed image source: "+err.Error())
+		}
+	}
+	return nil
+}
+
 func sameRequest(a, b *task.Task) bool {
 	return a.ServerID == b.ServerID && a.Method == b.Method && a.Mode == b.Mode
 }
@@ -176,6 +198,9 @@ func (s *TaskService) PlanTask(ctx context.Context, req *flasherv1.PlanTaskReque
 		return nil, status.Error(codes.Unimplemented, "planning is not configured on this server (no inventory)")
 	}
 	spec := SpecFromPB(req.GetTask())
+	if err := s.checkURLs(&spec); err != nil {
+		return nil, err
+	}
 	spec.Requester = auth.FromContext(ctx).Name
 	p, err := s.cfg.Planner.Plan(ctx, &spec)
 	if err != nil {

@@ -97,9 +97,15 @@ func httpStatus(err error) int {
 	msg := err.Error()
 	for _, code := range []int{401, 403, 400, 404, 409, 412, 500, 502, 503} {
 		s := fmt.Sprint(code)
-		if strings.Contains(msg, "status code: "+s) || strings.Contains(msg, "status: "+s) || strings.HasPrefix(msg, s+": ") || strings.Contains(msg, ": "+s+": ") {
+		// The last form is bmclib's dell vendor check, which quotes gofish's error inside JSON:
+		// [{"link":"/redfish/v1/Systems","error":"401: {...}"}].
+		if strings.Contains(msg, "status code: "+s) || strings.Contains(msg, "status: "+s) || strings.HasPrefix(msg, s+": ") ||
+			strings.Contains(msg, ": "+s+": ") || strings.Contains(msg, `"`+s+": ") {
 			return code
 		}
+	}
+	if strings.Contains(msg, "NoValidSession") {
+		return 401 // a BMC that rebooted forgot the session
 	}
 	return 0
 }
