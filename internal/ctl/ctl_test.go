@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
@@ -402,17 +403,46 @@ func TestWatchReconnects(t *testing.T) {
 	}
 }
 
+// TestWatchAllBars follows every task of a server with bars; each task's summary appears when
+// it ends, and an interrupt ends the watch with 0.
+func TestWatchAllBars(t *testing.T) {
+	e := startEnv(t, map[task.Method]scheduler.Executor{task.MethodOutOfBand: &progressExecutor{}})
+	var out, errb syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- RunWith(ctx, []string{"task", "watch", "--progress", "bars"}, &out, &errb, Options{Getenv: testEnvVars(e.Addr)})
+	}()
+	waitFor(t, &errb, "watching from revision", 5*time.Second)
+	for _, server := range []string{"r6515-01", "r6515-02"} {
+		if r := runCtl(t, e, "task", "create", "--server", server, "--resolve"); r.code != ExitOK {
+			t.Fatalf("create: %s", r.stderr)
+		}
+	}
+	waitFor(t, &out, "on r6515-01 SUCCEEDED", 10*time.Second)
+	waitFor(t, &out, "on r6515-02 SUCCEEDED", 10*time.Second)
+	cancel()
+	if code := <-done; code != ExitOK {
+		t.Errorf("interrupted watch exit %d, want 0: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "\x1b[J") {
+		t.Errorf("no ANSI redraw in bars mode: %q", out.String())
+	}
+}
+
 func TestWatchAllJSON(t *testing.T) {
 	e := startEnv(t, map[task.Method]scheduler.Executor{task.MethodOutOfBand: &progressExecutor{}})
 	var out, errb syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
-		done <- RunWith(ctx, []string{"task", "watch", "--server", "r6515-02", "-o", "json"}, &out, &errb, Options{Getenv: testEnvVars(e.Addr)})
+		done <- RunWith(ctx, []string{"-o", "json", "task", "watch", "--server", "r6515-02"}, &out, &errb, Options{Getenv: testEnvVars(e.Addr)})
 	}()
 	waitFor(t, &out, "WATCH_EVENT_TYPE_SYNCED", 5*time.Second)
-	if r := runCtl(t, e, "task", "create", "--server", "r6515-02", "--resolve"); r.code != ExitOK {
-		t.Fatalf("create: %s", r.stderr)
+	for _, server := range []string{"r6515-01", "r6515-02"} {
+		if r := runCtl(t, e, "task", "create", "--server", server, "--resolve"); r.code != ExitOK {
+			t.Fatalf("create: %s", r.stderr)
+		}
 	}
 	waitFor(t, &out, "TASK_STATE_SUCCEEDED", 10*time.Second)
 	cancel()
@@ -518,4 +548,55 @@ func TestCompletion(t *testing.T) {
 	if out, err := execCommand("bash", "-n", path); err != nil {
 		t.Fatalf("bash -n: %v\n%s", err, out)
 	}
+}
+
+// TestSummaryResults pins how the summary names each component's end.
+func TestSummaryResults(t *testing.T) {
+	ts := func(sec int64) *timestamppb.Timestamp { return timestamppb.New(time.Unix(1_700_000_000+sec, 0)) }
+	tk := &flasherv1.Task{
+		Id: "t1", ServerId: "s1", State: flasherv1.TaskState_TASK_STATE_FAILED, StartTime: ts(0), FinishTime: ts(30), UpdateTime: ts(30),
+		Failure: &flasherv1.Failure{Code: "INSTALL_FAILED", Component: "BIOS", Message: "2 errors occurred:\n\t* one\n\t* two\n"},
+		Plan: &flasherv1.Plan{Steps: []*flasherv1.PlanStep{
+			{Component: "BMC", FromVersion: "1", ToVersion: "2"}, {Component: "BIOS", FromVersion: "3", ToVersion: "4"}, {Component: "NIC", Serial: "N1", ToVersion: "6"},
+		}},
+	}
+	var out strings.Builder
+	a := &app{stdout: &out, getenv: func(string) string { return "" }, now: time.Now, g: globals{progress: "lines"}}
+	v := a.newView(true)
+	steps := []*flasherv1.ComponentProgress{
+		{Component: "BMC", State: flasherv1.StepState_STEP_STATE_RUNNING, UpdateTime: ts(1)},
+		{Component: "BMC", State: flasherv1.StepState_STEP_STATE_SUCCEEDED, UpdateTime: ts(11)},
+		{Component: "BIOS", State: flasherv1.StepState_STEP_STATE_RUNNING, Message: "line one\nline two", UpdateTime: ts(12)},
+	}
+	var progress []*flasherv1.ComponentProgress
+	for _, p := range steps {
+		progress = upsert(progress, p)
+		v.update(&flasherv1.Task{Id: "t1", ServerId: "s1", State: flasherv1.TaskState_TASK_STATE_ACTIVE, Plan: tk.Plan, Progress: progress, UpdateTime: p.UpdateTime})
+	}
+	tk.Progress = progress
+	v.finish(tk)
+	got := out.String()
+	for _, want := range []string{
+		"BMC        1 → 2      succeeded    10s",
+		"BIOS       3 → 4      failed       18s",
+		"NIC N1     ? → 6      not started  -",
+		"2023-11-14T22:13:50.000Z s1 task t1 ACTIVE → FAILED",
+		"line one line two",
+		"Failure: INSTALL_FAILED on BIOS: 2 errors occurred: * one * two",
+		"FAILED in 30s",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("summary lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+func upsert(ps []*flasherv1.ComponentProgress, p *flasherv1.ComponentProgress) []*flasherv1.ComponentProgress {
+	for i, q := range ps {
+		if q.GetComponent() == p.GetComponent() && q.GetSerial() == p.GetSerial() {
+			ps[i] = p
+			return ps
+		}
+	}
+	return append(ps, p)
 }

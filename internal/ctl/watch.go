@@ -272,7 +272,11 @@ func (v *view) update(t *flasherv1.Task) {
 		if w := t.GetWorker(); w != "" && t.GetState() == flasherv1.TaskState_TASK_STATE_ACTIVE {
 			line += " on " + w
 		}
-		v.line(t.GetUpdateTime().AsTime(), t, "task "+t.GetId()+" "+line)
+		at := v.a.now()
+		if ut := t.GetUpdateTime(); ut != nil && ut.IsValid() {
+			at = ut.AsTime()
+		}
+		v.line(at, t, "task "+t.GetId()+" "+line)
 	}
 	for _, p := range t.GetProgress() {
 		cv := tv.comp(p.GetComponent(), p.GetSerial())
@@ -403,14 +407,11 @@ func (v *view) release() { v.drawn = 0 }
 
 // finish shows a task's end: its last block (bars) or line, and the summary table.
 func (v *view) finish(t *flasherv1.Task) {
-	tv := v.tasks[t.GetId()]
-	if tv == nil {
-		v.update(t)
-		tv = v.tasks[t.GetId()]
-	}
-	if tv.done {
+	if tv := v.tasks[t.GetId()]; tv != nil && tv.done {
 		return
 	}
+	v.update(t) // prints only what changed since the last update
+	tv := v.tasks[t.GetId()]
 	if v.bars {
 		// Draw the final state of this task's block and keep it on screen above the others.
 		v.redrawWithout(t.GetId())
