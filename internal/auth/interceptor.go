@@ -36,6 +36,9 @@ type Config struct {
 	// for the explicitly enabled header-based agent mode that runs after this interceptor.
 	// A presented certificate is still verified and must be valid.
 	InsecureAgents bool
+	// AgentRecheck is how often an open agent stream's certificate is verified again (expiry,
+	// revocation); a failure ends the stream with Unauthenticated (0: 30s; negative: never).
+	AgentRecheck time.Duration
 	// Policy maps methods to rules (nil: DefaultPolicy).
 	Policy Policy
 	// RateLimits limits calls per identity, by full method name.
@@ -62,6 +65,9 @@ func New(cfg Config) (*Authenticator, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.AgentRecheck == 0 {
+		cfg.AgentRecheck = 30 * time.Second
 	}
 	a := &Authenticator{cfg: cfg, limits: map[string]*RateLimiter{}, log: cfg.Logger.With("component", "auth")}
 	for m, l := range cfg.RateLimits {
@@ -91,7 +97,37 @@ func (a *Authenticator) Stream() grpc.StreamServerInterceptor {
 		if err != nil {
 			return err
 		}
-		return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+		if FromContext(ctx).ServerID == "" || a.cfg.Agents == nil || a.cfg.AgentRecheck < 0 {
+			return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+		}
+		// Agent streams live for days; a certificate revoked or expired meanwhile must not
+		// keep its stream. The handler sees its context cancelled and the caller gets the
+		// verification error.
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		go a.recheck(ctx, cancel)
+		err = handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+		if cause := context.Cause(ctx); cause != nil && status.Code(cause) == codes.Unauthenticated {
+			return cause
+		}
+		return err
+	}
+}
+
+func (a *Authenticator) recheck(ctx context.Context, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(a.cfg.AgentRecheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := a.cfg.Agents.AgentIdentity(ctx); err != nil {
+				a.log.WarnContext(ctx, "agent stream ended: certificate no longer valid", "server", FromContext(ctx).ServerID, "error", err)
+				cancel(err)
+				return
+			}
+		}
 	}
 }
 

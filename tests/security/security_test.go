@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -62,8 +63,16 @@ func (s *agentService) FetchArtifact(req *flasherv1.FetchArtifactRequest, stream
 
 func (s *agentService) Connect(stream grpc.BidiStreamingServer[flasherv1.ConnectRequest, flasherv1.ConnectResponse]) error {
 	s.reached.Add(1)
-	if _, err := stream.Recv(); err != nil && err != io.EOF {
+	hello, err := stream.Recv()
+	if err != nil && err != io.EOF {
 		return err
+	}
+	if hello.GetHello().GetAgentVersion() == "hold" { // confirm, then stay until the stream ends
+		if err := stream.Send(&flasherv1.ConnectResponse{}); err != nil {
+			return err
+		}
+		<-stream.Context().Done()
+		return status.FromContextError(stream.Context().Err()).Err()
 	}
 	return nil
 }
@@ -79,12 +88,30 @@ type fixture struct {
 	flasher  *ca.CA
 	other    *ca.CA
 	denyPath string
-	logs     *strings.Builder
+	logs     *syncBuffer
+}
+
+// syncBuffer collects the server's log lines; handlers write from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func newFixture(t *testing.T, clientAuth tls.ClientAuthType) *fixture {
 	t.Helper()
-	f := &fixture{dir: t.TempDir(), tokens: map[string]string{}, logs: &strings.Builder{}}
+	f := &fixture{dir: t.TempDir(), tokens: map[string]string{}, logs: &syncBuffer{}}
 	var err error
 	if f.flasher, err = ca.Init(filepath.Join(f.dir, "ca"), "", 0, nil); err != nil {
 		t.Fatal(err)
@@ -161,7 +188,7 @@ func newFixture(t *testing.T, clientAuth tls.ClientAuthType) *fixture {
 	}
 	log := slog.New(auth.RedactingHandler(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	authn, err := auth.New(auth.Config{
-		Tokens: tokens, JWT: jv, Agents: agents, Logger: log,
+		Tokens: tokens, JWT: jv, Agents: agents, Logger: log, AgentRecheck: 20 * time.Millisecond,
 		RateLimits: map[string]auth.RateLimit{auth.CreateTaskMethod: {PerSecond: 0.001, Burst: 20}},
 	})
 	if err != nil {
@@ -514,6 +541,32 @@ func TestAgentAuth(t *testing.T) {
 		_, err := fetch(b, "sha256:image-b")
 		if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), "revoked") {
 			t.Fatalf("after revocation: %v", err)
+		}
+	})
+	t.Run("revocation ends an open stream", func(t *testing.T) {
+		c, serial := f.agentConnSerial(t, f.flasher, "srv-c")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s, err := c.Connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Send(&flasherv1.ConnectRequest{Msg: &flasherv1.ConnectRequest_Hello{Hello: &flasherv1.AgentHello{AgentVersion: "hold"}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); err != nil { // the handler holds the stream: revoke now
+			t.Fatal(err)
+		}
+		reachedBefore++
+		if err := ca.Revoke(f.denyPath, serial, "test", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Recv()
+		if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), "revoked") {
+			t.Fatalf("open stream after revocation: %v, want Unauthenticated (revoked)", err)
+		}
+		if !strings.Contains(f.logs.String(), "agent stream ended") {
+			t.Fatal("the stream was not ended by the periodic re-check")
 		}
 	})
 	t.Run("expired certificate", func(t *testing.T) {
