@@ -600,3 +600,36 @@ func upsert(ps []*flasherv1.ComponentProgress, p *flasherv1.ComponentProgress) [
 	}
 	return append(ps, p)
 }
+
+// TestCreateWatchJSON streams NDJSON: the CreateTaskResponse, then the task's changes.
+func TestCreateWatchJSON(t *testing.T) {
+	e := startEnv(t, map[task.Method]scheduler.Executor{task.MethodOutOfBand: &progressExecutor{}})
+	r := runCtl(t, e, "task", "create", "--server", "r6515-01", "--firmware", "BMC=7.00.00.171", "--watch", "-o", "json")
+	if r.code != ExitOK {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	var created flasherv1.CreateTaskResponse
+	if err := protojson.Unmarshal([]byte(lines[0]), &created); err != nil || created.GetTask().GetId() == "" {
+		t.Fatalf("first line is not a CreateTaskResponse (%v): %s", err, lines[0])
+	}
+	var last flasherv1.WatchTasksResponse
+	for _, l := range lines[1:] {
+		if err := protojson.Unmarshal([]byte(l), &last); err != nil {
+			t.Fatalf("not a WatchTasksResponse: %v\n%s", err, l)
+		}
+		if last.GetTask().GetId() != created.GetTask().GetId() {
+			t.Errorf("a line about another task: %s", l)
+		}
+	}
+	if len(lines) < 5 || last.GetTask().GetState() != flasherv1.TaskState_TASK_STATE_SUCCEEDED {
+		t.Errorf("%d lines, last state %s; want the progress and a SUCCEEDED end", len(lines), last.GetTask().GetState())
+	}
+}
+
+func TestVersion(t *testing.T) {
+	r := runCtlEnv(t, testEnvVars("127.0.0.1:1"), "version")
+	if r.code != ExitOK || !strings.HasPrefix(r.stdout, "flasherctl ") {
+		t.Errorf("exit %d, output %q", r.code, r.stdout)
+	}
+}
