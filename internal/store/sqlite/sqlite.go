@@ -48,6 +48,10 @@ type Config struct {
 const (
 	// writerCacheKiB is the writer's page cache (PRAGMA cache_size takes negative KiB).
 	writerCacheKiB = -32 << 10
+	// newPageSize is the page size of new databases. Larger than SQLite's 4 KiB default: a
+	// task's JSON is 0.5-3 KiB and stored twice (tasks, changes), so 4 KiB pages split often;
+	// 16 KiB pages cut the writer's CPU per task by about a tenth in bench/store.
+	newPageSize = 16384
 
 	defaultPageSize    = 100
 	maxPageSize        = 1000
@@ -141,7 +145,7 @@ func openStore(ctx context.Context, cfg Config, ms []migration) (_ *Store, _ *wr
 	// The writer keeps a larger page cache than the default 2 MiB: every batch touches pages
 	// all over the secondary indexes, which would otherwise be read again and again.
 	wdb, err := sql.Open("sqlite", cfg.Path+"?"+busy+
-		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"+
+		"&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"+
 		fmt.Sprintf("&_pragma=cache_size(%d)", writerCacheKiB))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
@@ -164,7 +168,12 @@ func openStore(ctx context.Context, cfg Config, ms []migration) (_ *Store, _ *wr
 		}
 	}()
 	var mode string
-	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+	// The page size takes effect only on a new, empty database, and only before it turns to
+	// WAL; the driver runs DSN pragmas in alphabetical order, so both are set here.
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA page_size = %d", newPageSize)); err != nil {
+		return nil, nil, nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
+	}
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
 		return nil, nil, nil, fmt.Errorf("sqlite store %s: %w", cfg.Path, err)
 	}
 	if !strings.EqualFold(mode, "wal") {
