@@ -32,6 +32,7 @@ import (
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/audit"
+	"github.com/flasher-dev/flasher/internal/audit/auditapi"
 	"github.com/flasher-dev/flasher/internal/auth"
 	"github.com/flasher-dev/flasher/internal/auth/authtest"
 	"github.com/flasher-dev/flasher/internal/auth/ca"
@@ -213,7 +214,10 @@ func newFixture(t *testing.T, clientAuth tls.ClientAuthType) *fixture {
 		AuthUnary:     auth.ChainUnary(f.audit.Unary(), authn.Unary()),
 		AuthStream:    auth.ChainStream(f.audit.Stream(), authn.Stream()),
 		DialOptions:   []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(clientTLS))},
-		Register:      func(r grpc.ServiceRegistrar) { flasherv1.RegisterAgentServiceServer(r, f.agents) },
+		Register: func(r grpc.ServiceRegistrar) {
+			flasherv1.RegisterAgentServiceServer(r, f.agents)
+			auditapi.New(auditapi.Config{Log: f.audit}).Register(r)
+		},
 	})
 	return f
 }
@@ -467,6 +471,43 @@ func TestClientAuth(t *testing.T) {
 		// the interceptors).
 		if denied != 3 || unauth != 7 {
 			t.Fatalf("audit holds %d PermissionDenied and %d Unauthenticated, want 3 and 7 (of %d refusals)", denied, unauth, refused)
+		}
+	})
+	t.Run("AuditService", func(t *testing.T) {
+		ac := flasherv1.NewAuditServiceClient(f.env.Conn)
+		if _, err := ac.ListAuditEvents(bearer(f.tokens["reader"]), &flasherv1.ListAuditEventsRequest{}); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("reader lists the audit trail: %v", err)
+		}
+		if _, err := ac.ListAuditEvents(context.Background(), &flasherv1.ListAuditEventsRequest{}); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("anonymous lists the audit trail: %v", err)
+		}
+		var seen []int64
+		req := &flasherv1.ListAuditEventsRequest{PageSize: 4, Action: auth.CreateTaskMethod}
+		for {
+			resp, err := ac.ListAuditEvents(bearer(f.tokens["ops"]), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range resp.GetEvents() {
+				if e.GetAction() != auth.CreateTaskMethod {
+					t.Fatalf("filter ignored: %v", e)
+				}
+				if len(seen) > 0 && e.GetId() >= seen[len(seen)-1] {
+					t.Fatalf("not newest first: %d after %d", e.GetId(), seen[len(seen)-1])
+				}
+				seen = append(seen, e.GetId())
+			}
+			if resp.GetNextPageToken() == "" {
+				break
+			}
+			req.PageToken = resp.GetNextPageToken()
+		}
+		want, _ := f.audit.Query(context.Background(), audit.Filter{Action: auth.CreateTaskMethod, Limit: audit.MaxLimit})
+		if len(seen) != len(want) || len(seen) < 10 {
+			t.Fatalf("paged %d events, trail holds %d", len(seen), len(want))
+		}
+		if _, err := ac.ListAuditEvents(bearer(f.tokens["ops"]), &flasherv1.ListAuditEventsRequest{PageToken: "garbage"}); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("bad page token: %v", err)
 		}
 	})
 	t.Run("logs hold no token", func(t *testing.T) {
