@@ -36,11 +36,10 @@ import (
 )
 
 type mode struct {
-	name         string
-	tls          bool
-	token        string // "", "static", "jwt"
-	audit        bool
-	authRequired bool
+	name  string
+	tls   bool
+	token string // "", "static", "jwt"
+	audit bool
 }
 
 var modes = []mode{
