@@ -13,7 +13,12 @@ type Config struct {
 	DataDir    string `flag:"data-dir" usage:"directory for the SQLite database and the artifact cache"`
 	Database   string `flag:"database" usage:"SQLite database file (default <data-dir>/flasher.db)"`
 	Inventory  string `flag:"inventory" usage:"inventory YAML file or directory (empty: no inventory, tasks are not planned)"`
-	Worker     string `flag:"worker" usage:"name of this replica in tasks it runs (default: host name)"`
+
+	FleetdbURL          string        `flag:"fleetdb-url" usage:"use fleetdb (serverservice) at this URL as the inventory instead of -inventory"`
+	FleetdbTokenFile    string        `flag:"fleetdb-token-file" usage:"file holding the bearer token for fleetdb"`
+	FleetdbFlagTasks    bool          `flag:"fleetdb-flag-tasks" usage:"turn servers flagged with the sh.hollow.flasher.task attribute into tasks and write their status back"`
+	FleetdbFlagInterval time.Duration `flag:"fleetdb-flag-interval" usage:"how often flagged servers are polled"`
+	Worker              string        `flag:"worker" usage:"name of this replica in tasks it runs (default: host name)"`
 
 	MaxActive       int `flag:"max-active" usage:"maximum ACTIVE tasks in this replica"`
 	MaxActiveOOB    int `flag:"max-active-out-of-band" usage:"maximum ACTIVE out-of-band tasks (0: max-active)"`
@@ -53,6 +58,7 @@ func defaultConfig() Config {
 		LogLevel:        "info",
 		Insecure:        true,
 
+		FleetdbFlagInterval: 30 * time.Second,
 		ArtifactMaxBytes:    20 << 30,
 		ArtifactSchemes:     []string{"https"},
 		AgentConnectTimeout: 5 * time.Minute,

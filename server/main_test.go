@@ -20,7 +20,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"gopkg.in/yaml.v3"
+
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/inventory/file"
+	simfleetdb "github.com/flasher-dev/flasher/sim/fleetdb"
 )
 
 // freeAddr returns a loopback address with a free port.
@@ -258,4 +262,61 @@ func TestAcknowledgedTasksSurviveKill9(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged tasks all present after kill -9", len(acked))
+}
+
+// TestFleetdbInventory runs the server on a fleetdb inventory (the fleetdb-compatible server
+// from sim/, seeded with the sample inventory) and checks that planning and InventoryService
+// see fleetdb's servers and catalog.
+func TestFleetdbInventory(t *testing.T) {
+	doc, err := sampleDocument()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdb, err := simfleetdb.New(simfleetdb.Config{Token: "fleetdb-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := fdb.SeedDocument(doc)
+	if err := fdb.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer fdb.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("fleetdb-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := startInProcess(t, "-fleetdb-url", fdb.URL(), "-fleetdb-token-file", tokenFile, "-fleetdb-flag-tasks", "-fleetdb-flag-interval", "1h")
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	servers, err := flasherv1.NewInventoryServiceClient(conn).ListServers(ctx, &flasherv1.ListServersRequest{IncludeComponents: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(servers.Servers) != len(doc.Servers) {
+		t.Fatalf("fleetdb lists %d servers, the seed has %d", len(servers.Servers), len(doc.Servers))
+	}
+	id := ids["r6515-01"].String()
+	resp, err := flasherv1.NewTaskServiceClient(conn).PlanTask(ctx, &flasherv1.PlanTaskRequest{Task: &flasherv1.TaskSpec{
+		ServerId: id, Method: flasherv1.Method_METHOD_OUT_OF_BAND,
+		Install: &flasherv1.TaskSpec_FirmwareSet{FirmwareSet: &flasherv1.FirmwareSetInstall{FirmwareSet: "R6515 production"}},
+	}})
+	if err != nil {
+		t.Fatalf("plan on fleetdb inventory: %v", err)
+	}
+	if len(resp.Plan.Steps) == 0 || resp.ServerVendor == "" {
+		t.Fatalf("plan %v, vendor %q", resp.Plan, resp.ServerVendor)
+	}
+}
+
+func sampleDocument() (file.Document, error) {
+	var doc file.Document
+	data, err := os.ReadFile("../deploy/inventory/sample.yaml")
+	if err != nil {
+		return doc, err
+	}
+	return doc, yaml.Unmarshal(data, &doc)
 }

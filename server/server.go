@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -21,9 +22,12 @@ import (
 
 	"github.com/flasher-dev/flasher/internal/api"
 	"github.com/flasher-dev/flasher/internal/artifact"
+	"github.com/flasher-dev/flasher/internal/auth"
+	"github.com/flasher-dev/flasher/internal/fleetflag"
 	"github.com/flasher-dev/flasher/internal/inband"
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/inventory/file"
+	"github.com/flasher-dev/flasher/internal/inventory/fleetdb"
 	"github.com/flasher-dev/flasher/internal/outofband"
 	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/scheduler"
@@ -45,6 +49,8 @@ type server struct {
 	// inventory is the file inventory, reloaded on SIGHUP and on change; nil when not configured.
 	inventory *file.Source
 	images    *artifact.Cache
+	fleetdb   *fleetdb.Source
+	flagger   *fleetflag.Flagger
 	ready     atomic.Bool
 
 	grpcLis, httpLis net.Listener
@@ -76,14 +82,31 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 
 	executors := map[task.Method]scheduler.Executor{}
 	var inv inventory.Source
-	if cfg.Inventory != "" {
+	var recorder inventory.Recorder
+	switch {
+	case cfg.FleetdbURL != "" && cfg.Inventory != "":
+		return nil, errors.New("-inventory and -fleetdb-url are exclusive: pick one inventory source")
+	case cfg.FleetdbURL != "":
+		token, err := readSecret(cfg.FleetdbTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("fleetdb token: %w", err)
+		}
+		src, err := fleetdb.New(fleetdb.Config{URL: cfg.FleetdbURL, Token: token})
+		if err != nil {
+			return nil, fmt.Errorf("fleetdb inventory: %w", err)
+		}
+		s.fleetdb, inv, recorder = src, src, src
+	case cfg.Inventory != "":
 		src, err := file.NewSource(cfg.Inventory, file.WithLogger(log))
 		if err != nil {
 			return nil, fmt.Errorf("inventory: %w", err)
 		}
 		s.inventory, inv = src, src
-	} else {
-		log.Warn("no inventory configured (-inventory): tasks are stored unplanned, no executor runs and InventoryService is not served")
+	default:
+		log.Warn("no inventory configured (-inventory or -fleetdb-url): tasks are stored unplanned, no executor runs and InventoryService is not served")
+	}
+	if cfg.FleetdbFlagTasks && s.fleetdb == nil {
+		return nil, errors.New("-fleetdb-flag-tasks needs -fleetdb-url")
 	}
 	var agents *inband.Service
 	var grpcOpts []grpc.ServerOption
@@ -102,13 +125,13 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 			return nil, fmt.Errorf("artifact cache: %w", err)
 		}
 		s.images = images
-		oob, err := outofband.New(outofband.Config{Inventory: inv, Images: images, Logger: log})
+		oob, err := outofband.New(outofband.Config{Inventory: inv, Images: images, Recorder: recorder, Logger: log})
 		if err != nil {
 			return nil, err
 		}
 		executors[task.MethodOutOfBand] = oob
 		agents, err = inband.New(inband.Config{
-			Inventory: inv, Images: images, Logger: log,
+			Inventory: inv, Images: images, Recorder: recorder, Logger: log,
 			ConnectTimeout: cfg.AgentConnectTimeout, LostTimeout: cfg.AgentLostTimeout,
 		})
 		if err != nil {
@@ -140,11 +163,25 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 	tasks := api.TaskConfig{Store: st, Queue: s.sched, Hub: s.hub, Logger: log, Heartbeat: cfg.WatchHeartbeat}
 	if inv != nil {
 		tasks.Planner = plan.NewSourcePlanner(inv)
+		tasks.Inventory = inv
 		tasks.CheckURL = s.images.CheckURL
 		api.NewInventoryService(api.InventoryConfig{Source: inv, Logger: log}).Register(s.grpc)
 		agents.Register(s.grpc)
 	}
-	api.NewTaskService(tasks).Register(s.grpc)
+	taskSvc := api.NewTaskService(tasks)
+	taskSvc.Register(s.grpc)
+	if cfg.FleetdbFlagTasks {
+		client, err := api.NewLocalTaskClient(taskSvc, auth.Identity{Name: "fleetdb-attribute:" + cfg.Worker, Scopes: []string{"tasks:read", "tasks:write"}})
+		if err != nil {
+			return nil, err
+		}
+		s.flagger, err = fleetflag.New(fleetflag.Config{
+			Fleetdb: s.fleetdb.Client(), Tasks: client, Worker: cfg.Worker, Interval: cfg.FleetdbFlagInterval, Logger: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 
 	if s.grpcLis, err = net.Listen("tcp", cfg.GRPCListen); err != nil {
 		return nil, fmt.Errorf("grpc listen: %w", err)
@@ -188,6 +225,9 @@ func (s *server) Run(ctx context.Context) error {
 	runTask("change-log compaction", s.compact)
 	if s.inventory != nil {
 		runTask("inventory reload", s.inventory.Run)
+	}
+	if s.flagger != nil {
+		runTask("fleetdb attribute workflow", s.flagger.Run)
 	}
 	runTask("grpc", func(context.Context) error {
 		if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -277,4 +317,16 @@ func (s *server) compact(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// readSecret reads a secret from a file, trimming the line end; an empty path means no secret.
+func readSecret(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }

@@ -24,7 +24,7 @@ func FuzzCreateTaskValidation(f *testing.F) {
 		ServerId: "srv-1", Method: flasherv1.Method_METHOD_OUT_OF_BAND, Priority: 3,
 		Install: &flasherv1.TaskSpec_Firmware{Firmware: &flasherv1.FirmwareList{Items: []*flasherv1.Firmware{{
 			Component: "BIOS", Version: "2.19.1", Url: "https://x.example/b.bin",
-			Checksum: "sha256:" + string(make([]byte, 0)) + "0000000000000000000000000000000000000000000000000000000000000000",
+			Checksum:   "sha256:" + string(make([]byte, 0)) + "0000000000000000000000000000000000000000000000000000000000000000",
 			PreActions: []flasherv1.Action{flasherv1.Action_ACTION_RESET_BMC},
 		}}}},
 	}}

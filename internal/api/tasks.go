@@ -19,6 +19,7 @@ import (
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/auth"
+	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/store"
 	"github.com/flasher-dev/flasher/internal/task"
 	"github.com/flasher-dev/flasher/internal/watch"
@@ -42,6 +43,8 @@ type TaskConfig struct {
 	Queue   Queue
 	Hub     *watch.Hub
 	Planner Planner // nil: tasks are stored unplanned and PlanTask is unavailable
+	// Inventory, when set, names the server's vendor and model in PlanTask answers.
+	Inventory inventory.Source
 	// CheckURL, when set, vets every image URL a client supplies (the artifact allowlist), so a
 	// task can never make the server fetch an address it must not.
 	CheckURL func(rawURL string) error
@@ -206,7 +209,13 @@ func (s *TaskService) PlanTask(ctx context.Context, req *flasherv1.PlanTaskReque
 	if err != nil {
 		return nil, s.status(ctx, err)
 	}
-	return &flasherv1.PlanTaskResponse{Plan: planToPB(p)}, nil
+	out := &flasherv1.PlanTaskResponse{Plan: planToPB(p)}
+	if s.cfg.Inventory != nil {
+		if srv, err := s.cfg.Inventory.Server(ctx, spec.ServerID); err == nil {
+			out.ServerVendor, out.ServerModel = srv.Vendor, srv.Model
+		}
+	}
+	return out, nil
 }
 
 // GetTask returns one task.

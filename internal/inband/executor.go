@@ -231,6 +231,11 @@ func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error 
 			Step: "result", Message: msg, Attempt: int(c.GetAttempt()), JobID: c.GetInstallId()}
 		if p.State == task.StepSucceeded {
 			p.Percent = 100
+			if rec := a.s.cfg.Recorder; rec != nil && c.GetVersion() != "" {
+				if err := rec.SetInstalledVersion(ctx, a.t.ServerID, c.GetComponent(), c.GetSerial(), c.GetVersion()); err != nil {
+					a.s.log.Warn("record the verified version in the inventory", "server", a.t.ServerID, "component", c.GetComponent(), "err", err)
+				}
+			}
 		}
 		if err := a.r.Progress(ctx, p); err != nil {
 			return fmt.Errorf("task %s: record progress: %w", a.t.ID, err)

@@ -73,6 +73,8 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// CancelPoll is how often a running task checks for a cancel to relay (0 means 1 second).
 	CancelPoll time.Duration
+	// Recorder, when set, records each version the agent verified in the inventory source.
+	Recorder inventory.Recorder
 	// ChunkSize is the FetchArtifact chunk size (0 means 256 KiB).
 	ChunkSize int
 	Logger    *slog.Logger

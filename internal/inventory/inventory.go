@@ -120,3 +120,11 @@ type Source interface {
 	// Catalog returns the current firmware catalog snapshot.
 	Catalog(ctx context.Context) (*Catalog, error)
 }
+
+// Recorder is told about every component instance verified at a new version after an install,
+// so a source that keeps installed versions (fleetdb) can record it as its inventory collector
+// would, and the next plan sees it. Executors treat a Recorder failure as a warning: the
+// hardware is already flashed and verified.
+type Recorder interface {
+	SetInstalledVersion(ctx context.Context, serverID, slug, serial, version string) error
+}

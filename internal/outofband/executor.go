@@ -50,7 +50,9 @@ type Config struct {
 	Sessions *Sessions
 	// Policy sets timeouts and retries per vendor and component.
 	Policy Policy
-	Logger *slog.Logger
+	// Recorder, when set, records each verified version in the inventory source.
+	Recorder inventory.Recorder
+	Logger   *slog.Logger
 }
 
 // Executor runs OUT_OF_BAND tasks through the BMC.
@@ -570,6 +572,11 @@ func (rn *run) verify(ctx context.Context, st task.Step, to Timeouts) error {
 	}
 	rn.applied[st.Checksum] = true
 	rn.done = append(rn.done, fmt.Sprintf("%s %s→%s", name, st.FromVersion, st.ToVersion))
+	if rec := rn.x.cfg.Recorder; rec != nil {
+		if err := rec.SetInstalledVersion(ctx, rn.t.ServerID, st.Component, st.Serial, st.ToVersion); err != nil {
+			rn.log.Warn("record the verified version in the inventory", "component", name, "version", st.ToVersion, "err", err)
+		}
+	}
 	return rn.progress(ctx, st, task.Progress{State: task.StepSucceeded, Step: "verified", Percent: 100,
 		Message: fmt.Sprintf("the BMC reports %s", st.ToVersion)})
 }

@@ -118,7 +118,7 @@ func Run(cfg Config) (_ *Env, err error) {
 		st.Close()
 		return nil, err
 	}
-	tc := api.TaskConfig{Store: st, Queue: sched, Hub: hub, Logger: cfg.Logger, Heartbeat: cfg.Heartbeat}
+	tc := api.TaskConfig{Store: st, Queue: sched, Hub: hub, Logger: cfg.Logger, Heartbeat: cfg.Heartbeat, Inventory: cfg.Inventory}
 	if cfg.Inventory != nil {
 		tc.Planner = plan.NewSourcePlanner(cfg.Inventory)
 		api.NewInventoryService(api.InventoryConfig{Source: cfg.Inventory, Logger: cfg.Logger}).Register(srv)
