@@ -21,6 +21,13 @@ import (
 // variables.
 const maxLookup = 256
 
+// notStarted is a failure to open the write transaction (another process holding the lock past
+// the busy timeout, say): replaying the batch would only wait for the lock a second time.
+type notStarted struct{ err error }
+
+func (e notStarted) Error() string { return e.err.Error() }
+func (e notStarted) Unwrap() error { return e.err }
+
 // taskRow is the final state of one task the batch writes. create is the operation that
 // created it (nil for a task that existed before the batch); last is the latest operation
 // on it, whose encoded task is stored.
@@ -47,7 +54,7 @@ type storedTask struct {
 // rolled back and the batch replayed on the savepoint path (results are then overwritten).
 func (s *Store) applyFast(c *rawConn, batch []*op, results []result) (cur int64, applied bool, err error) {
 	if _, err := c.exec("BEGIN IMMEDIATE"); err != nil {
-		return 0, false, err
+		return 0, false, notStarted{err}
 	}
 	var compacted int64
 	if err := c.query(sqlGetRevision, nil, func(r rawRow) error {

@@ -24,11 +24,16 @@ type directStore struct {
 
 func openDirect(t *testing.T, path string, savepointsOnly bool) *directStore {
 	t.Helper()
+	return openDirectConfig(t, Config{Path: path, PollInterval: -1}, savepointsOnly)
+}
+
+func openDirectConfig(t *testing.T, cfg Config, savepointsOnly bool) *directStore {
+	t.Helper()
 	ms, err := loadMigrations(embeddedMigrations, "migrations")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, w, conn, err := openStore(context.Background(), Config{Path: path, PollInterval: -1}, ms)
+	s, w, conn, err := openStore(context.Background(), cfg, ms)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,5 +288,45 @@ func TestFastPathFallsBack(t *testing.T) {
 		if _, err := d.s.GetTask(context.Background(), id); err != nil {
 			t.Errorf("GetTask(%s): %v", id, err)
 		}
+	}
+}
+
+// TestLockedDatabaseIsNotReplayed holds the write lock from another connection past the busy
+// timeout: the batch fails at once instead of waiting for the lock a second time on the savepoint
+// path, and the next batch goes through once the lock is released.
+func TestLockedDatabaseIsNotReplayed(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	path := filepath.Join(t.TempDir(), "flasher.db")
+	d := openDirectConfig(t, Config{Path: path, PollInterval: -1, BusyTimeout: 20 * time.Millisecond}, false)
+
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	other, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+
+	got := d.commit([]*op{opSpec{kind: opCreate, id: "a"}.op(t, now)})
+	if got[0].err == nil {
+		t.Fatal("CreateTask succeeded while another connection held the write lock")
+	}
+	if st := d.s.Stats(); st.Fallbacks != 0 || st.Commits != 0 {
+		t.Errorf("Stats = %+v, want no fallback and no commit", st)
+	}
+
+	if _, err := other.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	got = d.commit([]*op{opSpec{kind: opCreate, id: "a"}.op(t, now)})
+	if diff := cmp.Diff(outcome{Rev: 1, Created: true}, outcomeOf(got[0])); diff != "" {
+		t.Errorf("create after the lock was released (-want +got):\n%s", diff)
 	}
 }

@@ -141,7 +141,7 @@ func (s *Store) commit(w *writer, batch []*op) {
 	if s.savepointsOnly {
 		end = func(stmt string) error { _, err := w.conn.ExecContext(ctx, stmt); return err }
 		cur, applied, err = s.applyBatch(ctx, w, batch, results)
-	} else if cur, applied, err = s.applyFast(w.raw, batch, results); err != nil {
+	} else if cur, applied, err = s.applyFast(w.raw, batch, results); err != nil && !errors.As(err, new(notStarted)) {
 		// Replay on the savepoint path, which isolates whichever operation made a statement
 		// fail (or fails the same way on a database error).
 		_ = end("ROLLBACK")
