@@ -2,10 +2,12 @@ package audit_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,5 +168,54 @@ func TestIsMutating(t *testing.T) {
 		if got := audit.IsMutating(m); got != want {
 			t.Errorf("IsMutating(%s) = %v", m, got)
 		}
+	}
+}
+
+// TestSQLiteConcurrentAppends: group-committed appends from many goroutines each get their
+// own id and all survive a reopen; appends after Close fail instead of hanging.
+func TestSQLiteConcurrentAppends(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "audit.db")
+	s, err := audit.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 400
+	ids := make(chan int64, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id, err := s.Append(ctx, audit.Event{Time: time.Unix(int64(i), 0), Identity: fmt.Sprintf("c%d", i), Action: "x", Code: "OK"})
+			if err != nil {
+				t.Error(err)
+			}
+			ids <- id
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[int64]bool{}
+	for id := range ids {
+		if id <= 0 || seen[id] {
+			t.Fatalf("id %d duplicate or invalid", id)
+		}
+		seen[id] = true
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, audit.Event{Action: "late"}); err == nil {
+		t.Fatal("append after Close succeeded")
+	}
+	s2, err := audit.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	got, err := s2.Query(ctx, audit.Filter{Limit: audit.MaxLimit})
+	if err != nil || len(got) != n {
+		t.Fatalf("after reopen: %d events, %v; want %d", len(got), err, n)
 	}
 }

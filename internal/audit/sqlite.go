@@ -5,17 +5,39 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
 // SQLite is a Store in its own SQLite file, apart from the task store, so the trail can be
-// kept, rotated and shipped on its own schedule.
+// kept, rotated and shipped on its own schedule. Appends are group-committed: one writer
+// goroutine writes every event waiting at that moment in one transaction, and each Append
+// returns once its event is committed, so the trail stays synchronous with the calls it
+// records while concurrent calls share a commit.
 type SQLite struct {
 	db   *sql.DB
 	path string
+
+	mu     sync.RWMutex // held for reading while sending to reqs; Close takes it to stop sends
+	closed bool
+	reqs   chan appendReq
+	done   chan struct{}
 }
+
+type appendReq struct {
+	e     Event
+	reply chan appendRes
+}
+
+type appendRes struct {
+	id  int64
+	err error
+}
+
+// maxBatch bounds one group commit.
+const maxBatch = 256
 
 var _ Store = (*SQLite)(nil)
 
@@ -50,18 +72,81 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("audit db %s: schema: %w", path, err)
 	}
-	return &SQLite{db: db, path: path}, nil
+	s := &SQLite{db: db, path: path, reqs: make(chan appendReq, maxBatch), done: make(chan struct{})}
+	go s.writer()
+	return s, nil
 }
 
-// Append implements Store.
-func (s *SQLite) Append(ctx context.Context, e Event) (int64, error) {
-	res, err := s.db.ExecContext(ctx,
-		`INSERT INTO audit_events(time_ns, identity, action, server_id, task_id, code, message, peer) VALUES (?,?,?,?,?,?,?,?)`,
-		e.Time.UnixNano(), e.Identity, e.Action, e.ServerID, e.TaskID, e.Code, e.Message, e.Peer)
-	if err != nil {
-		return 0, fmt.Errorf("audit db %s: append: %w", s.path, err)
+// Append implements Store. It waits for the commit whatever ctx says: the event describes a
+// call that already happened.
+func (s *SQLite) Append(_ context.Context, e Event) (int64, error) {
+	r := appendReq{e: e, reply: make(chan appendRes, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return 0, fmt.Errorf("audit db %s: closed", s.path)
 	}
-	return res.LastInsertId()
+	s.reqs <- r
+	s.mu.RUnlock()
+	res := <-r.reply
+	return res.id, res.err
+}
+
+// writer commits waiting events in batches until reqs is closed and drained.
+func (s *SQLite) writer() {
+	defer close(s.done)
+	for r := range s.reqs {
+		batch := []appendReq{r}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		ids, err := s.writeBatch(batch)
+		for i, r := range batch {
+			if err != nil {
+				r.reply <- appendRes{err: err}
+			} else {
+				r.reply <- appendRes{id: ids[i]}
+			}
+		}
+	}
+}
+
+func (s *SQLite) writeBatch(batch []appendReq) ([]int64, error) {
+	ctx := context.Background()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("audit db %s: append: %w", s.path, err)
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events(time_ns, identity, action, server_id, task_id, code, message, peer) VALUES (?,?,?,?,?,?,?,?)`)
+	if err != nil {
+		return nil, fmt.Errorf("audit db %s: append: %w", s.path, err)
+	}
+	defer stmt.Close()
+	ids := make([]int64, len(batch))
+	for i, r := range batch {
+		e := r.e
+		res, err := stmt.ExecContext(ctx, e.Time.UnixNano(), e.Identity, e.Action, e.ServerID, e.TaskID, e.Code, e.Message, e.Peer)
+		if err != nil {
+			return nil, fmt.Errorf("audit db %s: append: %w", s.path, err)
+		}
+		if ids[i], err = res.LastInsertId(); err != nil {
+			return nil, fmt.Errorf("audit db %s: append: %w", s.path, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("audit db %s: append: %w", s.path, err)
+	}
+	return ids, nil
 }
 
 // Query implements Store.
@@ -120,5 +205,15 @@ func (s *SQLite) Query(ctx context.Context, f Filter) ([]Event, error) {
 	return out, nil
 }
 
-// Close implements Store.
-func (s *SQLite) Close() error { return s.db.Close() }
+// Close implements Store: it stops accepting events, commits those already waiting, and closes
+// the database.
+func (s *SQLite) Close() error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.reqs)
+	}
+	s.mu.Unlock()
+	<-s.done
+	return s.db.Close()
+}
