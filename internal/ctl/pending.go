@@ -4,11 +4,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"time"
 
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 )
 
-// `flasherctl agents` and `flasherctl audit` call APIs that are still being built. Each goes
+// `flasherctl audit` calls an API that is still being built. It goes
 // through one small function that names the RPC it expects; once the RPC is in gen/, replace
 // the function's body with the generated client call and render its response with a.emit and a
 // table, as inventory.go does. Until then a server without the RPC answers Unimplemented, which
@@ -16,7 +20,6 @@ import (
 
 // Method names the commands expect the servers to offer.
 const (
-	listAgentsMethod      = "/flasher.v1.AgentService/ListAgents"
 	listAuditEventsMethod = "/flasher.v1.AuditService/ListAuditEvents"
 )
 
@@ -26,8 +29,26 @@ func setupAgents(fs *flag.FlagSet, a *app) runFunc {
 		if len(args) > 0 {
 			return usagef("agents takes no arguments")
 		}
-		_ = server // a filter of the future ListAgentsRequest
-		return a.pendingRPC(ctx, "agents", listAgentsMethod)
+		conn, err := a.client()
+		if err != nil {
+			return err
+		}
+		cctx, cancel := a.unary(ctx)
+		defer cancel()
+		resp, err := flasherv1.NewAgentServiceClient(conn).ListAgents(cctx, &flasherv1.ListAgentsRequest{ServerId: *server})
+		if err != nil {
+			return err
+		}
+		return a.emit(resp, func(w io.Writer) error {
+			tw := newTable(w)
+			row(tw, "SERVER", "HOST", "VENDOR", "MODEL", "AGENT", "COMPONENTS", "CONNECTED", "LAST SEEN", "TASKS")
+			for _, ag := range resp.GetAgents() {
+				row(tw, ag.GetServerId(), ag.GetHostname(), ag.GetVendor(), ag.GetModel(), ag.GetAgentVersion(),
+					fmt.Sprint(ag.GetComponents()), ag.GetConnectTime().AsTime().Format(time.RFC3339),
+					ag.GetLastSeenTime().AsTime().Format(time.RFC3339), fmt.Sprint(len(ag.GetTaskIds())))
+			}
+			return tw.Flush()
+		})
 	}
 }
 

@@ -381,8 +381,12 @@ func TestSecondAgentRefused(t *testing.T) {
 	if n := f.applied("BIOS"); n != 1 {
 		t.Errorf("BIOS applied %d times with two agents, want 1", n)
 	}
-	if got := len(f.svc.Agents()); got != 1 {
-		t.Errorf("%d agents listed, want 1", got)
+	listed, err := flasherv1.NewAgentServiceClient(f.env.Conn).ListAgents(context.Background(), &flasherv1.ListAgentsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := listed.GetAgents(); len(got) != 1 || got[0].GetServerId() != x11 || got[0].GetComponents() == 0 {
+		t.Errorf("ListAgents = %v, want the one agent of %s with its inventory", got, x11)
 	}
 	a1.stop()
 	f.waitAgent(x11, timeout) // the second agent gets in

@@ -10,6 +10,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -72,7 +73,218 @@ func (x AgentResult_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AgentResult_Outcome.Descriptor instead.
 func (AgentResult_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{13, 0}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{16, 0}
+}
+
+// ListAgentsRequest is the request of AgentService.ListAgents.
+type ListAgentsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only the agent of this server, when set.
+	ServerId      string `protobuf:"bytes,1,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsRequest) Reset() {
+	*x = ListAgentsRequest{}
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsRequest) ProtoMessage() {}
+
+func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
+func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ListAgentsRequest) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+// ListAgentsResponse is the response of AgentService.ListAgents.
+type ListAgentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agents        []*ConnectedAgent      `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsResponse) Reset() {
+	*x = ListAgentsResponse{}
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsResponse) ProtoMessage() {}
+
+func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
+func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListAgentsResponse) GetAgents() []*ConnectedAgent {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+// ConnectedAgent is one agent holding a stream to this server.
+type ConnectedAgent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server the agent's identity is bound to.
+	ServerId     string `protobuf:"bytes,1,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	AgentVersion string `protobuf:"bytes,2,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	Hostname     string `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Vendor       string `protobuf:"bytes,4,opt,name=vendor,proto3" json:"vendor,omitempty"`
+	Model        string `protobuf:"bytes,5,opt,name=model,proto3" json:"model,omitempty"`
+	Serial       string `protobuf:"bytes,6,opt,name=serial,proto3" json:"serial,omitempty"`
+	// Components in the agent's last inventory.
+	Components   int32                  `protobuf:"varint,7,opt,name=components,proto3" json:"components,omitempty"`
+	ConnectTime  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=connect_time,json=connectTime,proto3" json:"connect_time,omitempty"`
+	LastSeenTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
+	// Tasks assigned on this stream.
+	TaskIds       []string `protobuf:"bytes,10,rep,name=task_ids,json=taskIds,proto3" json:"task_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectedAgent) Reset() {
+	*x = ConnectedAgent{}
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectedAgent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectedAgent) ProtoMessage() {}
+
+func (x *ConnectedAgent) ProtoReflect() protoreflect.Message {
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectedAgent.ProtoReflect.Descriptor instead.
+func (*ConnectedAgent) Descriptor() ([]byte, []int) {
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ConnectedAgent) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *ConnectedAgent) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+func (x *ConnectedAgent) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *ConnectedAgent) GetVendor() string {
+	if x != nil {
+		return x.Vendor
+	}
+	return ""
+}
+
+func (x *ConnectedAgent) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ConnectedAgent) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *ConnectedAgent) GetComponents() int32 {
+	if x != nil {
+		return x.Components
+	}
+	return 0
+}
+
+func (x *ConnectedAgent) GetConnectTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectTime
+	}
+	return nil
+}
+
+func (x *ConnectedAgent) GetLastSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenTime
+	}
+	return nil
+}
+
+func (x *ConnectedAgent) GetTaskIds() []string {
+	if x != nil {
+		return x.TaskIds
+	}
+	return nil
 }
 
 // ConnectRequest is one agent → server message.
@@ -93,7 +305,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[0]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +317,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[0]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +330,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{0}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConnectRequest) GetMsg() isConnectRequest_Msg {
@@ -237,7 +449,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[1]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +461,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[1]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +474,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{1}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -335,7 +547,7 @@ type AgentHello struct {
 
 func (x *AgentHello) Reset() {
 	*x = AgentHello{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[2]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +559,7 @@ func (x *AgentHello) String() string {
 func (*AgentHello) ProtoMessage() {}
 
 func (x *AgentHello) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[2]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +572,7 @@ func (x *AgentHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHello.ProtoReflect.Descriptor instead.
 func (*AgentHello) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{2}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AgentHello) GetAgentVersion() string {
@@ -398,7 +610,7 @@ type HostFacts struct {
 
 func (x *HostFacts) Reset() {
 	*x = HostFacts{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[3]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +622,7 @@ func (x *HostFacts) String() string {
 func (*HostFacts) ProtoMessage() {}
 
 func (x *HostFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[3]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +635,7 @@ func (x *HostFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFacts.ProtoReflect.Descriptor instead.
 func (*HostFacts) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{3}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HostFacts) GetHostname() string {
@@ -475,7 +687,7 @@ type AgentComponent struct {
 
 func (x *AgentComponent) Reset() {
 	*x = AgentComponent{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[4]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +699,7 @@ func (x *AgentComponent) String() string {
 func (*AgentComponent) ProtoMessage() {}
 
 func (x *AgentComponent) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[4]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +712,7 @@ func (x *AgentComponent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentComponent.ProtoReflect.Descriptor instead.
 func (*AgentComponent) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{4}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AgentComponent) GetSlug() string {
@@ -547,7 +759,7 @@ type AgentHeartbeat struct {
 
 func (x *AgentHeartbeat) Reset() {
 	*x = AgentHeartbeat{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[5]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +771,7 @@ func (x *AgentHeartbeat) String() string {
 func (*AgentHeartbeat) ProtoMessage() {}
 
 func (x *AgentHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[5]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +784,7 @@ func (x *AgentHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHeartbeat.ProtoReflect.Descriptor instead.
 func (*AgentHeartbeat) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{5}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{8}
 }
 
 // AgentWelcome answers Hello with the server's settings for this stream.
@@ -589,7 +801,7 @@ type AgentWelcome struct {
 
 func (x *AgentWelcome) Reset() {
 	*x = AgentWelcome{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[6]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +813,7 @@ func (x *AgentWelcome) String() string {
 func (*AgentWelcome) ProtoMessage() {}
 
 func (x *AgentWelcome) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[6]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +826,7 @@ func (x *AgentWelcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentWelcome.ProtoReflect.Descriptor instead.
 func (*AgentWelcome) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{6}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AgentWelcome) GetServerId() string {
@@ -647,7 +859,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[7]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +871,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[7]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +884,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{7}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Assignment) GetTaskId() string {
@@ -716,7 +928,7 @@ type AssignedStep struct {
 
 func (x *AssignedStep) Reset() {
 	*x = AssignedStep{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[8]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +940,7 @@ func (x *AssignedStep) String() string {
 func (*AssignedStep) ProtoMessage() {}
 
 func (x *AssignedStep) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[8]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +953,7 @@ func (x *AssignedStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignedStep.ProtoReflect.Descriptor instead.
 func (*AssignedStep) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{8}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AssignedStep) GetComponent() string {
@@ -825,7 +1037,7 @@ type CancelAssignment struct {
 
 func (x *CancelAssignment) Reset() {
 	*x = CancelAssignment{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[9]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +1049,7 @@ func (x *CancelAssignment) String() string {
 func (*CancelAssignment) ProtoMessage() {}
 
 func (x *CancelAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[9]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +1062,7 @@ func (x *CancelAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAssignment.ProtoReflect.Descriptor instead.
 func (*CancelAssignment) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{9}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CancelAssignment) GetTaskId() string {
@@ -870,7 +1082,7 @@ type AssignmentAck struct {
 
 func (x *AssignmentAck) Reset() {
 	*x = AssignmentAck{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[10]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +1094,7 @@ func (x *AssignmentAck) String() string {
 func (*AssignmentAck) ProtoMessage() {}
 
 func (x *AssignmentAck) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[10]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1107,7 @@ func (x *AssignmentAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentAck.ProtoReflect.Descriptor instead.
 func (*AssignmentAck) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{10}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AssignmentAck) GetTaskId() string {
@@ -925,7 +1137,7 @@ type AgentProgress struct {
 
 func (x *AgentProgress) Reset() {
 	*x = AgentProgress{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[11]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1149,7 @@ func (x *AgentProgress) String() string {
 func (*AgentProgress) ProtoMessage() {}
 
 func (x *AgentProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[11]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1162,7 @@ func (x *AgentProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentProgress.ProtoReflect.Descriptor instead.
 func (*AgentProgress) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{11}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AgentProgress) GetTaskId() string {
@@ -1029,7 +1241,7 @@ type RebootRequired struct {
 
 func (x *RebootRequired) Reset() {
 	*x = RebootRequired{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[12]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1253,7 @@ func (x *RebootRequired) String() string {
 func (*RebootRequired) ProtoMessage() {}
 
 func (x *RebootRequired) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[12]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1266,7 @@ func (x *RebootRequired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootRequired.ProtoReflect.Descriptor instead.
 func (*RebootRequired) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{12}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RebootRequired) GetTaskId() string {
@@ -1096,7 +1308,7 @@ type AgentResult struct {
 
 func (x *AgentResult) Reset() {
 	*x = AgentResult{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[13]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1320,7 @@ func (x *AgentResult) String() string {
 func (*AgentResult) ProtoMessage() {}
 
 func (x *AgentResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[13]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1333,7 @@ func (x *AgentResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentResult.ProtoReflect.Descriptor instead.
 func (*AgentResult) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{13}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AgentResult) GetTaskId() string {
@@ -1191,7 +1403,7 @@ type ComponentOutcome struct {
 
 func (x *ComponentOutcome) Reset() {
 	*x = ComponentOutcome{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[14]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1415,7 @@ func (x *ComponentOutcome) String() string {
 func (*ComponentOutcome) ProtoMessage() {}
 
 func (x *ComponentOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[14]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1428,7 @@ func (x *ComponentOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentOutcome.ProtoReflect.Descriptor instead.
 func (*ComponentOutcome) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{14}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ComponentOutcome) GetComponent() string {
@@ -1286,7 +1498,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[15]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1510,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[15]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1523,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{15}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FetchArtifactRequest) GetChecksum() string {
@@ -1340,7 +1552,7 @@ type FetchArtifactResponse struct {
 
 func (x *FetchArtifactResponse) Reset() {
 	*x = FetchArtifactResponse{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[16]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1564,7 @@ func (x *FetchArtifactResponse) String() string {
 func (*FetchArtifactResponse) ProtoMessage() {}
 
 func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[16]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1577,7 @@ func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactResponse.ProtoReflect.Descriptor instead.
 func (*FetchArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{16}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FetchArtifactResponse) GetOffset() int64 {
@@ -1394,7 +1606,25 @@ var File_flasher_v1_agent_service_proto protoreflect.FileDescriptor
 const file_flasher_v1_agent_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1eflasher/v1/agent_service.proto\x12\n" +
-	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15flasher/v1/task.proto\"\xec\x02\n" +
+	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15flasher/v1/task.proto\x1a\x1fgoogle/protobuf/timestamp.proto\":\n" +
+	"\x11ListAgentsRequest\x12%\n" +
+	"\tserver_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bserverId\"H\n" +
+	"\x12ListAgentsResponse\x122\n" +
+	"\x06agents\x18\x01 \x03(\v2\x1a.flasher.v1.ConnectedAgentR\x06agents\"\xf0\x02\n" +
+	"\x0eConnectedAgent\x12\x1b\n" +
+	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12#\n" +
+	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12\x1a\n" +
+	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x16\n" +
+	"\x06vendor\x18\x04 \x01(\tR\x06vendor\x12\x14\n" +
+	"\x05model\x18\x05 \x01(\tR\x05model\x12\x16\n" +
+	"\x06serial\x18\x06 \x01(\tR\x06serial\x12\x1e\n" +
+	"\n" +
+	"components\x18\a \x01(\x05R\n" +
+	"components\x12=\n" +
+	"\fconnect_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vconnectTime\x12@\n" +
+	"\x0elast_seen_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12\x19\n" +
+	"\btask_ids\x18\n" +
+	" \x03(\tR\ataskIds\"\xec\x02\n" +
 	"\x0eConnectRequest\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.flasher.v1.AgentHelloH\x00R\x05hello\x12:\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x1a.flasher.v1.AgentHeartbeatH\x00R\theartbeat\x12-\n" +
@@ -1503,10 +1733,12 @@ const file_flasher_v1_agent_service_proto_rawDesc = "" +
 	"\x15FetchArtifactResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size2\xae\x01\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size2\xfb\x01\n" +
 	"\fAgentService\x12F\n" +
 	"\aConnect\x12\x1a.flasher.v1.ConnectRequest\x1a\x1b.flasher.v1.ConnectResponse(\x010\x01\x12V\n" +
-	"\rFetchArtifact\x12 .flasher.v1.FetchArtifactRequest\x1a!.flasher.v1.FetchArtifactResponse0\x01B9Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3"
+	"\rFetchArtifact\x12 .flasher.v1.FetchArtifactRequest\x1a!.flasher.v1.FetchArtifactResponse0\x01\x12K\n" +
+	"\n" +
+	"ListAgents\x12\x1d.flasher.v1.ListAgentsRequest\x1a\x1e.flasher.v1.ListAgentsResponseB9Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3"
 
 var (
 	file_flasher_v1_agent_service_proto_rawDescOnce sync.Once
@@ -1521,54 +1753,63 @@ func file_flasher_v1_agent_service_proto_rawDescGZIP() []byte {
 }
 
 var file_flasher_v1_agent_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flasher_v1_agent_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_flasher_v1_agent_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_flasher_v1_agent_service_proto_goTypes = []any{
 	(AgentResult_Outcome)(0),      // 0: flasher.v1.AgentResult.Outcome
-	(*ConnectRequest)(nil),        // 1: flasher.v1.ConnectRequest
-	(*ConnectResponse)(nil),       // 2: flasher.v1.ConnectResponse
-	(*AgentHello)(nil),            // 3: flasher.v1.AgentHello
-	(*HostFacts)(nil),             // 4: flasher.v1.HostFacts
-	(*AgentComponent)(nil),        // 5: flasher.v1.AgentComponent
-	(*AgentHeartbeat)(nil),        // 6: flasher.v1.AgentHeartbeat
-	(*AgentWelcome)(nil),          // 7: flasher.v1.AgentWelcome
-	(*Assignment)(nil),            // 8: flasher.v1.Assignment
-	(*AssignedStep)(nil),          // 9: flasher.v1.AssignedStep
-	(*CancelAssignment)(nil),      // 10: flasher.v1.CancelAssignment
-	(*AssignmentAck)(nil),         // 11: flasher.v1.AssignmentAck
-	(*AgentProgress)(nil),         // 12: flasher.v1.AgentProgress
-	(*RebootRequired)(nil),        // 13: flasher.v1.RebootRequired
-	(*AgentResult)(nil),           // 14: flasher.v1.AgentResult
-	(*ComponentOutcome)(nil),      // 15: flasher.v1.ComponentOutcome
-	(*FetchArtifactRequest)(nil),  // 16: flasher.v1.FetchArtifactRequest
-	(*FetchArtifactResponse)(nil), // 17: flasher.v1.FetchArtifactResponse
-	(StepState)(0),                // 18: flasher.v1.StepState
+	(*ListAgentsRequest)(nil),     // 1: flasher.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),    // 2: flasher.v1.ListAgentsResponse
+	(*ConnectedAgent)(nil),        // 3: flasher.v1.ConnectedAgent
+	(*ConnectRequest)(nil),        // 4: flasher.v1.ConnectRequest
+	(*ConnectResponse)(nil),       // 5: flasher.v1.ConnectResponse
+	(*AgentHello)(nil),            // 6: flasher.v1.AgentHello
+	(*HostFacts)(nil),             // 7: flasher.v1.HostFacts
+	(*AgentComponent)(nil),        // 8: flasher.v1.AgentComponent
+	(*AgentHeartbeat)(nil),        // 9: flasher.v1.AgentHeartbeat
+	(*AgentWelcome)(nil),          // 10: flasher.v1.AgentWelcome
+	(*Assignment)(nil),            // 11: flasher.v1.Assignment
+	(*AssignedStep)(nil),          // 12: flasher.v1.AssignedStep
+	(*CancelAssignment)(nil),      // 13: flasher.v1.CancelAssignment
+	(*AssignmentAck)(nil),         // 14: flasher.v1.AssignmentAck
+	(*AgentProgress)(nil),         // 15: flasher.v1.AgentProgress
+	(*RebootRequired)(nil),        // 16: flasher.v1.RebootRequired
+	(*AgentResult)(nil),           // 17: flasher.v1.AgentResult
+	(*ComponentOutcome)(nil),      // 18: flasher.v1.ComponentOutcome
+	(*FetchArtifactRequest)(nil),  // 19: flasher.v1.FetchArtifactRequest
+	(*FetchArtifactResponse)(nil), // 20: flasher.v1.FetchArtifactResponse
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(StepState)(0),                // 22: flasher.v1.StepState
 }
 var file_flasher_v1_agent_service_proto_depIdxs = []int32{
-	3,  // 0: flasher.v1.ConnectRequest.hello:type_name -> flasher.v1.AgentHello
-	6,  // 1: flasher.v1.ConnectRequest.heartbeat:type_name -> flasher.v1.AgentHeartbeat
-	11, // 2: flasher.v1.ConnectRequest.ack:type_name -> flasher.v1.AssignmentAck
-	12, // 3: flasher.v1.ConnectRequest.progress:type_name -> flasher.v1.AgentProgress
-	13, // 4: flasher.v1.ConnectRequest.reboot_required:type_name -> flasher.v1.RebootRequired
-	14, // 5: flasher.v1.ConnectRequest.result:type_name -> flasher.v1.AgentResult
-	7,  // 6: flasher.v1.ConnectResponse.welcome:type_name -> flasher.v1.AgentWelcome
-	8,  // 7: flasher.v1.ConnectResponse.assign:type_name -> flasher.v1.Assignment
-	10, // 8: flasher.v1.ConnectResponse.cancel:type_name -> flasher.v1.CancelAssignment
-	4,  // 9: flasher.v1.AgentHello.host:type_name -> flasher.v1.HostFacts
-	5,  // 10: flasher.v1.AgentHello.components:type_name -> flasher.v1.AgentComponent
-	9,  // 11: flasher.v1.Assignment.steps:type_name -> flasher.v1.AssignedStep
-	18, // 12: flasher.v1.AgentProgress.state:type_name -> flasher.v1.StepState
-	0,  // 13: flasher.v1.AgentResult.outcome:type_name -> flasher.v1.AgentResult.Outcome
-	15, // 14: flasher.v1.AgentResult.components:type_name -> flasher.v1.ComponentOutcome
-	18, // 15: flasher.v1.ComponentOutcome.state:type_name -> flasher.v1.StepState
-	1,  // 16: flasher.v1.AgentService.Connect:input_type -> flasher.v1.ConnectRequest
-	16, // 17: flasher.v1.AgentService.FetchArtifact:input_type -> flasher.v1.FetchArtifactRequest
-	2,  // 18: flasher.v1.AgentService.Connect:output_type -> flasher.v1.ConnectResponse
-	17, // 19: flasher.v1.AgentService.FetchArtifact:output_type -> flasher.v1.FetchArtifactResponse
-	18, // [18:20] is the sub-list for method output_type
-	16, // [16:18] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	3,  // 0: flasher.v1.ListAgentsResponse.agents:type_name -> flasher.v1.ConnectedAgent
+	21, // 1: flasher.v1.ConnectedAgent.connect_time:type_name -> google.protobuf.Timestamp
+	21, // 2: flasher.v1.ConnectedAgent.last_seen_time:type_name -> google.protobuf.Timestamp
+	6,  // 3: flasher.v1.ConnectRequest.hello:type_name -> flasher.v1.AgentHello
+	9,  // 4: flasher.v1.ConnectRequest.heartbeat:type_name -> flasher.v1.AgentHeartbeat
+	14, // 5: flasher.v1.ConnectRequest.ack:type_name -> flasher.v1.AssignmentAck
+	15, // 6: flasher.v1.ConnectRequest.progress:type_name -> flasher.v1.AgentProgress
+	16, // 7: flasher.v1.ConnectRequest.reboot_required:type_name -> flasher.v1.RebootRequired
+	17, // 8: flasher.v1.ConnectRequest.result:type_name -> flasher.v1.AgentResult
+	10, // 9: flasher.v1.ConnectResponse.welcome:type_name -> flasher.v1.AgentWelcome
+	11, // 10: flasher.v1.ConnectResponse.assign:type_name -> flasher.v1.Assignment
+	13, // 11: flasher.v1.ConnectResponse.cancel:type_name -> flasher.v1.CancelAssignment
+	7,  // 12: flasher.v1.AgentHello.host:type_name -> flasher.v1.HostFacts
+	8,  // 13: flasher.v1.AgentHello.components:type_name -> flasher.v1.AgentComponent
+	12, // 14: flasher.v1.Assignment.steps:type_name -> flasher.v1.AssignedStep
+	22, // 15: flasher.v1.AgentProgress.state:type_name -> flasher.v1.StepState
+	0,  // 16: flasher.v1.AgentResult.outcome:type_name -> flasher.v1.AgentResult.Outcome
+	18, // 17: flasher.v1.AgentResult.components:type_name -> flasher.v1.ComponentOutcome
+	22, // 18: flasher.v1.ComponentOutcome.state:type_name -> flasher.v1.StepState
+	4,  // 19: flasher.v1.AgentService.Connect:input_type -> flasher.v1.ConnectRequest
+	19, // 20: flasher.v1.AgentService.FetchArtifact:input_type -> flasher.v1.FetchArtifactRequest
+	1,  // 21: flasher.v1.AgentService.ListAgents:input_type -> flasher.v1.ListAgentsRequest
+	5,  // 22: flasher.v1.AgentService.Connect:output_type -> flasher.v1.ConnectResponse
+	20, // 23: flasher.v1.AgentService.FetchArtifact:output_type -> flasher.v1.FetchArtifactResponse
+	2,  // 24: flasher.v1.AgentService.ListAgents:output_type -> flasher.v1.ListAgentsResponse
+	22, // [22:25] is the sub-list for method output_type
+	19, // [19:22] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_flasher_v1_agent_service_proto_init() }
@@ -1577,7 +1818,7 @@ func file_flasher_v1_agent_service_proto_init() {
 		return
 	}
 	file_flasher_v1_task_proto_init()
-	file_flasher_v1_agent_service_proto_msgTypes[0].OneofWrappers = []any{
+	file_flasher_v1_agent_service_proto_msgTypes[3].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_Ack)(nil),
@@ -1585,7 +1826,7 @@ func file_flasher_v1_agent_service_proto_init() {
 		(*ConnectRequest_RebootRequired)(nil),
 		(*ConnectRequest_Result)(nil),
 	}
-	file_flasher_v1_agent_service_proto_msgTypes[1].OneofWrappers = []any{
+	file_flasher_v1_agent_service_proto_msgTypes[4].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
 		(*ConnectResponse_Assign)(nil),
 		(*ConnectResponse_Cancel)(nil),
@@ -1596,7 +1837,7 @@ func file_flasher_v1_agent_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flasher_v1_agent_service_proto_rawDesc), len(file_flasher_v1_agent_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
