@@ -14,6 +14,7 @@ import (
 	"math"
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -38,10 +39,27 @@ type JWTConfig struct {
 	Leeway time.Duration
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// CacheTTL is how long a verified token is remembered (by its SHA-256) so repeated calls
+	// skip the signature check (0: 1 minute; negative: no cache). A key removed from the JWKS
+	// stops verifying new tokens at once, cached ones within CacheTTL; exp always applies.
+	CacheTTL time.Duration
 }
 
 // JWTVerifier checks RS256 and ES256 JWTs from an OIDC provider.
-type JWTVerifier struct{ cfg JWTConfig }
+type JWTVerifier struct {
+	cfg JWTConfig
+
+	mu    sync.Mutex
+	cache map[[32]byte]verified
+}
+
+type verified struct {
+	id    Identity
+	until time.Time
+}
+
+// maxCachedJWTs bounds the cache; when full it is emptied (cheap, and only costs re-checks).
+const maxCachedJWTs = 4096
 
 // NewJWTVerifier checks cfg and returns a verifier.
 func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
@@ -57,7 +75,10 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &JWTVerifier{cfg: cfg}, nil
+	if cfg.CacheTTL == 0 {
+		cfg.CacheTTL = time.Minute
+	}
+	return &JWTVerifier{cfg: cfg, cache: map[[32]byte]verified{}}, nil
 }
 
 // jwtHeader is the part of the JOSE header Flasher reads.
@@ -150,56 +171,87 @@ func truncate(s string) string {
 // Verify checks the token's signature, issuer, audience and validity window, and returns the
 // identity it names: the subject, with the known scopes it carries.
 func (v *JWTVerifier) Verify(ctx context.Context, raw string) (Identity, error) {
-	p, err := ParseJWT(raw)
+	if v.cfg.CacheTTL < 0 {
+		id, _, err := v.verify(ctx, raw)
+		return id, err
+	}
+	key := sha256.Sum256([]byte(raw))
+	now := v.cfg.Now()
+	v.mu.Lock()
+	hit, ok := v.cache[key]
+	v.mu.Unlock()
+	if ok && now.Before(hit.until) {
+		return hit.id, nil
+	}
+	id, exp, err := v.verify(ctx, raw)
 	if err != nil {
 		return Identity{}, err
+	}
+	until := now.Add(v.cfg.CacheTTL)
+	if e := exp.Add(v.cfg.Leeway); e.Before(until) {
+		until = e
+	}
+	v.mu.Lock()
+	if len(v.cache) >= maxCachedJWTs {
+		clear(v.cache)
+	}
+	v.cache[key] = verified{id: id, until: until}
+	v.mu.Unlock()
+	return id, nil
+}
+
+// verify checks the token fully and returns its identity and expiry.
+func (v *JWTVerifier) verify(ctx context.Context, raw string) (Identity, time.Time, error) {
+	p, err := ParseJWT(raw)
+	if err != nil {
+		return Identity{}, time.Time{}, err
 	}
 	key, err := v.cfg.Keys.Key(ctx, p.Header.Kid, p.Header.Alg)
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
 	if err := verifySignature(p.Header.Alg, key, p.SigningInput, p.Signature); err != nil {
-		return Identity{}, err
+		return Identity{}, time.Time{}, err
 	}
 	c := p.Claims
 	if c.Issuer != v.cfg.Issuer {
-		return Identity{}, fmt.Errorf("%w: wrong issuer", ErrInvalidToken)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: wrong issuer", ErrInvalidToken)
 	}
 	auds, err := stringOrArray(c.Audience)
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: aud: %v", ErrInvalidToken, err)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: aud: %v", ErrInvalidToken, err)
 	}
 	if !contains(auds, v.cfg.Audience) {
-		return Identity{}, fmt.Errorf("%w: wrong audience", ErrInvalidToken)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: wrong audience", ErrInvalidToken)
 	}
 	now := v.cfg.Now()
 	if c.ExpiresAt == nil {
-		return Identity{}, fmt.Errorf("%w: no exp", ErrInvalidToken)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: no exp", ErrInvalidToken)
 	}
 	exp, err := numericDate(*c.ExpiresAt)
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: exp: %v", ErrInvalidToken, err)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: exp: %v", ErrInvalidToken, err)
 	}
 	if !now.Before(exp.Add(v.cfg.Leeway)) {
-		return Identity{}, fmt.Errorf("%w: expired", ErrInvalidToken)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: expired", ErrInvalidToken)
 	}
 	if c.NotBefore != nil {
 		nbf, err := numericDate(*c.NotBefore)
 		if err != nil {
-			return Identity{}, fmt.Errorf("%w: nbf: %v", ErrInvalidToken, err)
+			return Identity{}, time.Time{}, fmt.Errorf("%w: nbf: %v", ErrInvalidToken, err)
 		}
 		if now.Add(v.cfg.Leeway).Before(nbf) {
-			return Identity{}, fmt.Errorf("%w: not yet valid", ErrInvalidToken)
+			return Identity{}, time.Time{}, fmt.Errorf("%w: not yet valid", ErrInvalidToken)
 		}
 	}
 	if c.Subject == "" || len(c.Subject) > 256 {
-		return Identity{}, fmt.Errorf("%w: missing or oversized sub", ErrInvalidToken)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: missing or oversized sub", ErrInvalidToken)
 	}
 	scopes := parseScopes(c.Scope)
 	if len(c.Scp) > 0 {
 		scp, err := stringOrArray(c.Scp)
 		if err != nil {
-			return Identity{}, fmt.Errorf("%w: scp: %v", ErrInvalidToken, err)
+			return Identity{}, time.Time{}, fmt.Errorf("%w: scp: %v", ErrInvalidToken, err)
 		}
 		for _, s := range scp {
 			scopes = append(scopes, parseScopes(s)...)
@@ -212,7 +264,7 @@ func (v *JWTVerifier) Verify(ctx context.Context, raw string) (Identity, error) 
 			known = append(known, s)
 		}
 	}
-	return Identity{Name: c.Subject, Scopes: known}, nil
+	return Identity{Name: c.Subject, Scopes: known}, exp, nil
 }
 
 func contains(ss []string, s string) bool {

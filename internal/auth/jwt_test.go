@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -239,4 +240,43 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// TestJWTCache: a verified token is remembered for CacheTTL but never past its exp.
+func TestJWTCache(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	rs := mustIssuer(t, "RS256", "k")
+	keys := &countingKeys{ks: mustKeySet(t, rs)}
+	v, err := auth.NewJWTVerifier(auth.JWTConfig{Issuer: testIssuer, Audience: testAudience, Keys: keys,
+		Leeway: time.Second, CacheTTL: time.Minute, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := rs.Sign(map[string]any{"iss": testIssuer, "aud": testAudience, "sub": "s", "exp": now.Add(90 * time.Second).Unix()})
+	for range 3 {
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if keys.n != 1 {
+		t.Fatalf("key lookups = %d for 3 verifications, want 1 (cached)", keys.n)
+	}
+	now = now.Add(61 * time.Second)
+	if _, err := v.Verify(context.Background(), tok); err != nil || keys.n != 2 {
+		t.Fatalf("after CacheTTL: err %v, lookups %d, want a fresh check", err, keys.n)
+	}
+	now = now.Add(31 * time.Second) // past exp+leeway, within the second entry's CacheTTL
+	if _, err := v.Verify(context.Background(), tok); err == nil {
+		t.Fatal("cached token accepted after its exp")
+	}
+}
+
+type countingKeys struct {
+	ks *auth.KeySet
+	n  int
+}
+
+func (c *countingKeys) Key(ctx context.Context, kid, alg string) (crypto.PublicKey, error) {
+	c.n++
+	return c.ks.Key(ctx, kid, alg)
 }
