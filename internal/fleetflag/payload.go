@@ -82,7 +82,7 @@ func (it *Items) UnmarshalJSON(b []byte) error {
 	}
 	var m map[string]Item
 	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("Firmware is neither a list nor an object keyed by component: %w", err)
+		return fmt.Errorf("the Firmware field is neither a list nor an object keyed by component: %w", err)
 	}
 	keys := make([]string, 0, len(m))
 	for k := range m {

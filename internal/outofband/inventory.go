@@ -8,15 +8,8 @@ import (
 	"github.com/flasher-dev/flasher/internal/inventory"
 )
 
-// liveServer returns the inventory server with its components replaced by what the BMC reports
-// now. The server's own identity (id, vendor, model, BMC) stays as the inventory source has it;
-// each live component keeps the update-method flags of the source's matching instance.
-func liveServer(src *inventory.Server, dev *common.Device) *inventory.Server {
-	out := *src
-	out.Components = liveComponents(src, dev)
-	return &out
-}
-
+// liveComponents returns the components the BMC reports now. Each live component keeps the
+// update-method flags of the source's matching instance.
 func liveComponents(src *inventory.Server, dev *common.Device) []inventory.Component {
 	var out []inventory.Component
 	add := func(slug string, c common.Common) {
