@@ -84,6 +84,7 @@ type Fleet struct {
 	ctlSrv   *http.Server
 	ctlURL   string
 	stopCtx  func() bool
+	extra    extra // added by AddImage and Extend
 	closeMu  sync.Mutex
 	closed   bool
 	closeErr error
@@ -250,7 +251,7 @@ func (f *Fleet) ControlURL() string { return f.ctlURL }
 func (f *Fleet) Image(filename string) ([]byte, bool) {
 	img, ok := f.byFile[filename]
 	if !ok {
-		return nil, false
+		return f.extraImage(filename)
 	}
 	return img.bytes(f.cfg.ImageSize), true
 }
@@ -319,6 +320,7 @@ func (f *Fleet) Inventory() file.Document {
 		doc.Firmware = append(doc.Firmware, img.doc)
 	}
 	doc.FirmwareSets = append(doc.FirmwareSets, f.sets...)
+	f.extendDoc(&doc)
 	return doc
 }
 
