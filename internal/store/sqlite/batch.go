@@ -49,9 +49,9 @@ type storedTask struct {
 	rev  int64
 }
 
-// applyFast runs the batch inside a new transaction with batched statements. It returns the
-// revision reached and whether anything was written; an error means the transaction must be
-// rolled back and the batch replayed on the savepoint path (results are then overwritten).
+// applyFast runs the batch inside a new transaction on c. It returns the revision reached and
+// whether anything was written. An error means the transaction must be rolled back and, unless
+// it is notStarted, the batch replayed on the savepoint path (which overwrites results).
 func (s *Store) applyFast(c *rawConn, batch []*op, results []result) (cur int64, applied bool, err error) {
 	if _, err := c.exec("BEGIN IMMEDIATE"); err != nil {
 		return 0, false, notStarted{err}
