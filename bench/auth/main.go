@@ -16,9 +16,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -56,7 +58,22 @@ func main() {
 	dur := flag.Duration("duration", 2*time.Second, "length of each run")
 	runs := flag.Int("runs", 3, "runs of each mode (interleaved); the table shows the median")
 	dir := flag.String("dir", "var/bench", "directory for databases and certificates")
+	only := flag.Int("mode", -1, "run only this mode (index in the table), for profiling")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the runs to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if *only >= 0 && *only < len(modes) {
+		modes = modes[*only : *only+1]
+	}
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		fail(err)
 	}
@@ -70,18 +87,20 @@ func main() {
 	rates := make([][]float64, len(modes))
 	p50s := make([][]float64, len(modes))
 	p99s := make([][]float64, len(modes))
+	cpus := make([][]float64, len(modes))
 	for r := 0; r < *runs; r++ {
 		for i, m := range modes {
 			res := s.run(m, filepath.Join(work, fmt.Sprintf("m%d-r%d.db", i, r)), *clients, *conns, *dur)
 			rates[i] = append(rates[i], res.rate)
 			p50s[i] = append(p50s[i], float64(res.p50))
 			p99s[i] = append(p99s[i], float64(res.p99))
+			cpus[i] = append(cpus[i], float64(res.cpu))
 		}
 	}
-	base := median(rates[0])
+	base, baseCPU := median(rates[0]), median(cpus[0])
 	fmt.Printf("\nCreateTask, %d clients over %d connections, %d runs of %s per mode (interleaved), SQLite in %s\n\n", *clients, *conns, *runs, *dur, *dir)
-	fmt.Println("| mode | CreateTask/s (median) | runs | p50 | p99 | ratio to plaintext |")
-	fmt.Println("|---|---|---|---|---|---|")
+	fmt.Println("| mode | CreateTask/s (median) | runs | p50 | p99 | throughput ratio to plaintext | CPU µs/call | CPU ratio |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for i, m := range modes {
 		var each string
 		for j, x := range rates[i] {
@@ -91,8 +110,9 @@ func main() {
 			each += fmt.Sprintf("%.0f", x)
 		}
 		mr := median(rates[i])
-		fmt.Printf("| %s | %.0f | %s | %s | %s | %.2f |\n", m.name, mr, each,
-			ms(time.Duration(median(p50s[i]))), ms(time.Duration(median(p99s[i]))), mr/base)
+		mc := median(cpus[i])
+		fmt.Printf("| %s | %.0f | %s | %s | %s | %.2f | %.0f | %.2f |\n", m.name, mr, each,
+			ms(time.Duration(median(p50s[i]))), ms(time.Duration(median(p99s[i]))), mr/base, mc/1e3, mc/baseCPU)
 	}
 }
 
@@ -234,6 +254,17 @@ func spec(server string) *flasherv1.TaskSpec {
 type result struct {
 	rate     float64
 	p50, p99 time.Duration
+	// cpu is the process's CPU time (client and server both run here) per completed call: a
+	// steadier figure than throughput on a machine shared with other work.
+	cpu time.Duration
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		fail(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // load runs fn from n goroutines for d; it reports completed calls per second and latency
@@ -243,7 +274,7 @@ func load(n int, d time.Duration, fn func(context.Context, int) error) result {
 	defer cancel()
 	var wg sync.WaitGroup
 	lat := make([][]time.Duration, n)
-	begin := time.Now()
+	begin, cpu0 := time.Now(), cpuTime()
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func(i int) {
@@ -262,7 +293,7 @@ func load(n int, d time.Duration, fn func(context.Context, int) error) result {
 		}(i)
 	}
 	wg.Wait()
-	el := time.Since(begin)
+	el, cpu := time.Since(begin), cpuTime()-cpu0
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
@@ -271,7 +302,7 @@ func load(n int, d time.Duration, fn func(context.Context, int) error) result {
 		fail(fmt.Errorf("no call completed"))
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	return result{rate: float64(len(all)) / el.Seconds(), p50: all[len(all)/2], p99: all[len(all)*99/100]}
+	return result{rate: float64(len(all)) / el.Seconds(), p50: all[len(all)/2], p99: all[len(all)*99/100], cpu: cpu / time.Duration(len(all))}
 }
 
 func median(xs []float64) float64 {
