@@ -68,6 +68,11 @@ build:
 run: build
 	./scripts/run.sh
 
+## demo: build everything, start a simulated fleet with agents and flasher-server, and walk
+## through flasherctl (plan, refusal, out-of-band and in-band installs, an injected failure).
+demo:
+	./scripts/demo.sh
+
 ## test: run every test.
 test: tools
 	$(GO) test -count=1 -timeout 20m $(PKGS)
