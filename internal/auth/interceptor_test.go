@@ -193,3 +193,23 @@ func TestRedact(t *testing.T) {
 		t.Fatalf("ReplaceAttr: %s", out.String())
 	}
 }
+
+// TestInsecureAgents: with the header-based agent mode enabled, agent calls without a
+// certificate pass on with no identity (the insecure interceptor decides), while client
+// methods still need tokens.
+func TestInsecureAgents(t *testing.T) {
+	a, err := auth.New(auth.Config{InsecureAgents: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, err := a.Authorize(context.Background(), "/flasher.v1.AgentService/Connect")
+	if err != nil || auth.FromContext(ctx).Name != auth.Anonymous {
+		t.Fatalf("agent call in insecure mode: %v, identity %+v", err, auth.FromContext(ctx))
+	}
+	if _, err := a.Authorize(context.Background(), "/flasher.v1.TaskService/CreateTask"); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("client call in insecure agent mode: %v", err)
+	}
+	if _, err := auth.New(auth.Config{}); err == nil {
+		t.Fatal("an authenticator with no source at all was built")
+	}
+}
