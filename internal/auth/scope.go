@@ -76,6 +76,7 @@ func DefaultPolicy() Policy {
 	for _, m := range []string{"Connect", "FetchArtifact"} {
 		p["/flasher.v1.AgentService/"+m] = Rule{Scope: ScopeAgent, Agent: true}
 	}
+	p["/flasher.v1.AgentService/ListAgents"] = Rule{Scope: ScopeAgentsRead} // operators, not agents
 	p["/flasher.v1.AuditService/ListAuditEvents"] = Rule{Scope: ScopeAuditRead}
 	return p
 }
