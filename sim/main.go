@@ -25,13 +25,16 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "flasher-sim:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string, out io.Writer) error {
+// run runs flasher-sim until ctx ends.
+func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("flasher-sim", flag.ContinueOnError)
 	var cfg fleet.Config
 	fs.IntVar(&cfg.N, "n", 10, "number of BMCs")
@@ -85,8 +88,6 @@ func run(args []string, out io.Writer) error {
 		}
 		hosts.Logger = log.New(os.Stderr, "flasher-sim: ", log.LstdFlags)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	// The inventory is written once the hosts and test sets are in it.
 	invPath := cfg.InventoryPath
 	cfg.InventoryPath = ""
