@@ -30,7 +30,20 @@ type Config struct {
 	ShutdownTimeout time.Duration `flag:"shutdown-timeout" usage:"how long a graceful shutdown waits for calls and executors"`
 	MaxRecvBytes    int           `flag:"max-recv-bytes" usage:"maximum size of a request message"`
 	LogLevel        string        `flag:"log-level" usage:"debug, info, warn or error"`
-	Insecure        bool          `flag:"insecure" usage:"serve gRPC without TLS (demo and tests only)"`
+	Insecure        bool          `flag:"insecure" usage:"serve gRPC without TLS (local demo and tests only; logs a warning)"`
+
+	TLSCert     string  `flag:"tls-cert" usage:"server certificate (PEM), from 'flasher-server ca issue-server'"`
+	TLSKey      string  `flag:"tls-key" usage:"server key (PEM)"`
+	CAFile      string  `flag:"ca-file" usage:"the Flasher CA certificate: agent client certificates must chain to it"`
+	DenyList    string  `flag:"deny-list" usage:"revoked certificate serials (default: revoked.txt next to -ca-file)"`
+	TokenFile   string  `flag:"token-file" usage:"static client tokens (hashed), from 'flasher-server ca token'"`
+	JWTIssuer   string  `flag:"jwt-issuer" usage:"OIDC issuer whose JWTs are accepted"`
+	JWTAudience string  `flag:"jwt-audience" usage:"audience the JWTs must name"`
+	JWKSURL     string  `flag:"jwks-url" usage:"JWKS of the OIDC issuer"`
+	JWKSFile    string  `flag:"jwks-file" usage:"JWKS file instead of -jwks-url"`
+	AuditDB     string  `flag:"audit-db" usage:"audit log database (default <data-dir>/audit.db)"`
+	CreateRate  float64 `flag:"create-rate" usage:"CreateTask calls per second allowed per identity"`
+	CreateBurst int     `flag:"create-burst" usage:"CreateTask burst allowed per identity"`
 
 	ArtifactDir      string   `flag:"artifact-dir" usage:"firmware image cache (default <data-dir>/artifacts)"`
 	ArtifactMaxBytes int64    `flag:"artifact-max-bytes" usage:"size cap of the image cache; least recently used images not in use are evicted"`
@@ -56,7 +69,8 @@ func defaultConfig() Config {
 		ShutdownTimeout: 30 * time.Second,
 		MaxRecvBytes:    4 << 20,
 		LogLevel:        "info",
-		Insecure:        true,
+		CreateRate:      50,
+		CreateBurst:     200,
 
 		FleetdbFlagInterval: 30 * time.Second,
 		ArtifactMaxBytes:    20 << 30,

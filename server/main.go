@@ -27,6 +27,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "ca" {
+		return runCA(ctx, args[1:], stdout, stderr)
+	}
 	cfg := defaultConfig()
 	rest, err := config.Load("flasher-server", &cfg, args, stderr)
 	if err != nil {

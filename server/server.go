@@ -22,6 +22,7 @@ import (
 
 	"github.com/flasher-dev/flasher/internal/api"
 	"github.com/flasher-dev/flasher/internal/artifact"
+	"github.com/flasher-dev/flasher/internal/audit/auditapi"
 	"github.com/flasher-dev/flasher/internal/auth"
 	"github.com/flasher-dev/flasher/internal/fleetflag"
 	"github.com/flasher-dev/flasher/internal/inband"
@@ -45,6 +46,7 @@ type server struct {
 	hub   *watch.Hub
 	sched *scheduler.Scheduler
 	grpc  *api.Server
+	sec   *security
 	reg   *prometheus.Registry
 	// inventory is the file inventory, reloaded on SIGHUP and on change; nil when not configured.
 	inventory *file.Source
@@ -57,15 +59,24 @@ type server struct {
 }
 
 func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, err error) {
-	if !cfg.Insecure {
-		return nil, errors.New("TLS serving is not configured yet: start with -insecure (plaintext, for local use only)")
-	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	if cfg.Database == "" {
 		cfg.Database = filepath.Join(cfg.DataDir, "flasher.db")
 	}
+	if cfg.AuditDB == "" {
+		cfg.AuditDB = filepath.Join(cfg.DataDir, "audit.db")
+	}
+	sec, err := newSecurity(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			sec.close()
+		}
+	}()
 	s := &server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -109,7 +120,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 		return nil, errors.New("-fleetdb-flag-tasks needs -fleetdb-url")
 	}
 	var agents *inband.Service
-	var grpcOpts []grpc.ServerOption
+	grpcOpts := append([]grpc.ServerOption(nil), sec.options...)
 	if inv != nil {
 		if cfg.ArtifactDir == "" {
 			cfg.ArtifactDir = filepath.Join(cfg.DataDir, "artifacts")
@@ -156,10 +167,15 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 	})
 	s.hub = watch.New(watch.Config{Store: st, Keep: cfg.WatchKeep, Logger: log})
 
-	s.grpc, err = api.NewServer(api.ServerConfig{Logger: log, Registry: s.reg, MaxRecvBytes: cfg.MaxRecvBytes, Options: grpcOpts})
+	s.grpc, err = api.NewServer(api.ServerConfig{
+		Logger: log, Registry: s.reg, MaxRecvBytes: cfg.MaxRecvBytes, Options: grpcOpts,
+		AuthUnary: sec.unary, AuthStream: sec.stream,
+	})
 	if err != nil {
 		return nil, err
 	}
+	s.sec = sec
+	auditapi.New(auditapi.Config{Log: sec.trail}).Register(s.grpc)
 	tasks := api.TaskConfig{Store: st, Queue: s.sched, Hub: s.hub, Logger: log, Heartbeat: cfg.WatchHeartbeat}
 	if inv != nil {
 		tasks.Planner = plan.NewSourcePlanner(inv)
@@ -197,6 +213,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 // executors get ShutdownTimeout to finish, and the store closes last so nothing is half-recorded.
 func (s *server) Run(ctx context.Context) error {
 	defer s.store.Close()
+	defer s.sec.close()
 	s.log.Info("flasher-server starting",
 		"grpc", s.grpcLis.Addr().String(), "http", s.httpLis.Addr().String(),
 		"database", s.cfg.Database, "worker", s.cfg.Worker, "insecure", s.cfg.Insecure)

@@ -165,6 +165,12 @@ func (f *field) set(s string) error {
 			return err
 		}
 		f.v.SetInt(n)
+	case float64:
+		x, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return err
+		}
+		f.v.SetFloat(x)
 	case time.Duration:
 		d, err := time.ParseDuration(s)
 		if err != nil {

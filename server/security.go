@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/flasher-dev/flasher/internal/audit"
+	"github.com/flasher-dev/flasher/internal/auth"
+	"github.com/flasher-dev/flasher/internal/auth/ca"
+)
+
+// security is the wired TLS, authentication, authorization and audit of one server.
+type security struct {
+	unary   grpc.UnaryServerInterceptor
+	stream  grpc.StreamServerInterceptor
+	options []grpc.ServerOption
+	trail   *audit.Log
+	close   func() error
+}
+
+// newSecurity builds TLS (unless -insecure), the token and certificate authentication with
+// per-method scopes and the audit trail. The audit interceptor runs outside authentication so
+// refused calls are recorded too.
+func newSecurity(ctx context.Context, cfg Config, log *slog.Logger) (*security, error) {
+	sec := &security{close: func() error { return nil }}
+	var agents *auth.AgentVerifier
+	if !cfg.Insecure {
+		if cfg.TLSCert == "" || cfg.TLSKey == "" || cfg.CAFile == "" {
+			return nil, errors.New("TLS is on by default: give -tls-cert, -tls-key and -ca-file " +
+				"(`flasher-server ca init` and `ca issue-server` create them), or -insecure for plaintext on a trusted host")
+		}
+		tlsCfg, err := ca.ServerTLSConfig(ca.ServerTLS{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, ClientCAFile: cfg.CAFile})
+		if err != nil {
+			return nil, err
+		}
+		sec.options = append(sec.options, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	if cfg.CAFile != "" {
+		roots, err := ca.Pool(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("agent CA: %w", err)
+		}
+		denyPath := cfg.DenyList
+		if denyPath == "" {
+			denyPath = filepath.Join(filepath.Dir(cfg.CAFile), ca.DenyListFile)
+		}
+		deny, err := ca.OpenDenyList(denyPath)
+		if err != nil {
+			return nil, fmt.Errorf("deny list: %w", err)
+		}
+		if agents, err = auth.NewAgentVerifier(auth.AgentVerifierConfig{Roots: roots, Revoked: deny}); err != nil {
+			return nil, err
+		}
+	}
+	var tokens auth.TokenAuthenticator
+	if cfg.TokenFile != "" {
+		st, err := auth.NewStaticTokens(cfg.TokenFile, nil)
+		if err != nil {
+			return nil, fmt.Errorf("token file: %w", err)
+		}
+		tokens = st
+	}
+	var jwt *auth.JWTVerifier
+	if cfg.JWTIssuer != "" || cfg.JWKSURL != "" || cfg.JWKSFile != "" {
+		keys, err := auth.NewJWKS(auth.JWKSConfig{URL: cfg.JWKSURL, File: cfg.JWKSFile})
+		if err != nil {
+			return nil, fmt.Errorf("jwks: %w", err)
+		}
+		if jwt, err = auth.NewJWTVerifier(auth.JWTConfig{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Keys: keys}); err != nil {
+			return nil, err
+		}
+	}
+
+	store, err := audit.OpenSQLite(ctx, cfg.AuditDB)
+	if err != nil {
+		return nil, fmt.Errorf("audit log %s: %w", cfg.AuditDB, err)
+	}
+	sec.close = store.Close
+	if sec.trail, err = audit.New(audit.Config{Store: store, Logger: log}); err != nil {
+		store.Close()
+		return nil, err
+	}
+
+	if tokens == nil && jwt == nil {
+		if !cfg.Insecure {
+			store.Close()
+			return nil, errors.New("no client authentication: give -token-file (`flasher-server ca token` makes entries) or -jwt-issuer with -jwks-url/-jwks-file")
+		}
+		log.Warn("no client authentication (-token-file, -jwt-issuer): every caller is anonymous and may do anything; use only on a trusted host")
+		sec.unary, sec.stream = sec.trail.Unary(), sec.trail.Stream()
+		return sec, nil
+	}
+	authn, err := auth.New(auth.Config{
+		Tokens: tokens, JWT: jwt, Agents: agents, InsecureAgents: cfg.AllowUnauthenticatedAgents, Logger: log,
+		RateLimits: map[string]auth.RateLimit{auth.CreateTaskMethod: {PerSecond: cfg.CreateRate, Burst: cfg.CreateBurst}},
+	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	sec.unary = auth.ChainUnary(sec.trail.Unary(), authn.Unary())
+	sec.stream = auth.ChainStream(sec.trail.Stream(), authn.Stream())
+	return sec, nil
+}
