@@ -7,21 +7,14 @@ import (
 	"io"
 	"time"
 
-	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 )
 
-// `flasherctl audit` calls an API that is still being built. It goes
-// through one small function that names the RPC it expects; once the RPC is in gen/, replace
-// the function's body with the generated client call and render its response with a.emit and a
-// table, as inventory.go does. Until then a server without the RPC answers Unimplemented, which
-// the commands report as "not available on this server" (exit code 7).
-
-// Method names the commands expect the servers to offer.
-const (
-	listAuditEventsMethod = "/flasher.v1.AuditService/ListAuditEvents"
-)
+// `flasherctl agents` lists the agents connected to the server and `flasherctl audit` reads its
+// audit trail. A server that does not offer AgentService or AuditService answers Unimplemented,
+// which the commands report as "not available on this server" (exit code 7).
 
 func setupAgents(fs *flag.FlagSet, a *app) runFunc {
 	server := fs.String("server", "", "only the agent of this server id")
@@ -55,27 +48,38 @@ func setupAgents(fs *flag.FlagSet, a *app) runFunc {
 func setupAudit(fs *flag.FlagSet, a *app) runFunc {
 	since := fs.Duration("since", 0, "only entries newer than this")
 	limit := fs.Int("limit", 100, "at most this many entries")
+	identity := fs.String("identity", "", "only entries of this identity")
+	server := fs.String("server", "", "only entries about this server id")
+	taskID := fs.String("task", "", "only entries about this task id")
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 0 {
 			return usagef("audit takes no arguments")
 		}
-		_, _ = since, limit // fields of the future request
-		return a.pendingRPC(ctx, "audit", listAuditEventsMethod)
+		if *limit < 1 || *limit > 1000 {
+			return usagef("--limit must be between 1 and 1000")
+		}
+		conn, err := a.client()
+		if err != nil {
+			return err
+		}
+		req := &flasherv1.ListAuditEventsRequest{Identity: *identity, ServerId: *server, TaskId: *taskID, PageSize: int32(*limit)}
+		if *since > 0 {
+			req.Since = timestamppb.New(a.now().Add(-*since))
+		}
+		cctx, cancel := a.unary(ctx)
+		defer cancel()
+		resp, err := flasherv1.NewAuditServiceClient(conn).ListAuditEvents(cctx, req)
+		if err != nil {
+			return err
+		}
+		return a.emit(resp, func(w io.Writer) error {
+			tw := newTable(w)
+			row(tw, "TIME", "IDENTITY", "ACTION", "SERVER", "TASK", "OUTCOME", "MESSAGE")
+			for _, e := range resp.GetEvents() {
+				row(tw, e.GetTime().AsTime().Format(time.RFC3339), e.GetIdentity(), e.GetAction(), e.GetServerId(),
+					e.GetTaskId(), e.GetCode(), e.GetMessage())
+			}
+			return tw.Flush()
+		})
 	}
-}
-
-// pendingRPC calls an RPC this flasherctl has no generated types for. An empty request is
-// valid for any request message; a server that implements the RPC answers with a response this
-// build cannot show, which says to upgrade flasherctl instead of printing nothing.
-func (a *app) pendingRPC(ctx context.Context, cmd, method string) error {
-	conn, err := a.client()
-	if err != nil {
-		return err
-	}
-	cctx, cancel := a.unary(ctx)
-	defer cancel()
-	if err := conn.Invoke(cctx, method, &emptypb.Empty{}, &emptypb.Empty{}); err != nil {
-		return err
-	}
-	return fmt.Errorf("flasherctl %s: the server offers %s but this flasherctl cannot show it yet; upgrade flasherctl", cmd, method)
 }
