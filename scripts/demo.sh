@@ -110,7 +110,7 @@ section "Start a simulated fleet and flasher-server"
 "$BIN/flasher-sim" -n "$BMCS" -hosts "$HOSTS" -first-ip "$FIRST_IP" -inventory "$DIR/inventory.yaml" \
   -state-dir "$DIR/sim" -images-addr "$IMAGES" -control-addr "$CONTROL" -server "$GRPC" \
   -install-duration 2s -apply-duration 1s -bmc-reboot-delay 200ms -bmc-reboot-duration 2s \
-  -agent-heartbeat 2s >"$DIR/sim.log" 2>&1 &
+  -agent-heartbeat 2s -host-update-delay 3s >"$DIR/sim.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 300); do
   [[ -s $DIR/inventory.yaml ]] && break

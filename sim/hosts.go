@@ -37,8 +37,14 @@ type hostsConfig struct {
 	// they run -insecure and send their server id as a header.
 	AgentCA, AgentCertDir string
 	Heartbeat             time.Duration
-	Logger                *log.Logger
+	// UpdateDelay makes every update tool of the hosts take this long (a Delay fault on each
+	// update operation), so a watched in-band install shows its progress.
+	UpdateDelay time.Duration
+	Logger      *log.Logger
 }
+
+// updateOps are the stand-in operations that apply firmware (sim/hosttools fault keys).
+var updateOps = []string{"sum:UpdateBios", "sum:UpdateBmc", "mlxup:update", "msecli:update", "dell-update"}
 
 // HostID returns the server id of the i-th simulated host (0-based).
 func HostID(i int) string { return fmt.Sprintf("host-%04d", i+1) }
@@ -126,6 +132,13 @@ func startHosts(ctx context.Context, cfg hostsConfig, f *fleet.Fleet) (*hostFlee
 		h, err := hosttools.NewHost(filepath.Join(dir, "host"), profile, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("host %s: %w", id, err)
+		}
+		if cfg.UpdateDelay > 0 {
+			for _, op := range updateOps {
+				if err := h.SetFault(op, hosttools.Fault{Delay: cfg.UpdateDelay}); err != nil {
+					return nil, fmt.Errorf("host %s: %w", id, err)
+				}
+			}
 		}
 		inv, err := inventoryOf(ctx, h)
 		if err != nil {

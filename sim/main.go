@@ -63,6 +63,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&hosts.AgentCA, "agent-tls-ca", "", "CA bundle for the agents' mTLS (empty: agents run -insecure with -server-id)")
 	fs.StringVar(&hosts.AgentCertDir, "agent-cert-dir", "", "directory with <host id>.crt and <host id>.key for each agent (with -agent-tls-ca)")
 	fs.DurationVar(&hosts.Heartbeat, "agent-heartbeat", 0, "agents' heartbeat interval until the server names one (0: the agent's default)")
+	fs.DurationVar(&hosts.UpdateDelay, "host-update-delay", 0, "how long each firmware update tool of the hosts runs (0: at once)")
 	testSets := fs.Bool("test-sets", true, "add the test-tagged Dell R6515 set whose plan is refused with DEPENDENCY_CYCLE")
 	fleetdbAddr := fs.String("fleetdb", "", "also serve the inventory as a fleetdb-compatible API on this loopback address (empty: off)")
 	fleetdbToken := fs.String("fleetdb-token", "", "bearer token the fleetdb API requires (empty: none)")
