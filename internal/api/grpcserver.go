@@ -98,6 +98,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
+		grpc.ForceServerCodecV2(newSharedCodec()),
 	}, cfg.Options...)
 	s := grpc.NewServer(opts...)
 	h := health.NewServer()

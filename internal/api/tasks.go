@@ -64,30 +64,33 @@ type TaskService struct {
 	changes changeCache
 }
 
-// changeCache keeps the wire form of recent changes, by revision. The messages are shared by
-// every watch stream and must not be modified.
+// changeCache keeps the encoded wire form of recent changes, by revision, shared by every
+// watch stream.
 type changeCache struct {
 	mu    sync.Mutex
-	byRev map[int64]*flasherv1.WatchTasksResponse
+	byRev map[int64]*encodedMessage
 	order []int64
 }
 
 const changeCacheSize = 4096
 
-func (c *changeCache) get(ch *store.Change) *flasherv1.WatchTasksResponse {
+func (c *changeCache) get(ch *store.Change) (*encodedMessage, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if m, ok := c.byRev[ch.Revision]; ok {
-		return m
+		return m, nil
 	}
 	ev := ch.Event
 	ev.Revision = ch.Revision
-	m := &flasherv1.WatchTasksResponse{
+	m, err := encodeOnce(&flasherv1.WatchTasksResponse{
 		Type: flasherv1.WatchEventType_WATCH_EVENT_TYPE_CHANGE, Revision: ch.Revision,
 		Task: TaskToPB(ch.Task), Event: eventToPB(ev),
+	})
+	if err != nil {
+		return nil, err
 	}
 	if c.byRev == nil {
-		c.byRev = make(map[int64]*flasherv1.WatchTasksResponse, changeCacheSize)
+		c.byRev = make(map[int64]*encodedMessage, changeCacheSize)
 	}
 	if len(c.order) >= changeCacheSize {
 		delete(c.byRev, c.order[0])
@@ -95,7 +98,7 @@ func (c *changeCache) get(ch *store.Change) *flasherv1.WatchTasksResponse {
 	}
 	c.byRev[ch.Revision] = m
 	c.order = append(c.order, ch.Revision)
-	return m
+	return m, nil
 }
 
 var _ flasherv1.TaskServiceServer = (*TaskService)(nil)
@@ -147,7 +150,7 @@ func (s *TaskService) CreateTask(ctx context.Context, req *flasherv1.CreateTaskR
 	}
 	if created {
 		s.cfg.Queue.Submit(stored)
-		s.log.InfoContext(ctx, "task created", "task", stored.ID, "server", stored.ServerID, "method", stored.Method, "requester", stored.Requester, "priority", stored.Priority)
+		s.log.DebugContext(ctx, "task created", "task", stored.ID, "server", stored.ServerID, "method", stored.Method, "requester", stored.Requester, "priority", stored.Priority)
 	}
 	return &flasherv1.CreateTaskResponse{Task: TaskToPB(stored), Created: created}, nil
 }
@@ -319,7 +322,11 @@ func (s *TaskService) WatchTasks(req *flasherv1.WatchTasksRequest, stream grpc.S
 				continue
 			}
 			sent[c.Task.ID] = c.Revision
-			if err := stream.Send(s.changes.get(c)); err != nil {
+			m, err := s.changes.get(c)
+			if err != nil {
+				return s.status(ctx, err)
+			}
+			if err := stream.SendMsg(m); err != nil {
 				return err
 			}
 			beat.Reset(s.cfg.Heartbeat)
