@@ -5,8 +5,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +19,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/flasher-dev/flasher/internal/auth/ca"
 
 	"github.com/flasher-dev/flasher/internal/agent"
 	"github.com/flasher-dev/flasher/internal/config"
@@ -116,8 +116,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return a.Run(ctx)
 }
 
-// transportCredentials builds mTLS credentials from the configured files, or plaintext in
-// insecure mode.
+// transportCredentials builds mTLS credentials from the configured files (the certificate is
+// re-read when it is rotated on disk), or plaintext in insecure mode.
 func transportCredentials(cfg Config) (credentials.TransportCredentials, error) {
 	if cfg.Insecure {
 		return insecure.NewCredentials(), nil
@@ -125,17 +125,9 @@ func transportCredentials(cfg Config) (credentials.TransportCredentials, error) 
 	if cfg.CAFile == "" || cfg.CertFile == "" || cfg.KeyFile == "" {
 		return nil, errors.New("-tls-ca, -tls-cert and -tls-key are required (or -insecure for a test lab)")
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	tlsCfg, err := ca.AgentTLSConfig(ca.AgentTLS{CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, CAFile: cfg.CAFile})
 	if err != nil {
-		return nil, fmt.Errorf("client certificate: %w", err)
+		return nil, err
 	}
-	pem, err := os.ReadFile(cfg.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("CA bundle: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("CA bundle %s: no certificates", cfg.CAFile)
-	}
-	return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}), nil
+	return credentials.NewTLS(tlsCfg), nil
 }

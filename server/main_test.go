@@ -452,3 +452,107 @@ func TestTLSAndTokens(t *testing.T) {
 		t.Fatalf("audit of CreateTask by identity: %v", seen)
 	}
 }
+
+// TestAgentMutualTLS connects agents the way flasher-agent does: over TLS with a client
+// certificate from the Flasher CA that names one server. The server binds the stream to that
+// server; a revoked certificate and an agent without one are refused.
+func TestAgentMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	ctx := context.Background()
+	issue := func(args ...string) string {
+		t.Helper()
+		var out bytes.Buffer
+		if err := runCA(ctx, append(args, "--dir", caDir), &out, io.Discard); err != nil {
+			t.Fatalf("ca %v: %v", args, err)
+		}
+		return out.String()
+	}
+	issue("init")
+	issue("issue-server", "--ip", "127.0.0.1", "--cert", filepath.Join(dir, "server.crt"), "--key", filepath.Join(dir, "server.key"))
+	issue("issue-agent", "--server-id", "x11-01", "--cert", filepath.Join(dir, "x11.crt"), "--key", filepath.Join(dir, "x11.key"))
+	out := issue("issue-agent", "--server-id", "r6515-01", "--cert", filepath.Join(dir, "r6515.crt"), "--key", filepath.Join(dir, "r6515.key"))
+	serial := ""
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "serial:" {
+			serial = f[1]
+		}
+	}
+	if serial == "" {
+		t.Fatalf("no serial in %q", out)
+	}
+	issue("revoke", "--serial", serial)
+	adminTok, entry, err := auth.GenerateToken("admin", []string{"admin"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, _ := auth.MarshalEntry(entry)
+	tokenFile := filepath.Join(dir, "tokens.yaml")
+	if err := os.WriteFile(tokenFile, append([]byte("tokens:\n"), y...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(caDir, "ca.crt")
+	addr, _ := startInProcess(t, "-tls-cert", filepath.Join(dir, "server.crt"), "-tls-key", filepath.Join(dir, "server.key"),
+		"-ca-file", caFile, "-token-file", tokenFile, "-inventory", "../deploy/inventory/sample.yaml")
+
+	dialAgent := func(name string) *grpc.ClientConn {
+		t.Helper()
+		var creds credentials.TransportCredentials
+		if name == "" {
+			cfg, err := ca.ClientTLSConfig(caFile, "127.0.0.1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			creds = credentials.NewTLS(cfg)
+		} else {
+			cfg, err := ca.AgentTLSConfig(ca.AgentTLS{CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key"), CAFile: caFile, ServerName: "127.0.0.1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			creds = credentials.NewTLS(cfg)
+		}
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	hello := &flasherv1.ConnectRequest{Msg: &flasherv1.ConnectRequest_Hello{Hello: &flasherv1.AgentHello{
+		AgentVersion: "test", Host: &flasherv1.HostFacts{Hostname: "x11-01", Vendor: "Supermicro", Model: "X11DPH-T"},
+		Components: []*flasherv1.AgentComponent{{Slug: "BIOS", Vendor: "Supermicro", Version: "3.4"}},
+	}}}
+	connect := func(conn *grpc.ClientConn, md ...string) (*flasherv1.ConnectResponse, error) {
+		sctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, md...), 10*time.Second)
+		t.Cleanup(cancel)
+		stream, err := flasherv1.NewAgentServiceClient(conn).Connect(sctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := stream.Send(hello); err != nil {
+			return nil, err
+		}
+		return stream.Recv()
+	}
+
+	// The valid certificate: welcomed, and listed under the server its certificate names even
+	// though it claims another server in the header.
+	if _, err := connect(dialAgent("x11"), "x-flasher-server-id", "r6515-01"); err != nil {
+		t.Fatalf("agent with a valid certificate: %v", err)
+	}
+	admin := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+adminTok)
+	list, err := flasherv1.NewAgentServiceClient(dialAgent("")).ListAgents(admin, &flasherv1.ListAgentsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Agents) != 1 || list.Agents[0].ServerId != "x11-01" {
+		t.Fatalf("agents %v, want only x11-01 (from its certificate)", list.Agents)
+	}
+	// The revoked certificate and a connection without a certificate are refused.
+	if _, err := connect(dialAgent("r6515")); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("revoked agent certificate: %v, want Unauthenticated", err)
+	}
+	if _, err := connect(dialAgent(""), "x-flasher-server-id", "r6515-01"); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("agent without a certificate: %v, want Unauthenticated", err)
+	}
+}
