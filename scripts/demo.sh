@@ -37,7 +37,12 @@ else
   B='' DIM='' GRN='' RED='' R=''
 fi
 step=0
-section() { step=$((step + 1)); printf '\n%s== %d. %s ==%s\n' "$B" "$step" "$1" "$R"; }
+timings=() mark=$SECONDS
+section() {
+  ((step == 0)) || timings+=("$step:$((SECONDS - mark))s")
+  mark=$SECONDS step=$((step + 1))
+  printf '\n%s== %d. %s ==%s\n' "$B" "$step" "$1" "$R"
+}
 say() { printf '%s%s%s\n' "$DIM" "$*" "$R"; }
 surprises=0
 # expect CODE WHAT CMD...: runs a command shown as typed, and checks its exit code.
@@ -193,7 +198,8 @@ if ((surprises)); then
   DEMO_KEEP=1
   exit 1
 fi
-printf '%sDemo complete in %ds: every step went as expected.%s\n' "$GRN" "$elapsed" "$R"
+timings+=("$step:$((SECONDS - mark))s")
+printf '%sDemo complete in %ds: every step went as expected.%s (seconds per section: %s)\n' "$GRN" "$elapsed" "$R" "${timings[*]}"
 if [[ ${DEMO_STAY:-} == 1 ]]; then
   cat <<TXT
 

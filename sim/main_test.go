@@ -169,3 +169,24 @@ func waitFile(t *testing.T, path string, done <-chan error, timeout time.Duratio
 		}
 	}
 }
+
+func TestAgentArgs(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  hostsConfig
+		want string
+	}{
+		{"insecure by header", hostsConfig{Server: "127.0.0.1:9090", Dir: "/s"},
+			"-server 127.0.0.1:9090 -state-dir /s/host-0001/agent -reboot-command= -insecure -server-id host-0001"},
+		{"mTLS with the host's certificate", hostsConfig{Server: "127.0.0.1:9090", Dir: "/s", AgentCA: "/ca.crt", AgentCertDir: "/certs", Heartbeat: 2 * time.Second},
+			"-server 127.0.0.1:9090 -state-dir /s/host-0001/agent -reboot-command= -heartbeat 2s -tls-ca /ca.crt -tls-cert /certs/host-0001.crt -tls-key /certs/host-0001.key"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			hf := &hostFleet{cfg: tc.cfg}
+			if got := strings.Join(hf.agentArgs(&simHost{id: "host-0001"}), " "); got != tc.want {
+				t.Errorf("args\n got %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
