@@ -30,6 +30,7 @@ import (
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/auth"
 	"github.com/flasher-dev/flasher/internal/auth/ca"
+	"github.com/flasher-dev/flasher/internal/config"
 	"github.com/flasher-dev/flasher/internal/inventory/file"
 	simfleetdb "github.com/flasher-dev/flasher/sim/fleetdb"
 )
@@ -554,5 +555,16 @@ func TestAgentMutualTLS(t *testing.T) {
 	}
 	if _, err := connect(dialAgent(""), "x-flasher-server-id", "r6515-01"); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("agent without a certificate: %v, want Unauthenticated", err)
+	}
+}
+
+// TestDeployConfig keeps the example configuration in deploy/ in step with the flags.
+func TestDeployConfig(t *testing.T) {
+	cfg := defaultConfig()
+	if _, err := config.Load("flasher-server", &cfg, []string{"-config", "../deploy/config/server.yaml"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.GRPCListen != "0.0.0.0:9090" || cfg.Insecure || cfg.TokenFile == "" || len(cfg.ArtifactHosts) != 2 || cfg.CreateRate != 50 {
+		t.Fatalf("deploy/config/server.yaml read as %+v", cfg)
 	}
 }
