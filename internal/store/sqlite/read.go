@@ -19,9 +19,12 @@ import (
 
 // GetTask implements store.Store.
 func (s *Store) GetTask(ctx context.Context, id string) (*task.Task, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	var body []byte
 	var rev int64
-	err := s.rdb.QueryRowContext(ctx, "SELECT body, revision FROM tasks WHERE id = ?", id).Scan(&body, &rev)
+	err := s.rdb.QueryRowContext(uninterrupted(ctx), "SELECT body, revision FROM tasks WHERE id = ?", id).Scan(&body, &rev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("sqlite store: task %s: %w", id, store.ErrNotFound)
 	}
@@ -40,6 +43,9 @@ func (s *Store) GetTask(ctx context.Context, id string) (*task.Task, error) {
 // one this store did not issue, fails with store.ErrInvalidPageToken. Tasks created while a
 // client pages get higher sequences, so paging never skips or repeats a task.
 func (s *Store) ListTasks(ctx context.Context, f store.Filter, pageSize int, pageToken string) ([]*task.Task, string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
 	if pageSize <= 0 {
 		pageSize = defaultPageSize
 	}
@@ -77,7 +83,7 @@ func (s *Store) ListTasks(ctx context.Context, f store.Filter, pageSize int, pag
 	q.WriteString(" ORDER BY seq LIMIT ?")
 	args = append(args, pageSize+1)
 
-	rows, err := s.rdb.QueryContext(ctx, q.String(), args...)
+	rows, err := s.rdb.QueryContext(uninterrupted(ctx), q.String(), args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("sqlite store: list tasks: %w", err)
 	}
@@ -110,7 +116,10 @@ func (s *Store) ListTasks(ctx context.Context, f store.Filter, pageSize int, pag
 // Events implements store.Store. It returns store.ErrNotFound for an unknown task: every stored
 // task has at least its creation event.
 func (s *Store) Events(ctx context.Context, taskID string) ([]task.Event, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT revision, time_ns, kind, from_state, to_state, message
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rows, err := s.rdb.QueryContext(uninterrupted(ctx), `SELECT revision, time_ns, kind, from_state, to_state, message
 		FROM task_events WHERE task_id = ? ORDER BY revision`, taskID)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: events of task %s: %w", taskID, err)
@@ -139,13 +148,16 @@ func (s *Store) Events(ctx context.Context, taskID string) ([]task.Event, error)
 
 // Changes implements store.Store. A limit of 0 or less means 100; it is capped at 1000.
 func (s *Store) Changes(ctx context.Context, after int64, limit int) (_ []store.Change, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if limit <= 0 {
 		limit = defaultChangeLimit
 	}
 	limit = min(limit, maxChangeLimit)
 	// One read transaction: the compaction mark and the rows come from the same snapshot, so a
 	// Compact committed in between cannot make rows vanish unreported.
-	tx, err := s.rdb.BeginTx(ctx, nil)
+	tx, err := s.rdb.BeginTx(uninterrupted(ctx), nil)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: changes after %d: %w", after, err)
 	}
@@ -187,8 +199,11 @@ func (s *Store) Changes(ctx context.Context, after int64, limit int) (_ []store.
 
 // Revision implements store.Store.
 func (s *Store) Revision(ctx context.Context) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	var rev int64
-	if err := s.rdb.QueryRowContext(ctx, "SELECT current FROM revision WHERE id = 1").Scan(&rev); err != nil {
+	if err := s.rdb.QueryRowContext(uninterrupted(ctx), "SELECT current FROM revision WHERE id = 1").Scan(&rev); err != nil {
 		return 0, fmt.Errorf("sqlite store %s: revision: %w", s.cfg.Path, err)
 	}
 	return rev, nil
@@ -260,3 +275,11 @@ func pageTokenSum(seq int64, f store.Filter) uint64 {
 	}
 	return h.Sum64()
 }
+
+// uninterrupted returns a context for one read that a cancellation cannot interrupt half way.
+// modernc's driver interrupts a statement when its context ends, and an interrupted read can
+// leave the pooled connection inside its read transaction, so every later read on it would see
+// the database as it was then (stale revisions, endless update conflicts). Reads take
+// milliseconds; a caller that has given up gets its answer slightly later and discards it, and
+// a caller already cancelled does not reach the database.
+func uninterrupted(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Compact", testCompact},
 		{"Subscribe", testSubscribe},
 		{"ConcurrentUpdatesToDifferentTasks", testConcurrentUpdates},
+		{"CancelledReadsLeaveNoStaleSnapshot", testCancelledReads},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1107,6 +1108,58 @@ func testConcurrentUpdates(t *testing.T, s store.Store) {
 		}
 		if events, err := s.Events(ctx, tk.ID); err != nil || len(events) != progress+3 {
 			t.Errorf("task %s: %d events, %v; want %d", tk.ID, len(events), err, progress+3)
+		}
+	}
+}
+
+// testCancelledReads: reads whose context ends while they run must not leave the store serving
+// an old snapshot. Every read after a committed update sees that update.
+func testCancelledReads(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newClock()
+	tk := create(t, s, c, spec{id: "cr1"})
+	if _, err := tk.Start("w", c.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateTask(ctx, tk, 1, task.Event{TaskID: "cr1", Time: c.Now(), Kind: task.EventStarted}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 200; i++ {
+		cctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for cctx.Err() == nil {
+					_, _ = s.GetTask(cctx, "cr1")
+					_, _, _ = s.ListTasks(cctx, store.Filter{}, 10, "")
+				}
+			}()
+		}
+		time.Sleep(time.Duration(i%7) * 100 * time.Microsecond) // cancel while reads are running
+		cancel()
+		wg.Wait()
+		cur, err := s.GetTask(ctx, "cr1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := cur.SetProgress(task.Progress{Component: "BIOS", Percent: i % 100}, c.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev, err := s.UpdateTask(ctx, cur, cur.Revision, ev)
+		if err != nil {
+			t.Fatalf("round %d: update after cancelled reads: %v", i, err)
+		}
+		for range 4 {
+			got, err := s.GetTask(ctx, "cr1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Revision != rev {
+				t.Fatalf("round %d: read revision %d after committing %d: a cancelled read left a stale snapshot", i, got.Revision, rev)
+			}
 		}
 	}
 }
