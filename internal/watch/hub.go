@@ -93,6 +93,24 @@ func (h *Hub) Run(ctx context.Context) error {
 func (h *Hub) Ready() <-chan struct{} { return h.ready }
 
 func (h *Hub) pull(ctx context.Context) error {
+	h.mu.RLock()
+	idle := len(h.subs) == 0
+	h.mu.RUnlock()
+	if idle {
+		// Nobody is watching: follow the revision only, without reading the changes. A watcher
+		// that subscribes later is served older changes from the store.
+		rev, err := h.cfg.Store.Revision(ctx)
+		if err != nil {
+			return err
+		}
+		h.mu.Lock()
+		if len(h.subs) == 0 && rev > h.rev {
+			h.rev = rev
+			h.recent = nil
+		}
+		h.mu.Unlock()
+		return nil
+	}
 	for {
 		h.mu.RLock()
 		after := h.rev
