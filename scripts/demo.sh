@@ -112,10 +112,47 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 section "Start a simulated fleet and flasher-server"
+# Security, set up the way an operator would: a Flasher CA, the server's certificate, one
+# client certificate per agent naming its server id, and an operator token with the scopes the
+# tour needs. DEMO_INSECURE=1 runs the plaintext lab mode instead (agents trusted by header).
+# flasherctl reads its server, CA and token from a config file, as an operator's would.
+export FLASHER_CTL_CONFIG=$DIR/ctl.yaml
+echo "server: $GRPC" >"$FLASHER_CTL_CONFIG"
+CTL=("$BIN/flasherctl")
+GRPCURL=(bin/grpcurl -plaintext)
+SIM_SEC=() SRV_SEC=()
+if [[ ${DEMO_INSECURE:-} == 1 ]]; then
+  SRV_SEC=(-insecure -allow-unauthenticated-agents)
+  security="INSECURE lab mode: plaintext on loopback, agents trusted by their x-flasher-server-id header"
+else
+  CA=$DIR/ca
+  "$BIN/flasher-server" ca init --dir "$CA" >/dev/null
+  "$BIN/flasher-server" ca issue-server --dir "$CA" --ip "${GRPC%:*}" --dns localhost \
+    --cert "$CA/server.crt" --key "$CA/server.key" >/dev/null
+  mkdir -p "$DIR/agents"
+  for ((i = 1; i <= HOSTS; i++)); do
+    id=$(printf 'host-%04d' "$i")
+    "$BIN/flasher-server" ca issue-agent --dir "$CA" --server-id "$id" \
+      --cert "$DIR/agents/$id.crt" --key "$DIR/agents/$id.key" >/dev/null
+  done
+  "$BIN/flasher-server" ca token --name demo-operator \
+    --scopes tasks:read,tasks:write,tasks:cancel,inventory:read,agents:read,audit:read >"$DIR/token.out"
+  awk 'f {print; exit} /^token \(shown once/ {f=1}' "$DIR/token.out" >"$DIR/token"
+  { echo "tokens:"; awk 'f {print} /^add this entry under tokens:/ {f=1}' "$DIR/token.out"; } >"$DIR/tokens.yaml"
+  rm "$DIR/token.out"
+  chmod 600 "$DIR/token" "$DIR/tokens.yaml"
+  [[ -s $DIR/token ]] || die "no token generated"
+  SIM_SEC=(-agent-tls-ca "$CA/ca.crt" -agent-cert-dir "$DIR/agents")
+  SRV_SEC=(-tls-cert "$CA/server.crt" -tls-key "$CA/server.key" -ca-file "$CA/ca.crt" -token-file "$DIR/tokens.yaml")
+  printf 'ca: ca/ca.crt\ntoken_file: token\n' >>"$FLASHER_CTL_CONFIG"
+  GRPCURL=(bin/grpcurl -cacert "$CA/ca.crt" -H "'authorization: Bearer \$(cat $DIR/token)'")
+  security="TLS with a fresh Flasher CA ($CA), agents authenticated by client certificates naming their server, flasherctl by a bearer token ($DIR/token)"
+fi
+
 "$BIN/flasher-sim" -n "$BMCS" -hosts "$HOSTS" -first-ip "$FIRST_IP" -inventory "$DIR/inventory.yaml" \
   -state-dir "$DIR/sim" -images-addr "$IMAGES" -control-addr "$CONTROL" -server "$GRPC" \
   -install-duration 2s -apply-duration 1s -bmc-reboot-delay 200ms -bmc-reboot-duration 2s \
-  -agent-heartbeat 2s -host-update-delay 3s >"$DIR/sim.log" 2>&1 &
+  -agent-heartbeat 2s -host-update-delay 3s "${SIM_SEC[@]}" >"$DIR/sim.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 300); do
   [[ -s $DIR/inventory.yaml ]] && break
@@ -123,16 +160,12 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 [[ -s $DIR/inventory.yaml ]] || die "flasher-sim wrote no inventory in 30s (log $DIR/sim.log)"
-grep -v '^flasher-sim: host' "$DIR/sim.log" | sed 's/^/  /'
+grep -v -e '^flasher-sim: host' -e '^  host-' "$DIR/sim.log" | sed 's/^/  /'
 
-# TLS and tokens: flasher-server has the CA tooling (flasher-server ca ...) but no TLS/token
-# serving flags yet, so the demo runs the documented insecure lab mode: plaintext gRPC on
-# loopback, agents identified by the x-flasher-server-id header.
-"$BIN/flasher-server" -insecure -grpc-listen "$GRPC" -http-listen "$HTTP" -data-dir "$DIR/server" \
+"$BIN/flasher-server" -grpc-listen "$GRPC" -http-listen "$HTTP" -data-dir "$DIR/server" \
   -inventory "$DIR/inventory.yaml" -artifact-schemes http -artifact-hosts "$IMAGES" \
-  -allow-unauthenticated-agents -agent-connect-timeout 60s >"$DIR/server.log" 2>&1 &
+  -agent-connect-timeout 60s "${SRV_SEC[@]}" >"$DIR/server.log" 2>&1 &
 pids+=($!)
-CTL=("$BIN/flasherctl" --addr "$GRPC")
 for _ in $(seq 300); do
   "${CTL[@]}" --timeout 1s inventory sets >/dev/null 2>&1 && break
   kill -0 "${pids[1]}" 2>/dev/null || { cat "$DIR/server.log"; die "flasher-server did not start"; }
@@ -140,18 +173,20 @@ for _ in $(seq 300); do
 done
 "${CTL[@]}" --timeout 1s inventory sets >/dev/null 2>&1 || die "flasher-server not ready in 30s (log $DIR/server.log)"
 echo "  flasher-server: gRPC $GRPC (SQLite in $DIR/server, inventory $DIR/inventory.yaml)"
-echo "  INSECURE lab mode: plaintext on loopback, agents trusted by header (TLS flags not wired yet)"
+echo "  security: $security"
+connected() { "${CTL[@]}" --timeout 1s agents 2>/dev/null | grep -c '^host-' || true; }
 for _ in $(seq 300); do
-  (($(grep -c '"agent connected"' "$DIR/server.log" || true) >= HOSTS)) && break
+  (($(connected) >= HOSTS)) && break
   sleep 0.1
 done
-(($(grep -c '"agent connected"' "$DIR/server.log" || true) >= HOSTS)) || die "agents did not connect in 30s (logs $DIR/sim/hosts/*/agent.log)"
-echo "  $HOSTS flasher-agents connected:"
+(($(connected) >= HOSTS)) || die "agents did not connect in 30s (logs $DIR/sim/hosts/*/agent.log)"
+echo "  $HOSTS simulated hosts, each with its own flasher-agent:"
 grep '^  host-' "$DIR/sim.log" | sed -e 's/, agent pid [0-9]*//' -e 's/ (log .*//' -e 's/^/  /'
 
 # --- the tour ---------------------------------------------------------------------------------
 section "The fleet as Flasher sees it"
 expect 0 "servers listed" "${CTL[@]}" inventory servers
+expect 0 "agents listed" "${CTL[@]}" agents
 
 section "Plan: what --resolve would install on a Dell R6515 (dry run)"
 say "The server's BMC and BIOS are behind the firmware set labelled for its vendor and model;"
@@ -188,8 +223,9 @@ http PUT "http://$CONTROL/v1/bmcs/sim-0007/faults/install" "$fault" || die "faul
 expect 10 "install failed as injected" "${CTL[@]}" task create --server sim-0007 --resolve --watch
 http DELETE "http://$CONTROL/v1/bmcs/sim-0007/faults" >/dev/null || true
 
-section "All tasks"
+section "All tasks, and who asked for them"
 expect 0 "tasks listed" "${CTL[@]}" task list
+expect 0 "audit trail shown" "${CTL[@]}" audit --server sim-0007
 
 elapsed=$((SECONDS - start))
 echo
@@ -205,11 +241,13 @@ if [[ ${DEMO_STAY:-} == 1 ]]; then
 
 The demo fleet keeps running (DEMO_STAY=1) until you press Ctrl-C. In another terminal:
 
-  bin/flasherctl --addr $GRPC inventory servers
-  bin/flasherctl --addr $GRPC task create --server sim-0003 --resolve --watch
-  bin/flasherctl --addr $GRPC task create --server host-0002 --method inband --set host-dell-r6515-inband --watch
-  bin/flasherctl --addr $GRPC task watch                  # every task, live
-  bin/grpcurl -plaintext $GRPC list
+  export FLASHER_CTL_CONFIG=$FLASHER_CTL_CONFIG   # server address, CA and token
+  bin/flasherctl inventory servers
+  bin/flasherctl task create --server sim-0003 --resolve --watch
+  bin/flasherctl task create --server host-0002 --method inband --set host-dell-r6515-inband --watch
+  bin/flasherctl task watch                               # every task, live
+  bin/flasherctl audit                                    # who did what
+  ${GRPCURL[*]} $GRPC list
   curl http://$CONTROL/v1/bmcs                            # the simulator's control API
   logs: $DIR/server.log $DIR/sim.log $DIR/sim/hosts/*/agent.log
 TXT

@@ -83,6 +83,8 @@ func TestDemo(t *testing.T) {
 
 	text := out.String()
 	for _, want := range []string{
+		"security: TLS with a fresh Flasher CA",
+		"✓ agents listed (exit 0, as expected)",
 		"✓ plan shown (exit 0, as expected)",
 		"refused: DEPENDENCY_CYCLE",
 		"✓ plan refused with DEPENDENCY_CYCLE (exit 3, as expected)",
@@ -95,6 +97,7 @@ func TestDemo(t *testing.T) {
 		"Failure: INSTALL_FAILED on BMC",
 		"signature mismatch (injected)",
 		"✓ install failed as injected (exit 10, as expected)",
+		"demo-operator  /flasher.v1.TaskService/CreateTask  sim-0007",
 		"every step went as expected",
 		"make run",
 	} {
