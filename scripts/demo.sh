@@ -105,6 +105,16 @@ cleanup() {
   local rc=$?
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if ((rc != 0 && rc != 130)); then
+    # A failed run keeps its state and shows the end of every log, for CI.
+    for log in "$DIR"/server.log "$DIR"/sim.log "$DIR"/sim/hosts/*/agent.log; do
+      [[ -f $log ]] || continue
+      printf '\n--- last lines of %s\n' "$log" >&2
+      tail -n 25 "$log" >&2
+    done
+    printf '\ndemo failed (exit %d); state and logs kept in %s\n' "$rc" "$DIR" >&2
+    DEMO_KEEP=1
+  fi
   if [[ ${DEMO_KEEP:-} != 1 ]]; then rm -rf "$DIR"; fi
   exit "$rc"
 }
@@ -230,8 +240,7 @@ expect 0 "audit trail shown" "${CTL[@]}" audit --server sim-0007
 elapsed=$((SECONDS - start))
 echo
 if ((surprises)); then
-  printf '%s%d step(s) did not go as expected; logs: %s%s\n' "$RED" "$surprises" "$DIR" "$R"
-  DEMO_KEEP=1
+  printf '%s%d step(s) did not go as expected%s\n' "$RED" "$surprises" "$R"
   exit 1
 fi
 timings+=("$step:$((SECONDS - mark))s")
@@ -251,6 +260,7 @@ The demo fleet keeps running (DEMO_STAY=1) until you press Ctrl-C. In another te
   curl http://$CONTROL/v1/bmcs                            # the simulator's control API
   logs: $DIR/server.log $DIR/sim.log $DIR/sim/hosts/*/agent.log
 TXT
+  trap 'exit 0' INT
   wait "${pids[1]}" || true
   exit 0
 fi
