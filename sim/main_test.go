@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -35,6 +36,12 @@ func TestHostsInventoryPlans(t *testing.T) {
 		t.Fatal(err)
 	}
 	inv := filepath.Join(tmp, "inventory.yaml")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleetdbAddr := l.Addr().String()
+	l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out bytes.Buffer
@@ -42,7 +49,7 @@ func TestHostsInventoryPlans(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"-n", "2", "-hosts", "2", "-agent", "none", "-hosttool", tool,
 			"-first-ip", fmt.Sprintf("127.0.%d.1", 100+rand.IntN(150)), "-port", "0", "-images-addr", "127.0.0.1:0",
-			"-control-addr", "", "-inventory", inv, "-state-dir", filepath.Join(tmp, "state")}, &out)
+			"-control-addr", "", "-fleetdb", fleetdbAddr, "-inventory", inv, "-state-dir", filepath.Join(tmp, "state")}, &out)
 	}()
 	waitFile(t, inv, done, time.Minute)
 
@@ -60,6 +67,19 @@ func TestHostsInventoryPlans(t *testing.T) {
 	for _, id := range []string{"sim-0001", "sim-0002", "host-0001", "host-0002"} {
 		if !servers[id] {
 			t.Errorf("inventory has no server %s", id)
+		}
+	}
+
+	// The same document is served as fleetdb, hosts included.
+	resp, err := http.Get("http://" + fleetdbAddr + "/api/v1/servers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"supermicro-x11dph-t-host-0001", "dell-r6515-host-0002", "dell-r6515-0001"} {
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("fleetdb servers (status %d) lack %q", resp.StatusCode, want)
 		}
 	}
 
