@@ -45,14 +45,31 @@ func (s *Service) Execute(ctx context.Context, t *task.Task, r scheduler.Reporte
 		close(ru.done)
 	}()
 
-	sess, err := s.reg.wait(ctx, t.ServerID, s.cfg.ConnectTimeout)
-	if err != nil {
-		return err
-	}
+	// Whether an earlier process may have sent this task's assignment decides whether it may
+	// be re-planned (never against a host the assignment half-updated).
+	rec := assignRecord(t, s.started)
+	sess, _ := s.reg.current(t.ServerID)
 	if sess == nil {
-		return scheduler.Fail(CodeAgentUnavailable, "", fmt.Sprintf("no agent connected for server %s within %s", t.ServerID, s.cfg.ConnectTimeout), nil)
+		if rec == recordNone {
+			// No agent yet: record that the task waits for it, not assigned, so a server
+			// restarted meanwhile knows nothing was sent. Not when an earlier process may
+			// have sent it (recordUnknown): that doubt must survive another restart.
+			if err := r.Progress(ctx, task.Progress{Component: waitComponent, State: task.StepPending, Step: waitStep,
+				Message: fmt.Sprintf("waiting up to %s for the agent to connect", s.cfg.ConnectTimeout)}); err != nil {
+				return fmt.Errorf("task %s: record progress: %w", t.ID, err)
+			}
+			rec = recordWaiting
+		}
+		var err error
+		sess, err = s.reg.wait(ctx, t.ServerID, s.cfg.ConnectTimeout)
+		if err != nil {
+			return err
+		}
+		if sess == nil {
+			return scheduler.Fail(CodeAgentUnavailable, "", fmt.Sprintf("no agent connected for server %s within %s", t.ServerID, s.cfg.ConnectTimeout), nil)
+		}
 	}
-	resumed := len(t.Progress) > 0
+	resumed := rec == recordAssigned
 	if !resumed && r.CancelRequested() {
 		return &scheduler.CancelledError{Where: "before assignment to the agent"}
 	}
@@ -64,9 +81,19 @@ func (s *Service) Execute(ctx context.Context, t *task.Task, r scheduler.Reporte
 		if err != nil {
 			return err
 		}
+		changed := p == nil || !reflect.DeepEqual(p.Steps, fresh.Steps) || !reflect.DeepEqual(p.Skipped, fresh.Skipped)
+		if changed && rec == recordUnknown {
+			// An earlier process claimed the task and stopped before recording whether it sent
+			// the assignment, and the host no longer matches the plan: it may be half-updated
+			// by that assignment. Re-planning could undo the guarantee; assigning the old plan
+			// could install against a host it was not planned for. Stop and say why.
+			return scheduler.Fail(CodeAssignmentUnknown, "", fmt.Sprintf(
+				"server %s: the server stopped between starting this task and recording its assignment, and the host's inventory no longer matches the plan; not re-planned, as the host may be half-updated: check the host's versions and create the task again", t.ServerID), nil)
+		}
 		// Record the plan only when the host changed it: one store write less per task in the
-		// common case, where the inventory source was right.
-		if p == nil || !reflect.DeepEqual(p.Steps, fresh.Steps) || !reflect.DeepEqual(p.Skipped, fresh.Skipped) {
+		// common case, where the inventory source was right. It is recorded before the
+		// assignment is sent, so the stored plan is always the one an agent may have received.
+		if changed {
 			if err := r.SetPlan(ctx, fresh); err != nil {
 				return fmt.Errorf("task %s: record plan: %w", t.ID, err)
 			}
@@ -92,17 +119,55 @@ func (s *Service) Execute(ctx context.Context, t *task.Task, r scheduler.Reporte
 	assign := &flasherv1.ConnectResponse{Msg: &flasherv1.ConnectResponse_Assign{Assign: &flasherv1.Assignment{
 		TaskId: t.ID, Steps: steps, AllowReboot: allowReboot(p),
 	}}}
-	if !resumed {
-		// Recorded before the first assignment, so a restarted server knows it assigned the
-		// task and never re-plans it against half-updated inventory.
-		for _, st := range p.Steps {
-			if err := r.Progress(ctx, task.Progress{Component: st.Component, Serial: st.Serial, State: task.StepPending, Step: "assigned", Message: "assigned to the agent"}); err != nil {
-				return fmt.Errorf("task %s: record progress: %w", t.ID, err)
-			}
+	a := &attempt{s: s, t: t, r: r, ru: ru, assign: assign, plan: p, recorded: resumed}
+	if rec == recordWaiting {
+		// The stored task says it waits for its agent: record the assignment before sending
+		// it, or a restart in between would read "not sent". (A task without rows is recorded
+		// right after the send instead, see loop: the hot path of a dispatch.)
+		if err := a.recordAssigned(ctx); err != nil {
+			return err
 		}
 	}
-	a := &attempt{s: s, t: t, r: r, ru: ru, assign: assign}
 	return a.loop(ctx, sess)
+}
+
+// waitComponent and waitStep name the progress row of a task waiting for its agent to connect.
+const (
+	waitComponent = "agent"
+	waitStep      = "wait"
+)
+
+// record is what the stored task says about its assignment to the agent.
+type record int
+
+const (
+	// recordNone: claimed by this process, nothing sent yet.
+	recordNone record = iota
+	// recordWaiting: the task waited for its agent and was not assigned.
+	recordWaiting
+	// recordAssigned: the assignment was sent (and may have been applied).
+	recordAssigned
+	// recordUnknown: claimed by an earlier process that stopped before recording either; the
+	// assignment may or may not have been sent.
+	recordUnknown
+)
+
+// assignRecord reads t's progress rows. A task without rows that was started before this
+// service was created was claimed by an earlier process, which records the assignment only
+// after sending it.
+func assignRecord(t *task.Task, serviceStart time.Time) record {
+	for _, p := range t.Progress {
+		if p.Component != waitComponent || p.Step != waitStep {
+			return recordAssigned
+		}
+	}
+	if len(t.Progress) > 0 {
+		return recordWaiting
+	}
+	if !t.StartedAt.IsZero() && t.StartedAt.Before(serviceStart) {
+		return recordUnknown
+	}
+	return recordNone
 }
 
 // attempt follows one assigned task across agent reconnects.
@@ -112,8 +177,23 @@ type attempt struct {
 	r          scheduler.Reporter
 	ru         *run
 	assign     *flasherv1.ConnectResponse
+	plan       *task.Plan
 	cancelSent bool
 	rebooting  bool
+	// recorded is true once the store says the task was assigned (its "assigned" rows).
+	recorded bool
+}
+
+// recordAssigned records a PENDING "assigned" row per step: from then on a restarted server
+// knows it assigned the task and never re-plans it against half-updated inventory.
+func (a *attempt) recordAssigned(ctx context.Context) error {
+	for _, st := range a.plan.Steps {
+		if err := a.r.Progress(ctx, task.Progress{Component: st.Component, Serial: st.Serial, State: task.StepPending, Step: "assigned", Message: "assigned to the agent"}); err != nil {
+			return fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
+		}
+	}
+	a.recorded = true
+	return nil
 }
 
 func (a *attempt) loop(ctx context.Context, sess *session) error {
@@ -125,6 +205,23 @@ func (a *attempt) loop(ctx context.Context, sess *session) error {
 		sess.assign(t.ID)
 		a.cancelSent = false
 		err := sess.send(a.assign)
+		if err == nil && !a.recorded {
+			// Recorded right after the send rather than before it, so the dispatch does not
+			// wait for a commit. The agent's reports queue meanwhile and are applied after
+			// these rows. A restart before the rows are durable finds the task claimed by an
+			// earlier process without a record (recordUnknown): it is assigned again only if
+			// the host still matches the plan.
+			if rerr := a.recordAssigned(ctx); rerr != nil {
+				if ctx.Err() != nil {
+					sess.unassign(t.ID)
+					return ctx.Err() // resumed by the next process
+				}
+				// The task fails, but the agent has it: stop it at its next safe point.
+				_ = a.sendCancel(sess)
+				sess.unassign(t.ID)
+				return rerr
+			}
+		}
 		if err == nil && a.r.CancelRequested() {
 			err = a.sendCancel(sess)
 		}

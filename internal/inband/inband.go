@@ -42,6 +42,10 @@ const (
 	CodePlanRefused = "PLAN_REFUSED"
 	// CodeAgentProtocol: the agent's answer made no sense (a result for steps it was not given).
 	CodeAgentProtocol = "AGENT_PROTOCOL"
+	// CodeAssignmentUnknown: an earlier server process stopped between starting the task and
+	// recording whether it sent the assignment, and the host no longer matches the plan, so it
+	// may be half-updated: the task is neither re-planned nor assigned again.
+	CodeAssignmentUnknown = "ASSIGNMENT_UNKNOWN"
 )
 
 // Images is what the service needs from the artifact cache: fetching a step's image before it
@@ -78,7 +82,8 @@ type Config struct {
 	// ChunkSize is the FetchArtifact chunk size (0 means 256 KiB).
 	ChunkSize int
 	Logger    *slog.Logger
-	// Now is the clock for agent records; nil means time.Now.
+	// Now is the clock for agent records and the service's start, which tells tasks claimed by
+	// an earlier process from this one's: it must be the scheduler's clock. nil means time.Now.
 	Now func() time.Time
 }
 
@@ -86,8 +91,11 @@ type Config struct {
 type Service struct {
 	flasherv1.UnimplementedAgentServiceServer
 
-	cfg     Config
-	log     *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// started is when the service was created: a task started before it was claimed by an
+	// earlier process (see assignRecord).
+	started time.Time
 	planner *plan.Planner
 	reg     *Registry
 
@@ -134,6 +142,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{
 		cfg:     cfg,
+		started: cfg.Now(),
 		log:     cfg.Logger.With("component", "inband"),
 		planner: plan.New(),
 		reg:     newRegistry(),
