@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/flasher-dev/flasher/bench/internal/measure"
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/testenv"
 )
@@ -35,14 +34,11 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	skipFanout := flag.Bool("skip-fanout", false, "measure only CreateTask and the ceiling")
 	flag.Parse()
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			fail(err)
-		}
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
+	stopProfile, err := measure.StartCPUProfile(*cpuprofile)
+	if err != nil {
+		fail(err)
 	}
+	defer stopProfile()
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		fail(err)
 	}
@@ -68,20 +64,20 @@ func main() {
 		noopRates = append(noopRates, noop.rate)
 		createRates = append(createRates, create.rate)
 		rows = append(rows,
-			row{fmt.Sprintf("no-op unary (ceiling), run %d", r+1), f0(noop.rate), ms(noop.p50), ms(noop.p99), ""},
-			row{fmt.Sprintf("CreateTask durable, run %d", r+1), f0(create.rate), ms(create.p50), ms(create.p99), fmt.Sprintf("%.0f%% of ceiling", 100*create.rate/noop.rate)})
+			row{fmt.Sprintf("no-op unary (ceiling), run %d", r+1), f0(noop.rate), measure.Ms(noop.p50), measure.Ms(noop.p99), ""},
+			row{fmt.Sprintf("CreateTask durable, run %d", r+1), f0(create.rate), measure.Ms(create.p50), measure.Ms(create.p99), fmt.Sprintf("%.0f%% of ceiling", 100*create.rate/noop.rate)})
 	}
-	mc, mn := median(createRates), median(noopRates)
+	mc, mn := measure.Median(createRates), measure.Median(noopRates)
 	rows = append(rows, row{"**median CreateTask**", f0(mc), "", "", fmt.Sprintf("%.0f%% of median ceiling %.0f/s", 100*mc/mn, mn)})
 
 	var fanP50, fanP99, fanMax []float64
 	for r := 0; r < *runs && !*skipFanout; r++ {
 		p50, p99, worst := fanout(start(*dir, 100+r), *watchers, *changes)
 		fanP50, fanP99, fanMax = append(fanP50, p50), append(fanP99, p99), append(fanMax, worst)
-		rows = append(rows, row{fmt.Sprintf("watch fan-out %d watchers, run %d", *watchers, r+1), "", ms(time.Duration(p50)), ms(time.Duration(p99)), "max " + ms(time.Duration(worst))})
+		rows = append(rows, row{fmt.Sprintf("watch fan-out %d watchers, run %d", *watchers, r+1), "", measure.Ms(time.Duration(p50)), measure.Ms(time.Duration(p99)), "max " + measure.Ms(time.Duration(worst))})
 	}
 	if !*skipFanout {
-		rows = append(rows, row{"**median watch fan-out**", "", ms(time.Duration(median(fanP50))), ms(time.Duration(median(fanP99))), "max " + ms(time.Duration(median(fanMax)))})
+		rows = append(rows, row{"**median watch fan-out**", "", measure.Ms(time.Duration(measure.Median(fanP50))), measure.Ms(time.Duration(measure.Median(fanP99))), "max " + measure.Ms(time.Duration(measure.Median(fanMax)))})
 	}
 
 	fmt.Printf("\n%d clients over %d connections, %s per run, SQLite (WAL, synchronous=FULL) in %s\n\n", *clients, *conns, *dur, *dir)
@@ -164,8 +160,7 @@ func load(n int, d time.Duration, fn func(context.Context, int) error) result {
 	if e := errs.Load(); e > 0 {
 		fmt.Fprintf(os.Stderr, "warning: %d calls failed\n", e)
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	return result{rate: float64(len(all)) / elapsed.Seconds(), p50: pct(all, 0.50), p99: pct(all, 0.99)}
+	return result{rate: float64(len(all)) / elapsed.Seconds(), p50: measure.Quantile(all, 0.50), p99: measure.Quantile(all, 0.99)}
 }
 
 // fanout opens n watchers, then creates tasks one by one and measures, for every watcher, the
@@ -250,26 +245,10 @@ func fanout(env *testenv.Env, n, changes int) (p50, p99, worst float64) {
 			fmt.Fprintf(os.Stderr, "change %d: slowest watcher %s\n", i, perChange[fmt.Sprintf("fan-%d", i)])
 		}
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	return float64(pct(lat, 0.5)), float64(pct(lat, 0.99)), float64(pct(lat, 1))
+	return float64(measure.Quantile(lat, 0.5)), float64(measure.Quantile(lat, 0.99)), float64(measure.Quantile(lat, 1))
 }
 
-func pct(s []time.Duration, q float64) time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	i := int(q * float64(len(s)-1))
-	return s[i]
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[len(s)/2]
-}
-
-func f0(v float64) string       { return fmt.Sprintf("%.0f", v) }
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+func f0(v float64) string { return fmt.Sprintf("%.0f", v) }
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "bench/api:", err)

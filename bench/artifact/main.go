@@ -5,6 +5,8 @@
 package main
 
 import (
+	"github.com/flasher-dev/flasher/bench/internal/measure"
+
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -20,7 +22,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,7 +134,7 @@ func run(size int64, tasks, runs int) error {
 	fmt.Printf("|---|---|---|---|---|---|---|---|\n")
 	row := func(name string, r result) {
 		fmt.Printf("| %s | %d | %d | %d | %.2f | %.0f | %.1f | %.1f |\n", name, tasks, r.downloads, r.requests,
-			r.wall.Seconds(), r.mbps, mib(r.rssBefore), mib(r.rssPeakGrowth))
+			r.wall.Seconds(), r.mbps, measure.MiB(r.rssBefore), measure.MiB(r.rssPeakGrowth))
 	}
 	for i, r := range results {
 		row(strconv.Itoa(i+1), r)
@@ -160,7 +161,7 @@ func once(url, sum string, size int64, tasks int, requests *atomic.Int64) (resul
 	defer c.Close()
 
 	runtime.GC()
-	before, err := rss()
+	before, err := measure.RSS()
 	if err != nil {
 		return result{}, err
 	}
@@ -178,7 +179,7 @@ func once(url, sum string, size int64, tasks int, requests *atomic.Int64) (resul
 			case <-stop:
 				return
 			case <-tick.C:
-				if v, err := rss(); err == nil && v > peak.Load() {
+				if v, err := measure.RSS(); err == nil && v > peak.Load() {
 					peak.Store(v)
 				}
 			}
@@ -207,7 +208,7 @@ func once(url, sum string, size int64, tasks int, requests *atomic.Int64) (resul
 	wall := time.Since(start)
 	close(stop)
 	<-sampled
-	if v, err := rss(); err == nil && v > peak.Load() {
+	if v, err := measure.RSS(); err == nil && v > peak.Load() {
 		peak.Store(v)
 	}
 	close(errs)
@@ -234,23 +235,6 @@ func chanSeq(ch <-chan error) func(func(error) bool) {
 		}
 	}
 }
-
-// rss reads VmRSS of this process in bytes.
-func rss() (int64, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc/self/status")
-}
-
-func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // median takes each column's median independently.
 func median(rs []result) result {

@@ -6,6 +6,8 @@
 package main
 
 import (
+	"github.com/flasher-dev/flasher/bench/internal/measure"
+
 	"context"
 	"crypto/tls"
 	"flag"
@@ -97,7 +99,7 @@ func main() {
 			cpus[i] = append(cpus[i], float64(res.cpu))
 		}
 	}
-	base, baseCPU := median(rates[0]), median(cpus[0])
+	base, baseCPU := measure.Median(rates[0]), measure.Median(cpus[0])
 	fmt.Printf("\nCreateTask, %d clients over %d connections, %d runs of %s per mode (interleaved), SQLite in %s\n\n", *clients, *conns, *runs, *dur, *dir)
 	fmt.Println("| mode | CreateTask/s (median) | runs | p50 | p99 | throughput ratio to plaintext | CPU µs/call | CPU ratio |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
@@ -109,10 +111,10 @@ func main() {
 			}
 			each += fmt.Sprintf("%.0f", x)
 		}
-		mr := median(rates[i])
-		mc := median(cpus[i])
+		mr := measure.Median(rates[i])
+		mc := measure.Median(cpus[i])
 		fmt.Printf("| %s | %.0f | %s | %s | %s | %.2f | %.0f | %.2f |\n", m.name, mr, each,
-			ms(time.Duration(median(p50s[i]))), ms(time.Duration(median(p99s[i]))), mr/base, mc/1e3, mc/baseCPU)
+			ms(time.Duration(measure.Median(p50s[i]))), ms(time.Duration(measure.Median(p99s[i]))), mr/base, mc/1e3, mc/baseCPU)
 	}
 }
 
@@ -303,12 +305,6 @@ func load(n int, d time.Duration, fn func(context.Context, int) error) result {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	return result{rate: float64(len(all)) / el.Seconds(), p50: all[len(all)/2], p99: all[len(all)*99/100], cpu: cpu / time.Duration(len(all))}
-}
-
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	return s[len(s)/2]
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }

@@ -6,7 +6,8 @@
 package main
 
 import (
-	"bufio"
+	"github.com/flasher-dev/flasher/bench/internal/measure"
+
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,7 +22,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,7 +85,7 @@ func main() {
 	var bareMem, flasherMem mem
 	for run := 0; run < *flagRuns; run++ {
 		bare := startFleet(fmt.Sprintf("bare%d", run), *flagN)
-		d, m, err := measure(func() error { return bareLoop(bare) })
+		d, m, err := timed(func() error { return bareLoop(bare) })
 		closeFleet(bare)
 		if err != nil {
 			log.Fatalf("bare loop: %v", err)
@@ -93,14 +93,14 @@ func main() {
 		bareTimes, bareMem = append(bareTimes, d), bareMem.max(m)
 
 		fl := startFleet(fmt.Sprintf("flasher%d", run), *flagN)
-		d, m, err = measure(func() error { return flasherRun(filepath.Join(dir, fmt.Sprint(run)), imgSrv.URL, fl) })
+		d, m, err = timed(func() error { return flasherRun(filepath.Join(dir, fmt.Sprint(run)), imgSrv.URL, fl) })
 		closeFleet(fl)
 		if err != nil {
 			log.Fatalf("flasher: %v", err)
 		}
 		flasherTimes, flasherMem = append(flasherTimes, d), flasherMem.max(m)
 	}
-	b, f := median(bareTimes), median(flasherTimes)
+	b, f := measure.Median(bareTimes), measure.Median(flasherTimes)
 	fmt.Printf("out-of-band flash: %d BMCs × 2 components (BIOS, NIC; host power cycle each), install %s, concurrency %d, poll %s, %d run(s)\n\n",
 		*flagN, *flagInstall, *flagC, *flagPoll, *flagRuns)
 	fmt.Printf("%-34s %12s %14s %14s %14s\n", "side", "wall (median)", "runs", "peak RSS", "peak Go heap")
@@ -120,21 +120,12 @@ func fmtRuns(ds []time.Duration) string {
 
 func mib(n uint64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 type mem struct{ rss, heap uint64 }
 
 func (m mem) max(o mem) mem { return mem{max(m.rss, o.rss), max(m.heap, o.heap)} }
 
-// measure times f and samples the process memory while it runs.
-func measure(f func() error) (time.Duration, mem, error) {
+// timed times f and samples the process memory while it runs.
+func timed(f func() error) (time.Duration, mem, error) {
 	runtime.GC()
 	var peak mem
 	stop := make(chan struct{})
@@ -147,7 +138,7 @@ func measure(f func() error) (time.Duration, mem, error) {
 		for {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			peak = peak.max(mem{rss: rss(), heap: ms.HeapInuse})
+			peak = peak.max(mem{rss: residentBytes(), heap: ms.HeapInuse})
 			select {
 			case <-stop:
 				return
@@ -161,22 +152,6 @@ func measure(f func() error) (time.Duration, mem, error) {
 	close(stop)
 	wg.Wait()
 	return d, peak, err
-}
-
-func rss() uint64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 func serveImages() *httptest.Server {
@@ -446,4 +421,10 @@ func writeInventory(path, imgURL string, bmcs []*redfish.BMC) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o600)
+}
+
+// residentBytes is the process's resident memory, 0 when it cannot be read.
+func residentBytes() uint64 {
+	b, _ := measure.RSS()
+	return uint64(b)
 }

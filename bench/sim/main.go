@@ -5,6 +5,8 @@
 package main
 
 import (
+	"github.com/flasher-dev/flasher/bench/internal/measure"
+
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -17,8 +19,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,7 +69,7 @@ func run() error {
 	}
 	add("BMCs started (scheme)", "%d (%s)", *n, scheme)
 	add("start time", "%s", startTime.Round(time.Millisecond))
-	add("RSS before / after start", "%.1f MiB / %.1f MiB", mib(rssBefore), mib(rssAfter))
+	add("RSS before / after start", "%.1f MiB / %.1f MiB", measure.MiB(rssBefore), measure.MiB(rssAfter))
 	add("RSS per idle BMC", "%.1f KiB", float64(rssAfter-rssBefore)/1024/float64(*n))
 	add("goroutines per idle BMC", "%.2f", float64(runtime.NumGoroutine()-grBefore)/float64(*n))
 
@@ -150,7 +150,7 @@ func run() error {
 		for {
 			select {
 			case <-sampler.C:
-				if r := rss(); r > peak.Load() {
+				if r := residentBytes(); r > peak.Load() {
 					peak.Store(r)
 				}
 			case <-stop:
@@ -173,9 +173,9 @@ func run() error {
 		add(mode.name+": logins", "%d in %s (%.0f/s)", len(bmcs), loginTime.Round(time.Millisecond), float64(len(bmcs))/loginTime.Seconds())
 		add(mode.name+": status-poll requests/s", "%.0f", float64(reqs.Load())/elapsed.Seconds())
 		add(mode.name+": polls/s (3 requests each)", "%.0f", float64(polls.Load())/elapsed.Seconds())
-		add(mode.name+": poll latency p50 / p99", "%s / %s", quantile(all, 0.5), quantile(all, 0.99))
+		add(mode.name+": poll latency p50 / p99", "%s / %s", measure.Quantile(all, 0.5), measure.Quantile(all, 0.99))
 		add(mode.name+": failed polls", "%d", errs.Load())
-		add(mode.name+": peak RSS with sessions", "%.1f MiB", mib(peak.Load()))
+		add(mode.name+": peak RSS with sessions", "%.1f MiB", measure.MiB(peak.Load()))
 	}
 
 	fmt.Printf("| measure | value |\n|---|---|\n")
@@ -251,35 +251,17 @@ func poll(c *http.Client, base, token string) (int, error) {
 	return n, nil
 }
 
-func quantile(d []time.Duration, q float64) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	return d[int(float64(len(d)-1)*q)].Round(10 * time.Microsecond)
-}
-
-func mib(b int64) float64 { return float64(b) / (1 << 20) }
-
 // settledRSS returns VmRSS after the garbage collector returned what it can to the OS.
 func settledRSS() int64 {
 	runtime.GC()
 	debug.FreeOSMemory()
 	t := time.NewTimer(200 * time.Millisecond)
 	<-t.C
-	return rss()
+	return residentBytes()
 }
 
-// rss reads VmRSS from /proc/self/status in bytes.
-func rss() int64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+// residentBytes is the process's resident memory, 0 when it cannot be read.
+func residentBytes() int64 {
+	b, _ := measure.RSS()
+	return b
 }
