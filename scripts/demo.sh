@@ -172,7 +172,7 @@ done
 [[ -s $DIR/inventory.yaml ]] || die "flasher-sim wrote no inventory in 30s (log $DIR/sim.log)"
 grep -v -e '^flasher-sim: host' -e '^  host-' "$DIR/sim.log" | sed 's/^/  /'
 
-"$BIN/flasher-server" -grpc-listen "$GRPC" -http-listen "$HTTP" -data-dir "$DIR/server" \
+"$BIN/flasher-server" -grpc-listen "$GRPC" -http-listen "$HTTP" -data-dir "$DIR/server" -bmc-poll-interval 1s \
   -inventory "$DIR/inventory.yaml" -artifact-schemes http -artifact-hosts "$IMAGES" \
   -agent-connect-timeout 60s "${SRV_SEC[@]}" >"$DIR/server.log" 2>&1 &
 pids+=($!)

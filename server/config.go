@@ -50,6 +50,8 @@ type Config struct {
 	ArtifactSchemes  []string `flag:"artifact-schemes" usage:"URL schemes images may be downloaded with (comma-separated)"`
 	ArtifactHosts    []string `flag:"artifact-hosts" usage:"hosts images may be downloaded from: names, *.domain, host:port, IPs or CIDRs (comma-separated; empty denies all)"`
 
+	BMCPollInterval time.Duration `flag:"bmc-poll-interval" usage:"time between two polls of a BMC's firmware job (real BMCs: seconds; simulators: less)"`
+
 	AllowUnauthenticatedAgents bool          `flag:"allow-unauthenticated-agents" usage:"INSECURE: trust the x-flasher-server-id header of agents instead of a client certificate"`
 	AgentConnectTimeout        time.Duration `flag:"agent-connect-timeout" usage:"how long an in-band task waits for its agent before failing AGENT_UNAVAILABLE"`
 	AgentLostTimeout           time.Duration `flag:"agent-lost-timeout" usage:"how long an agent may be away mid-task before the task fails AGENT_LOST"`
@@ -75,6 +77,7 @@ func defaultConfig() Config {
 		FleetdbFlagInterval: 30 * time.Second,
 		ArtifactMaxBytes:    20 << 30,
 		ArtifactSchemes:     []string{"https"},
+		BMCPollInterval:     10 * time.Second,
 		AgentConnectTimeout: 5 * time.Minute,
 		AgentLostTimeout:    10 * time.Minute,
 	}

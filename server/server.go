@@ -136,7 +136,10 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 			return nil, fmt.Errorf("artifact cache: %w", err)
 		}
 		s.images = images
-		oob, err := outofband.New(outofband.Config{Inventory: inv, Images: images, Recorder: recorder, Logger: log})
+		oob, err := outofband.New(outofband.Config{
+			Inventory: inv, Images: images, Recorder: recorder, Logger: log,
+			Policy: outofband.Policy{Defaults: outofband.Timeouts{PollInterval: cfg.BMCPollInterval}},
+		})
 		if err != nil {
 			return nil, err
 		}
