@@ -151,6 +151,11 @@ func (x *Executor) Execute(ctx context.Context, t *task.Task, r scheduler.Report
 	}
 	rn.sess = sess
 	defer sess.Close()
+	if target.TLSUnverified() {
+		// Visible in the task, not only in the log: this flash trusted an unverified BMC.
+		_ = rn.r.Progress(ctx, task.Progress{Component: ProgressSession, State: task.StepSucceeded, Step: "login", Percent: 100,
+			Message: "TLS certificate of the BMC NOT verified (inventory: insecure_skip_verify)"})
+	}
 	return rn.finish(ctx, rn.run(ctx))
 }
 

@@ -217,3 +217,42 @@ func waitJob(t *testing.T, f *fixture, id, component string) task.Progress {
 		}
 	}
 }
+
+// TestBMCCertificateVerification: a BMC's certificate is verified unless the inventory marks it
+// insecure_skip_verify, which the task then shows; a pinned fingerprint is honoured.
+func TestBMCCertificateVerification(t *testing.T) {
+	tests := []struct {
+		mode       string
+		wantState  task.State
+		wantCode   string
+		unverified bool
+	}{
+		{"", task.StateSucceeded, "", true},
+		{"verify", task.StateFailed, outofband.CodeBMCUnreachable, false},
+		{"pin", task.StateSucceeded, "", false},
+		{"pin-wrong", task.StateFailed, outofband.CodeBMCUnreachable, false},
+	}
+	for _, tc := range tests {
+		t.Run("tls="+tc.mode, func(t *testing.T) {
+			cfg := dellConfig("dell-tls-" + tc.mode)
+			cfg.Components[0].Version = "7.00.00.171" // keep it short: no BMC reboot
+			b := startBMC(t, cfg)
+			f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b, tlsMode: tc.mode}}, dellImages, nil)
+			id := f.create(setSpec("srv-1", false))
+			tk := f.env.WaitState(t, id, 60*time.Second, task.StateSucceeded, task.StateFailed)
+			if tk.State != tc.wantState || (tc.wantCode != "" && tk.Failure.Code != tc.wantCode) {
+				t.Fatalf("task %s %+v, want %s %s", tk.State, tk.Failure, tc.wantState, tc.wantCode)
+			}
+			if tc.wantCode != "" && b.Counters().Components["BIOS"].Uploads != 0 {
+				t.Fatal("an image was uploaded to a BMC whose certificate did not verify")
+			}
+			shown := false
+			for _, p := range tk.Progress {
+				shown = shown || (p.Component == outofband.ProgressSession && strings.Contains(p.Message, "NOT verified"))
+			}
+			if shown != tc.unverified {
+				t.Fatalf("task says the certificate went unverified: %v, want %v (%+v)", shown, tc.unverified, tk.Progress)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package outofband_test
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"io"
 	"log/slog"
@@ -167,6 +168,11 @@ type server struct {
 	addr     string            // overrides bmc.Addr()
 	password string            // overrides cfg.Password in the inventory
 	versions map[string]string // slug → inventory version override
+	// tlsMode is how the inventory asks for the BMC's certificate to be checked: "" marks it
+	// insecure_skip_verify (a factory self-signed certificate, as the simulator has), "verify"
+	// sets nothing (verification against the system roots), "pin" pins its real fingerprint and
+	// "pin-wrong" another one.
+	tlsMode string
 }
 
 // writeInventory writes the YAML inventory of servers and the images' catalog, with one
@@ -186,7 +192,13 @@ func writeInventory(t *testing.T, imgs *imageServer, servers []server, catalog [
 		}
 		doc.Credentials[s.id] = file.CredentialDoc{Username: s.cfg.Username, Password: pw}
 		sd := file.ServerDoc{ID: s.id, Vendor: s.cfg.Vendor, Model: s.cfg.Model, Serial: s.cfg.Serial,
-			BMC: file.BMCDoc{Address: addr, Credentials: s.id}}
+			BMC: file.BMCDoc{Address: addr, Credentials: s.id, InsecureSkipVerify: s.tlsMode == ""}}
+		switch s.tlsMode {
+		case "pin":
+			sd.BMC.Fingerprint = certFingerprint(t, addr)
+		case "pin-wrong":
+			sd.BMC.Fingerprint = strings.Repeat("ab", 32)
+		}
 		for _, c := range s.cfg.Components {
 			v := c.Version
 			if o, ok := s.versions[c.Slug]; ok {
@@ -341,4 +353,16 @@ func (f *fixture) events(id string) []task.Event {
 		f.t.Fatal(err)
 	}
 	return evs
+}
+
+// certFingerprint is the sha256 of the certificate the server at addr presents.
+func certFingerprint(t *testing.T, addr string) string {
+	t.Helper()
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(addr, "https://"), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // reading the certificate to pin it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sum := sha256.Sum256(conn.ConnectionState().PeerCertificates[0].Raw)
+	return hex.EncodeToString(sum[:])
 }

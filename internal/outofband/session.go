@@ -138,14 +138,15 @@ func ParseTarget(b inventory.BMC) (Target, error) {
 	return t, nil
 }
 
-// httpClient builds one provider's HTTP client. Verification follows the inventory: a CA file
-// or a certificate fingerprint turns it on; without either, BMC certificates are not verified
-// (bmclib's own default, as most BMCs ship self-signed certificates).
+// httpClient builds one provider's HTTP client. BMC certificates are verified: against the
+// inventory's pinned fingerprint, else its CA file, else the system roots. Verification is off
+// only for a BMC the inventory marks insecure_skip_verify (factory self-signed certificates);
+// the executor then says so in the task.
 func (t Target) httpClient() (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 4
 	tr.IdleConnTimeout = 30 * time.Second
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true} //nolint:gosec // see doc comment
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true} //nolint:gosec // verified below, or off by the inventory's choice
 	switch {
 	case t.bmc.Fingerprint != "":
 		want := strings.ToLower(strings.ReplaceAll(t.bmc.Fingerprint, ":", ""))
@@ -171,9 +172,18 @@ func (t Target) httpClient() (*http.Client, error) {
 		tc.InsecureSkipVerify = false
 		tc.RootCAs = pool
 		tc.ServerName = t.Host
+	case !t.bmc.InsecureSkipVerify:
+		tc.InsecureSkipVerify = false // the system roots
+		tc.ServerName = t.Host
 	}
 	tr.TLSClientConfig = tc
 	return &http.Client{Transport: tr}, nil
+}
+
+// TLSUnverified reports whether this BMC's certificate goes unverified (the inventory marks it
+// insecure_skip_verify and pins no fingerprint) over HTTPS.
+func (t Target) TLSUnverified() bool {
+	return t.Scheme == "https" && t.bmc.InsecureSkipVerify && t.bmc.Fingerprint == ""
 }
 
 // CredentialsFunc fetches a BMC's credentials; it is called for every login and its result is
