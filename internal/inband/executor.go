@@ -33,6 +33,12 @@ type run struct {
 // agent's reports until its result. A resumed task (ACTIVE at the previous stop, or an agent
 // that reconnects) is assigned again; the agent answers from its state dir instead of
 // installing twice.
+//
+// When the agent is connected at the start (the hot path of a burst of new tasks), the
+// assignment is sent first and its "assigned" rows are committed right after, so the dispatch
+// waits for no commit besides the scheduler's claim (and the plan, when the host changed it).
+// A task that had to wait for its agent records so, and then records its assignment before
+// sending it. See assignRecord for how a restarted server reads these records.
 func (s *Service) Execute(ctx context.Context, t *task.Task, r scheduler.Reporter) error {
 	ru := &run{events: make(chan event, 32), done: make(chan struct{})}
 	s.mu.Lock()
