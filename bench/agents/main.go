@@ -63,6 +63,8 @@ func main() {
 		dir       = flag.String("dir", "", "directory for the database and cache (default: a temporary directory)")
 		work      = flag.Duration("work", 0, "how long a load agent works on an assignment before its result (0: answers at once, so task ends compete with the dispatch for the store)")
 		cpuprof   = flag.String("cpuprofile", "", "write a CPU profile of the server process during the dispatch runs to this file")
+		clients   = flag.Int("clients", 1, "gRPC connections the tasks are created over (round robin)")
+		blockprof = flag.String("blockprofile", "", "write a profile of where the server's goroutines waited during the dispatch runs to this file")
 	)
 	flag.Parse()
 	raiseNoFile()
@@ -70,7 +72,7 @@ func main() {
 	if *role == "agents" {
 		err = runAgents(*addr, *agents, *work)
 	} else {
-		err = runServer(*agents, *tasks, *runs, *heartbeat, *work, *dir, *cpuprof)
+		err = runServer(*agents, *tasks, *runs, *clients, *heartbeat, *work, *dir, *cpuprof, *blockprof)
 	}
 	if err != nil {
 		log.Fatal(err)
@@ -88,7 +90,7 @@ func raiseNoFile() {
 
 func serverID(i int) string { return fmt.Sprintf("srv-%05d", i) }
 
-func runServer(nAgents, nTasks, runs int, heartbeat, work time.Duration, dir, cpuprof string) error {
+func runServer(nAgents, nTasks, runs, nClients int, heartbeat, work time.Duration, dir, cpuprof, blockprof string) error {
 	if nTasks > nAgents {
 		return fmt.Errorf("-tasks (%d) must not exceed -agents (%d): one active task per server", nTasks, nAgents)
 	}
@@ -167,12 +169,15 @@ func runServer(nAgents, nTasks, runs int, heartbeat, work time.Duration, dir, cp
 	go sched.Run(ctx)
 	go hub.Run(ctx)
 
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
+	var tasksClients []flasherv1.TaskServiceClient
+	for range max(1, nClients) {
+		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		tasksClients = append(tasksClients, flasherv1.NewTaskServiceClient(conn))
 	}
-	defer conn.Close()
-	tasksClient := flasherv1.NewTaskServiceClient(conn)
 	settle()
 	rssIdle := rss()
 
@@ -216,6 +221,16 @@ func runServer(nAgents, nTasks, runs int, heartbeat, work time.Duration, dir, cp
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if blockprof != "" {
+		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+		defer func() {
+			runtime.SetBlockProfileRate(0)
+			if f, err := os.Create(blockprof); err == nil {
+				_ = pprof.Lookup("block").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	type result struct {
 		p50, p99, max, total, created, createP50, createP99, claimP50, claimP99 time.Duration
 		commits, ops                                                            int64
@@ -234,7 +249,7 @@ func runServer(nAgents, nTasks, runs int, heartbeat, work time.Duration, dir, cp
 			go func() {
 				defer wg.Done()
 				t0 := time.Now()
-				resp, err := tasksClient.CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: &flasherv1.TaskSpec{
+				resp, err := tasksClients[i%len(tasksClients)].CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: &flasherv1.TaskSpec{
 					ServerId: serverID(i), Method: flasherv1.Method_METHOD_IN_BAND,
 					Install: &flasherv1.TaskSpec_Firmware{Firmware: &flasherv1.FirmwareList{Items: []*flasherv1.Firmware{{Component: "BIOS", Version: "2.0"}}}},
 				}})
@@ -302,7 +317,8 @@ func runServer(nAgents, nTasks, runs int, heartbeat, work time.Duration, dir, cp
 	}
 	fmt.Fprintf(tw, "median\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t≤ 250ms\t\n", nTasks, ms(median(creates)), ms(median(cp50s)), ms(median(cp99s)), ms(median(kp50s)), ms(median(kp99s)), ms(median(p50s)), ms(median(p99s)), ms(median(maxs)), ms(median(totals)), "")
 	tw.Flush()
-	fmt.Printf("\n%d CPUs, GOMAXPROCS %d, %s; SQLite store in %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), dir)
+	fmt.Printf("\n%d CPUs, GOMAXPROCS %d, %s; tasks created over %d connection(s); load agents answer after %s; SQLite store in %s\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), len(tasksClients), work, dir)
 	return nil
 }
 
