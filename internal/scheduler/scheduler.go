@@ -47,6 +47,12 @@ type Scheduler struct {
 	perMeth  map[task.Method]int
 	wake     chan struct{}
 	wg       sync.WaitGroup
+
+	// last holds the task as this process last committed it, for tasks not yet finished, so a
+	// change does not re-read what it just wrote. A change made elsewhere (another replica)
+	// shows up as a conflict, which drops the entry and reads the store again.
+	lastMu sync.Mutex
+	last   map[string]*task.Task
 }
 
 type queued struct {
@@ -90,6 +96,7 @@ func New(cfg Config) *Scheduler {
 		active:   map[string]*run{},
 		perMeth:  map[task.Method]int{},
 		wake:     make(chan struct{}, 1),
+		last:     map[string]*task.Task{},
 	}
 }
 
@@ -354,7 +361,7 @@ func (s *Scheduler) finish(ctx context.Context, t *task.Task, execErr error) {
 func (s *Scheduler) Mutate(ctx context.Context, id string, change func(*task.Task) (task.Event, error)) error {
 	const attempts = 16
 	for i := 0; i < attempts; i++ {
-		cur, err := s.cfg.Store.GetTask(ctx, id)
+		cur, err := s.current(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -368,15 +375,46 @@ func (s *Scheduler) Mutate(ctx context.Context, id string, change func(*task.Tas
 		}
 		_, err = s.cfg.Store.UpdateTask(ctx, cur, rev, ev)
 		if errors.Is(err, store.ErrConflict) {
+			s.forget(id)
 			continue
 		}
 		if err != nil {
+			s.forget(id) // the write may or may not have committed: read it next time
 			return err
 		}
+		s.remember(cur)
 		s.observe(cur)
 		return nil
 	}
 	return fmt.Errorf("task %s: %w after %d attempts", id, store.ErrConflict, attempts)
+}
+
+// current returns a copy of the task as last committed: from memory when this process wrote
+// it last, else from the store.
+func (s *Scheduler) current(ctx context.Context, id string) (*task.Task, error) {
+	s.lastMu.Lock()
+	t := s.last[id]
+	s.lastMu.Unlock()
+	if t != nil {
+		return t.Clone(), nil
+	}
+	return s.cfg.Store.GetTask(ctx, id)
+}
+
+func (s *Scheduler) remember(t *task.Task) {
+	s.lastMu.Lock()
+	defer s.lastMu.Unlock()
+	if t.State.Terminal() {
+		delete(s.last, t.ID)
+		return
+	}
+	s.last[t.ID] = t.Clone()
+}
+
+func (s *Scheduler) forget(id string) {
+	s.lastMu.Lock()
+	delete(s.last, id)
+	s.lastMu.Unlock()
 }
 
 // observe lets a running executor see a cancel recorded by anyone.

@@ -317,3 +317,40 @@ func TestShutdownLeavesActiveAndRestartResumes(t *testing.T) {
 	waitStarted(t, e2, "long")
 	waitState(t, st, "long", task.StateSucceeded)
 }
+
+// TestMutateSeesChangesMadeElsewhere: the scheduler keeps the tasks it wrote in memory; a change
+// committed by someone else (another replica) must still be seen, not overwritten.
+func TestMutateSeesChangesMadeElsewhere(t *testing.T) {
+	st := openStore(t, filepath.Join(t.TempDir(), "db"))
+	s := New(Config{Store: st, Worker: "w1"})
+	ctx := context.Background()
+	create(t, st, "x", "s1", task.MethodOutOfBand, 0, 1)
+	if err := s.Mutate(ctx, "x", func(tk *task.Task) (task.Event, error) { return tk.Start("w1", clock) }); err != nil {
+		t.Fatal(err)
+	}
+	// Another process requests a cancel behind this scheduler's back.
+	other, err := st.GetTask(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _, err := other.Cancel("from another replica", clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.UpdateTask(ctx, other, other.Revision, ev); err != nil {
+		t.Fatal(err)
+	}
+	// The scheduler's next change starts from the stored task, cancel flag included.
+	if err := s.Mutate(ctx, "x", func(tk *task.Task) (task.Event, error) {
+		return tk.SetProgress(task.Progress{Component: "BIOS", State: task.StepRunning, Percent: 10}, clock)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.GetTask(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.CancelRequested || len(got.Progress) != 1 {
+		t.Fatalf("stored task lost a change: cancel %v, progress %v", got.CancelRequested, got.Progress)
+	}
+}
