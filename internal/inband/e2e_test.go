@@ -290,6 +290,12 @@ func TestRebootFlow(t *testing.T) {
 			if p := progressOf(tk, "BIOS"); tc.progress != "" && (!strings.Contains(p.Message, tc.progress) || !strings.Contains(p.Message, "1.8.0")) {
 				t.Errorf("BIOS progress %+v: want verified %s", p, tc.progress)
 			}
+			if p := progressOf(tk, "host"); tc.state == task.StateSucceeded && p.State != task.StepSucceeded {
+				t.Errorf("host reboot row %+v: want SUCCEEDED once the agent is back", p)
+			}
+			if p := progressOf(tk, "agent"); p.State == task.StepRunning {
+				t.Errorf("agent reconnect row %+v still RUNNING after the agent came back", p)
+			}
 		})
 	}
 }

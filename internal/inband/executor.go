@@ -185,7 +185,8 @@ type attempt struct {
 	assign     *flasherv1.ConnectResponse
 	plan       *task.Plan
 	cancelSent bool
-	rebooting  bool
+	rebooting  bool // the agent said it is rebooting the host
+	rebooted   bool // it did, and came back
 	// recorded is true once the store says the task was assigned (its "assigned" rows).
 	recorded bool
 }
@@ -258,6 +259,9 @@ func (a *attempt) loop(ctx context.Context, sess *session) error {
 		if next == nil {
 			return scheduler.Fail(CodeAgentLost, "", fmt.Sprintf("the agent of server %s %s and did not reconnect within %s", t.ServerID, code, wait), err)
 		}
+		_ = a.r.Progress(ctx, task.Progress{Component: "agent", State: task.StepSucceeded, Step: "reconnect", Percent: 100,
+			Message: "the agent reconnected"})
+		a.rebooted = a.rebooted || a.rebooting
 		a.rebooting = false
 		sess = next
 	}
@@ -307,11 +311,13 @@ func (a *attempt) handle(ctx context.Context, m *flasherv1.ConnectRequest) (done
 	case *flasherv1.ConnectRequest_RebootRequired:
 		rr := x.RebootRequired
 		a.rebooting = rr.GetRebooting()
-		msg := "installed; takes effect after a host reboot (not allowed by the task: reboot it to activate)"
+		// Without a reboot the row is final at once (skipped: the operator reboots); with one it
+		// runs until the agent reports back from the rebooted host.
+		msg, state := "installed; takes effect after a host reboot (not allowed by the task: reboot it to activate)", task.StepSkipped
 		if a.rebooting {
-			msg = "installed; the agent is rebooting the host"
+			msg, state = "installed; the agent is rebooting the host", task.StepRunning
 		}
-		err := a.r.Progress(ctx, task.Progress{Component: "host", State: task.StepRunning, Step: "reboot",
+		err := a.r.Progress(ctx, task.Progress{Component: "host", State: state, Step: "reboot",
 			Message: msg + ": " + strings.Join(rr.GetComponents(), ", ")})
 		if err != nil {
 			return true, fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
@@ -325,6 +331,12 @@ func (a *attempt) handle(ctx context.Context, m *flasherv1.ConnectRequest) (done
 
 // result turns the agent's result into Execute's return.
 func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error {
+	if a.rebooted {
+		if err := a.r.Progress(ctx, task.Progress{Component: "host", State: task.StepSucceeded, Step: "reboot", Percent: 100,
+			Message: "the host rebooted; the agent reported back"}); err != nil {
+			return fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
+		}
+	}
 	for _, c := range res.GetComponents() {
 		msg := c.GetMessage()
 		if c.GetVersion() != "" {
