@@ -35,6 +35,9 @@ type ServerConfig struct {
 	AuthStream grpc.StreamServerInterceptor
 	// MaxRecvBytes bounds request messages (0 means 4 MiB).
 	MaxRecvBytes int
+	// MaxStreamsPerConn bounds concurrent calls and streams on one client connection, so one
+	// client (an agent, a watcher) cannot hold unbounded server resources (0 means 1000).
+	MaxStreamsPerConn uint32
 	// Options are added to the server (TLS credentials, keepalive, ...).
 	Options []grpc.ServerOption
 }
@@ -53,6 +56,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.MaxRecvBytes <= 0 {
 		cfg.MaxRecvBytes = 4 << 20
+	}
+	if cfg.MaxStreamsPerConn == 0 {
+		cfg.MaxStreamsPerConn = 1000
 	}
 	validator, err := protovalidate.New()
 	if err != nil {
@@ -98,6 +104,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
+		grpc.MaxConcurrentStreams(cfg.MaxStreamsPerConn),
 		grpc.ForceServerCodecV2(newSharedCodec()),
 	}, cfg.Options...)
 	s := grpc.NewServer(opts...)
