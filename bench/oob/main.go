@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bmclib "github.com/bmc-toolbox/bmclib/v2"
@@ -54,6 +55,7 @@ var (
 	flagPoll    = flag.Duration("poll", 500*time.Millisecond, "task status poll interval (both sides)")
 	flagRuns    = flag.Int("runs", 1, "runs of each side; medians are printed")
 	flagSize    = flag.Int("image-size", 256<<10, "image size in bytes")
+	flagProfile = flag.String("cpuprofile", "", "write CPU profiles of each side's last run to PREFIX.bare.pprof and PREFIX.flasher.pprof")
 )
 
 // The fleet: every server is a Dell R6515 with one BIOS and one NIC to update.
@@ -83,22 +85,31 @@ func main() {
 
 	var bareTimes, flasherTimes []time.Duration
 	var bareMem, flasherMem mem
+	var bareLoad, flasherLoad load
+	profile := func(side string, run int) string {
+		if *flagProfile == "" || run != *flagRuns-1 {
+			return ""
+		}
+		return *flagProfile + "." + side + ".pprof"
+	}
 	for run := 0; run < *flagRuns; run++ {
 		bare := startFleet(fmt.Sprintf("bare%d", run), *flagN)
-		d, m, err := timed(func() error { return bareLoop(bare) })
+		d, m, err := timed(profile("bare", run), func() error { return bareLoop(bare.bmcs) })
 		closeFleet(bare)
 		if err != nil {
 			log.Fatalf("bare loop: %v", err)
 		}
-		bareTimes, bareMem = append(bareTimes, d), bareMem.max(m)
+		bareTimes, bareMem, bareLoad = append(bareTimes, d), bareMem.max(m), bare.load()
 
 		fl := startFleet(fmt.Sprintf("flasher%d", run), *flagN)
-		d, m, err = timed(func() error { return flasherRun(filepath.Join(dir, fmt.Sprint(run)), imgSrv.URL, fl) })
+		d, m, err = timed(profile("flasher", run), func() error {
+			return flasherRun(filepath.Join(dir, fmt.Sprint(run)), imgSrv.URL, fl.bmcs)
+		})
 		closeFleet(fl)
 		if err != nil {
 			log.Fatalf("flasher: %v", err)
 		}
-		flasherTimes, flasherMem = append(flasherTimes, d), flasherMem.max(m)
+		flasherTimes, flasherMem, flasherLoad = append(flasherTimes, d), flasherMem.max(m), fl.load()
 	}
 	b, f := measure.Median(bareTimes), measure.Median(flasherTimes)
 	fmt.Printf("out-of-band flash: %d BMCs × 2 components (BIOS, NIC; host power cycle each), install %s, concurrency %d, poll %s, %d run(s)\n\n",
@@ -107,6 +118,17 @@ func main() {
 	fmt.Printf("%-34s %12s %14s %14s %14s\n", "bare bmclib loop", b.Round(time.Millisecond), fmtRuns(bareTimes), mib(bareMem.rss), mib(bareMem.heap))
 	fmt.Printf("%-34s %12s %14s %14s %14s\n", "flasher (scheduler+executor+SQLite)", f.Round(time.Millisecond), fmtRuns(flasherTimes), mib(flasherMem.rss), mib(flasherMem.heap))
 	fmt.Printf("\nratio flasher/bare: %.3f (target ≤ 1.10)\n", float64(f)/float64(b))
+	fmt.Printf("\nwhat the simulated BMCs saw in the last run, per BMC (%d BMCs per side):\n", *flagN)
+	fmt.Printf("%-34s %10s %10s %10s %12s %10s\n", "side", "requests", "logins", "logouts", "connections", "CPU")
+	for _, r := range []struct {
+		side string
+		l    load
+	}{{"bare bmclib loop", bareLoad}, {"flasher (scheduler+executor+SQLite)", flasherLoad}} {
+		n := float64(*flagN)
+		fmt.Printf("%-34s %10.1f %10.1f %10.1f %12.1f %10s\n", r.side, float64(r.l.requests)/n, float64(r.l.logins)/n,
+			float64(r.l.logouts)/n, float64(r.l.conns)/n, r.l.cpu.Round(100*time.Millisecond))
+	}
+	fmt.Println("CPU is the process's user+system time during the side's last run (simulators included).")
 	fmt.Printf("RSS is the whole process: it also hosts the %d simulated BMCs of each side and the image server.\n", *flagN)
 }
 
@@ -124,9 +146,15 @@ type mem struct{ rss, heap uint64 }
 
 func (m mem) max(o mem) mem { return mem{max(m.rss, o.rss), max(m.heap, o.heap)} }
 
-// timed times f and samples the process memory while it runs.
-func timed(f func() error) (time.Duration, mem, error) {
+// timed times f and samples the process memory while it runs; a non-empty profile path
+// gets a CPU profile of the run.
+func timed(profile string, f func() error) (time.Duration, mem, error) {
 	runtime.GC()
+	stopProfile, err := measure.StartCPUProfile(profile)
+	if err != nil {
+		return 0, mem{}, err
+	}
+	defer stopProfile()
 	var peak mem
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -147,7 +175,7 @@ func timed(f func() error) (time.Duration, mem, error) {
 		}
 	}()
 	began := time.Now()
-	err := f()
+	err = f()
 	d := time.Since(began)
 	close(stop)
 	wg.Wait()
@@ -181,8 +209,48 @@ func checksum(h image.Header) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-func startFleet(prefix string, n int) []*redfish.BMC {
-	out := make([]*redfish.BMC, n)
+// fleet is one side's simulated BMCs and the TCP connections they accepted.
+type fleet struct {
+	bmcs  []*redfish.BMC
+	conns atomic.Int64
+	cpu0  time.Duration
+}
+
+// load is what one side cost the simulated BMCs and the process.
+type load struct {
+	requests, logins, logouts, conns int64
+	cpu                              time.Duration
+}
+
+func (f *fleet) load() load {
+	l := load{conns: f.conns.Load(), cpu: processCPU() - f.cpu0}
+	for _, b := range f.bmcs {
+		c := b.Counters()
+		l.requests += int64(c.Requests)
+		l.logins += int64(c.Logins)
+		l.logouts += int64(c.Logouts)
+	}
+	return l
+}
+
+// countingListener counts accepted connections: a client without keep-alive pays one TCP
+// connection (and one TLS handshake over HTTPS) per request.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+func startFleet(prefix string, n int) *fleet {
+	fl := &fleet{bmcs: make([]*redfish.BMC, n)}
+	out := fl.bmcs
 	for i := range out {
 		b, err := redfish.New(redfish.Config{
 			Name: fmt.Sprintf("%s-%04d", prefix, i), Personality: redfish.Dell, Vendor: vendor, Model: model,
@@ -201,18 +269,28 @@ func startFleet(prefix string, n int) []*redfish.BMC {
 		if err != nil {
 			log.Fatal(err)
 		}
-		if err := b.Start(l); err != nil {
+		if err := b.Start(countingListener{l, &fl.conns}); err != nil {
 			log.Fatal(err)
 		}
 		out[i] = b
 	}
-	return out
+	fl.cpu0 = processCPU()
+	return fl
 }
 
-func closeFleet(bmcs []*redfish.BMC) {
-	for _, b := range bmcs {
+func closeFleet(fl *fleet) {
+	for _, b := range fl.bmcs {
 		_ = b.Close()
 	}
+}
+
+// processCPU is the user+system CPU time the process used so far (0 where unknown).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // bareLoop is what a script on bmclib alone does: per BMC, log in with the dell provider, and

@@ -177,8 +177,30 @@ func (t Target) httpClient() (*http.Client, error) {
 		tc.ServerName = t.Host
 	}
 	tr.TLSClientConfig = tc
-	return &http.Client{Transport: tr}, nil
+	return &http.Client{Transport: keepAlive{tr}}, nil
 }
+
+// keepAlive lets a session reuse its connections. gofish (under bmclib) marks every request
+// Connection: close unless it built the HTTP client itself, and bmclib always hands it one; so
+// without this each Redfish request costs a TCP connection, and over HTTPS a TLS handshake, on
+// both ends. Reuse is bounded to the session: each login builds a new transport and logging
+// out closes its idle connections. A request sent on a connection the BMC closed meanwhile is
+// retried by net/http when nothing was written or the request can be replayed; otherwise it
+// fails as a lost connection, which the executor already treats as such (new login; an upload
+// is retried, behind bmclib's queue check).
+type keepAlive struct{ tr *http.Transport }
+
+func (k keepAlive) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Close {
+		r2 := *r // a RoundTripper must not modify the caller's request
+		r2.Close = false
+		r = &r2
+	}
+	return k.tr.RoundTrip(r)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the transport.
+func (k keepAlive) CloseIdleConnections() { k.tr.CloseIdleConnections() }
 
 // TLSUnverified reports whether this BMC's certificate goes unverified (the inventory marks it
 // insecure_skip_verify and pins no fingerprint) over HTTPS.
