@@ -42,7 +42,7 @@ type Sessions struct {
 	mu     sync.Mutex
 	locks  map[string]*bmcLock
 	pinned map[string]string // BMC key → provider name
-	steps  map[string][]constants.FirmwareInstallStep
+	steps  map[string][]constants.FirmwareInstallStep // provider|component → bmclib's steps
 }
 
 type bmcLock struct {
@@ -438,9 +438,12 @@ func (ss *Session) Inventory(ctx context.Context) (*common.Device, error) {
 var errEmptyInventory = errors.New("the BMC returned an empty inventory (session lost or Redfish errors)")
 
 // InstallSteps returns the install steps the BMC lists for a component. bmclib's lists are
-// fixed per provider and component, so they are asked once per BMC and remembered.
+// constants of each provider's code, chosen by component alone (dell: one list; openbmc: per
+// component), so each provider is asked once per component and the answer is remembered for
+// every BMC it serves; the vendor check bmclib runs first already passed at login. Failures
+// are not remembered.
 func (ss *Session) InstallSteps(ctx context.Context, component string) ([]constants.FirmwareInstallStep, error) {
-	key := ss.target.Key() + "|" + ss.provider + "|" + strings.ToUpper(component)
+	key := ss.provider + "|" + strings.ToUpper(component)
 	ss.s.mu.Lock()
 	steps, ok := ss.s.steps[key]
 	ss.s.mu.Unlock()
