@@ -41,7 +41,7 @@ type Sessions struct {
 
 	mu     sync.Mutex
 	locks  map[string]*bmcLock
-	pinned map[string]string // BMC key → provider name
+	pinned map[string]string                          // BMC key → provider name
 	steps  map[string][]constants.FirmwareInstallStep // provider|component → bmclib's steps
 }
 
