@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,27 +16,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/testenv"
 	"github.com/flasher-dev/flasher/sim/fleet"
 	"github.com/flasher-dev/flasher/sim/redfish"
 )
-
-// syncBuffer is a log sink the server writes to from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestSecretsNeverLeak runs real flashes against the simulated fleet — one that succeeds and
 // one whose BMC refuses the login — with debug logging, then scans the logs, every API answer
@@ -63,7 +45,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	defer f.Close()
 	imagesHost := strings.TrimPrefix(f.ImagesURL(), "http://")
 
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -320,7 +320,7 @@ func TestWatchCancelled(t *testing.T) {
 		t.Fatalf("%v: %s", err, r.stderr)
 	}
 	id := created.GetTask().GetId()
-	var out, errb syncBuffer
+	var out, errb testenv.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		off := false
@@ -372,7 +372,7 @@ func TestWatchReconnects(t *testing.T) {
 		t.Fatalf("%v: %s", err, r.stderr)
 	}
 	id := created.GetTask().GetId()
-	var out, errb syncBuffer
+	var out, errb testenv.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		off := false
@@ -407,7 +407,7 @@ func TestWatchReconnects(t *testing.T) {
 // it ends, and an interrupt ends the watch with 0.
 func TestWatchAllBars(t *testing.T) {
 	e := startEnv(t, map[task.Method]scheduler.Executor{task.MethodOutOfBand: &progressExecutor{}})
-	var out, errb syncBuffer
+	var out, errb testenv.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
@@ -432,7 +432,7 @@ func TestWatchAllBars(t *testing.T) {
 
 func TestWatchAllJSON(t *testing.T) {
 	e := startEnv(t, map[task.Method]scheduler.Executor{task.MethodOutOfBand: &progressExecutor{}})
-	var out, errb syncBuffer
+	var out, errb testenv.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {

@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -84,24 +82,6 @@ type result struct {
 	stdout, stderr string
 }
 
-// syncBuffer lets a test read output while a watch is still writing it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testEnvVars is the whole environment flasherctl sees in tests: nothing from the machine.
 func testEnvVars(addr string, extra ...string) func(string) string {
 	m := map[string]string{"FLASHER_SERVER": addr, "FLASHER_TOKEN": testToken, "HOME": "/nonexistent"}
@@ -118,7 +98,7 @@ func runCtl(t *testing.T, e *testenv.Env, args ...string) result {
 
 func runCtlEnv(t *testing.T, getenv func(string) string, args ...string) result {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb testenv.SyncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	off := false

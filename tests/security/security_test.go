@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,30 +88,12 @@ type fixture struct {
 	flasher  *ca.CA
 	other    *ca.CA
 	denyPath string
-	logs     *syncBuffer
-}
-
-// syncBuffer collects the server's log lines; handlers write from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs     *testenv.SyncBuffer
 }
 
 func newFixture(t *testing.T, clientAuth tls.ClientAuthType) *fixture {
 	t.Helper()
-	f := &fixture{dir: t.TempDir(), tokens: map[string]string{}, logs: &syncBuffer{}}
+	f := &fixture{dir: t.TempDir(), tokens: map[string]string{}, logs: &testenv.SyncBuffer{}}
 	var err error
 	if f.flasher, err = ca.Init(filepath.Join(f.dir, "ca"), "", 0, nil); err != nil {
 		t.Fatal(err)
