@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -49,11 +48,11 @@ func main() {
 	for r := 0; r < *runs; r++ {
 		env := start(*dir, r)
 		cc := dial(env.Addr, *conns)
-		noop := load(*clients, *dur, func(ctx context.Context, i int) error {
+		noop := mustLoad(*clients, *dur, func(ctx context.Context, i int) error {
 			_, err := healthpb.NewHealthClient(cc[i%len(cc)]).Check(ctx, &healthpb.HealthCheckRequest{})
 			return err
 		})
-		create := load(*clients, *dur, func(ctx context.Context, i int) error {
+		create := mustLoad(*clients, *dur, func(ctx context.Context, i int) error {
 			_, err := flasherv1.NewTaskServiceClient(cc[i%len(cc)]).CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: spec(fmt.Sprintf("srv-%d", i))})
 			return err
 		})
@@ -61,11 +60,11 @@ func main() {
 			c.Close()
 		}
 		env.Stop()
-		noopRates = append(noopRates, noop.rate)
-		createRates = append(createRates, create.rate)
+		noopRates = append(noopRates, noop.Rate)
+		createRates = append(createRates, create.Rate)
 		rows = append(rows,
-			row{fmt.Sprintf("no-op unary (ceiling), run %d", r+1), f0(noop.rate), measure.Ms(noop.p50), measure.Ms(noop.p99), ""},
-			row{fmt.Sprintf("CreateTask durable, run %d", r+1), f0(create.rate), measure.Ms(create.p50), measure.Ms(create.p99), fmt.Sprintf("%.0f%% of ceiling", 100*create.rate/noop.rate)})
+			row{fmt.Sprintf("no-op unary (ceiling), run %d", r+1), f0(noop.Rate), measure.Ms(noop.P50), measure.Ms(noop.P99), ""},
+			row{fmt.Sprintf("CreateTask durable, run %d", r+1), f0(create.Rate), measure.Ms(create.P50), measure.Ms(create.P99), fmt.Sprintf("%.0f%% of ceiling", 100*create.Rate/noop.Rate)})
 	}
 	mc, mn := measure.Median(createRates), measure.Median(noopRates)
 	rows = append(rows, row{"**median CreateTask**", f0(mc), "", "", fmt.Sprintf("%.0f%% of median ceiling %.0f/s", 100*mc/mn, mn)})
@@ -120,47 +119,6 @@ func spec(server string) *flasherv1.TaskSpec {
 			{Component: "BIOS", Version: "2.19.1"}, {Component: "BMC", Version: "7.00.00.171"},
 		}}},
 	}
-}
-
-type result struct {
-	rate     float64
-	p50, p99 time.Duration
-}
-
-// load runs fn from n goroutines for d and reports the completed calls per second and latency.
-func load(n int, d time.Duration, fn func(context.Context, int) error) result {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	var wg sync.WaitGroup
-	var errs atomic.Int64
-	lat := make([][]time.Duration, n)
-	begin := time.Now()
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				t := time.Now()
-				if err := fn(ctx, i); err != nil {
-					if ctx.Err() == nil && errs.Add(1) == 1 {
-						fmt.Fprintln(os.Stderr, "first error:", err)
-					}
-					continue
-				}
-				lat[i] = append(lat[i], time.Since(t))
-			}
-		}(i)
-	}
-	wg.Wait()
-	elapsed := time.Since(begin)
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	if e := errs.Load(); e > 0 {
-		fmt.Fprintf(os.Stderr, "warning: %d calls failed\n", e)
-	}
-	return result{rate: float64(len(all)) / elapsed.Seconds(), p50: measure.Quantile(all, 0.50), p99: measure.Quantile(all, 0.99)}
 }
 
 // fanout opens n watchers, then creates tasks one by one and measures, for every watcher, the
@@ -246,6 +204,15 @@ func fanout(env *testenv.Env, n, changes int) (p50, p99, worst float64) {
 		}
 	}
 	return float64(measure.Quantile(lat, 0.5)), float64(measure.Quantile(lat, 0.99)), float64(measure.Quantile(lat, 1))
+}
+
+// mustLoad runs a closed-loop load and stops the program when a call fails.
+func mustLoad(n int, d time.Duration, fn func(context.Context, int) error) measure.Load {
+	l, err := measure.RunLoad(n, d, fn)
+	if err != nil {
+		fail(err)
+	}
+	return l
 }
 
 func f0(v float64) string { return fmt.Sprintf("%.0f", v) }

@@ -19,17 +19,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
-	"sort"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/audit"
@@ -93,10 +88,10 @@ func main() {
 	for r := 0; r < *runs; r++ {
 		for i, m := range modes {
 			res := s.run(m, filepath.Join(work, fmt.Sprintf("m%d-r%d.db", i, r)), *clients, *conns, *dur)
-			rates[i] = append(rates[i], res.rate)
-			p50s[i] = append(p50s[i], float64(res.p50))
-			p99s[i] = append(p99s[i], float64(res.p99))
-			cpus[i] = append(cpus[i], float64(res.cpu))
+			rates[i] = append(rates[i], res.Rate)
+			p50s[i] = append(p50s[i], float64(res.P50))
+			p99s[i] = append(p99s[i], float64(res.P99))
+			cpus[i] = append(cpus[i], float64(res.CPU))
 		}
 	}
 	base, baseCPU := measure.Median(rates[0]), measure.Median(cpus[0])
@@ -238,7 +233,7 @@ func (s *setupState) run(m mode, db string, clients, nconns int, d time.Duration
 		cc = append(cc, flasherv1.NewTaskServiceClient(c))
 	}
 	var seq atomic.Int64
-	return load(clients, d, func(ctx context.Context, i int) error {
+	return mustLoad(clients, d, func(ctx context.Context, i int) error {
 		_, err := cc[i%len(cc)].CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: spec(fmt.Sprintf("srv-%d", seq.Add(1)%512))})
 		return err
 	})
@@ -253,61 +248,18 @@ func spec(server string) *flasherv1.TaskSpec {
 	}
 }
 
-type result struct {
-	rate     float64
-	p50, p99 time.Duration
-	// cpu is the process's CPU time (client and server both run here) per completed call: a
-	// steadier figure than throughput on a machine shared with other work.
-	cpu time.Duration
-}
+type result = measure.Load
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+// mustLoad runs a closed-loop load and stops the program when a call fails.
+func mustLoad(n int, d time.Duration, fn func(context.Context, int) error) result {
+	l, err := measure.RunLoad(n, d, fn)
+	if err != nil {
 		fail(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return l
 }
 
-// load runs fn from n goroutines for d; it reports completed calls per second and latency
-// and stops the program on the first error (a refused call would flatter the figures).
-func load(n int, d time.Duration, fn func(context.Context, int) error) result {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	var wg sync.WaitGroup
-	lat := make([][]time.Duration, n)
-	begin, cpu0 := time.Now(), cpuTime()
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				t := time.Now()
-				if err := fn(ctx, i); err != nil {
-					// gRPC may report the run's deadline a moment before ctx does.
-					if ctx.Err() == nil && status.Code(err) != codes.DeadlineExceeded {
-						fail(err)
-					}
-					return
-				}
-				lat[i] = append(lat[i], time.Since(t))
-			}
-		}(i)
-	}
-	wg.Wait()
-	el, cpu := time.Since(begin), cpuTime()-cpu0
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	if len(all) == 0 {
-		fail(fmt.Errorf("no call completed"))
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	return result{rate: float64(len(all)) / el.Seconds(), p50: all[len(all)/2], p99: all[len(all)*99/100], cpu: cpu / time.Duration(len(all))}
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+func ms(d time.Duration) string { return measure.Ms(d) }
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "bench/auth:", err)
