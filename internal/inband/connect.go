@@ -1,6 +1,7 @@
 package inband
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,16 @@ import (
 // the stream goes silent for three heartbeat intervals, or the agent reports on a task that
 // was not assigned on this stream.
 func (s *Service) Connect(stream flasherv1.AgentService_ConnectServer) error {
+	err := s.connect(stream)
+	if errors.Is(err, context.Canceled) {
+		// The agent went away (or the server is stopping): an ordinary end of a stream, not an
+		// unknown error.
+		return status.Error(codes.Canceled, "stream ended")
+	}
+	return err
+}
+
+func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 	ctx := stream.Context()
 	serverID := auth.FromContext(ctx).ServerID
 	if serverID == "" {
