@@ -175,6 +175,8 @@ func (s *Scheduler) Submit(t *task.Task) {
 		s.mu.Unlock()
 		return
 	}
+	// The caller holds the task as stored: the claim starts from it without reading it back.
+	s.remember(t)
 	q := queued{id: t.ID, serverID: t.ServerID, method: t.Method, priority: t.Priority, created: t.CreatedAt}
 	i := sort.Search(len(s.queue), func(i int) bool { return q.before(s.queue[i]) })
 	s.queue = append(s.queue, queued{})
