@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"github.com/flasher-dev/flasher/bench/internal/measure"
 	"io"
 	"log"
 	"log/slog"
@@ -315,7 +316,7 @@ func runServer(nAgents, nTasks, runs, nClients int, heartbeat, work time.Duratio
 		p50s, p99s, maxs, totals, creates = append(p50s, r.p50), append(p99s, r.p99), append(maxs, r.max), append(totals, r.total), append(creates, r.created)
 		cp50s, cp99s, kp50s, kp99s = append(cp50s, r.createP50), append(cp99s, r.createP99), append(kp50s, r.claimP50), append(kp99s, r.claimP99)
 	}
-	fmt.Fprintf(tw, "median\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t≤ 250ms\t\n", nTasks, ms(median(creates)), ms(median(cp50s)), ms(median(cp99s)), ms(median(kp50s)), ms(median(kp99s)), ms(median(p50s)), ms(median(p99s)), ms(median(maxs)), ms(median(totals)), "")
+	fmt.Fprintf(tw, "median\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t≤ 250ms\t\n", nTasks, ms(measure.Median(creates)), ms(measure.Median(cp50s)), ms(measure.Median(cp99s)), ms(measure.Median(kp50s)), ms(measure.Median(kp99s)), ms(measure.Median(p50s)), ms(measure.Median(p99s)), ms(measure.Median(maxs)), ms(measure.Median(totals)), "")
 	tw.Flush()
 	fmt.Printf("\n%d CPUs, GOMAXPROCS %d, %s; tasks created over %d connection(s); load agents answer after %s; SQLite store in %s\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), len(tasksClients), work, dir)
@@ -481,19 +482,10 @@ func settle() {
 	time.Sleep(200 * time.Millisecond)
 }
 
-// rss returns this process's resident set size in bytes.
+// rss returns this process's resident set size in bytes (0 when it cannot be read).
 func rss() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	b, _ := measure.RSS()
+	return b
 }
 
 func pct(sorted []time.Duration, p int) time.Duration {
@@ -502,12 +494,6 @@ func pct(sorted []time.Duration, p int) time.Duration {
 	}
 	i := (len(sorted)*p+99)/100 - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }

@@ -9,10 +9,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/flasher-dev/flasher/bench/internal/measure"
 	"log"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -38,16 +38,11 @@ func main() {
 		cpuProf = flag.String("cpuprofile", "", "write a CPU profile to this file")
 	)
 	flag.Parse()
-	if *cpuProf != "" {
-		f, err := os.Create(*cpuProf)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			log.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := measure.StartCPUProfile(*cpuProf)
+	if err != nil {
+		log.Fatal(err)
 	}
+	defer stopProfile()
 
 	sim, err := simfleetdb.New(simfleetdb.Config{Token: token})
 	if err != nil {

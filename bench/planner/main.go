@@ -9,9 +9,9 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"github.com/flasher-dev/flasher/bench/internal/measure"
 	"log"
 	"os"
-	"runtime/pprof"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -67,16 +67,11 @@ func main() {
 	<-timer.C
 	lat := make([]time.Duration, 0, *rate*int(dur.Seconds()+1))
 	delay := make([]time.Duration, 0, cap(lat))
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			log.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := measure.StartCPUProfile(*cpuprofile)
+	if err != nil {
+		log.Fatal(err)
 	}
+	defer stopProfile()
 	start := time.Now()
 	next := start
 	for time.Since(start) < *dur {

@@ -9,10 +9,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/flasher-dev/flasher/bench/internal/measure"
 	"log"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -34,16 +34,11 @@ func main() {
 		cpuProf = flag.String("cpuprofile", "", "write a CPU profile of all runs to this file")
 	)
 	flag.Parse()
-	if *cpuProf != "" {
-		f, err := os.Create(*cpuProf)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			log.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := measure.StartCPUProfile(*cpuProf)
+	if err != nil {
+		log.Fatal(err)
 	}
+	defer stopProfile()
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "flasher-store-bench-")
 		if err != nil {
@@ -86,8 +81,8 @@ type phase struct {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// measure calls call(i) for i in [0, total) from clients goroutines and times each call.
-func measure(op string, s *sqlite.Store, clients, total int, call func(i int) error) (phase, error) {
+// timeCalls calls call(i) for i in [0, total) from clients goroutines and times each call.
+func timeCalls(op string, s *sqlite.Store, clients, total int, call func(i int) error) (phase, error) {
 	latencies := make([]time.Duration, total)
 	var next atomic.Int64
 	var firstErr error
@@ -147,7 +142,7 @@ func run(path string, clients, total int, updates bool) ([]phase, error) {
 
 	now := time.Now()
 	stored := make([]*task.Task, total)
-	create, err := measure("CreateTask", s, clients, total, func(i int) error {
+	create, err := timeCalls("CreateTask", s, clients, total, func(i int) error {
 		// Built inside the call (microseconds, next to milliseconds of commit) so that the
 		// callers do the work a server handler would before calling the store.
 		tk, ev := task.New(task.Task{
@@ -171,7 +166,7 @@ func run(path string, clients, total int, updates bool) ([]phase, error) {
 	if err != nil || !updates {
 		return []phase{create}, err
 	}
-	update, err := measure("UpdateTask", s, clients, total, func(i int) error {
+	update, err := timeCalls("UpdateTask", s, clients, total, func(i int) error {
 		tk := stored[i]
 		ev, err := tk.Start(fmt.Sprintf("worker-%d", i%clients), now)
 		if err != nil {
