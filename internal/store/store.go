@@ -1,5 +1,5 @@
-// Package store persists tasks, their events and the store-wide change log that watchers resume
-// from. Store is the one large interface of the project; the conformance suite in
+// Package store persists tasks, their events, the store-wide change log that watchers resume
+// from, and the fleet's observed component versions. Store is the one large interface of the project; the conformance suite in
 // internal/store/storetest pins its behaviour for every backend (SQLite, the embedded default,
 // and PostgreSQL). It holds no business rules: state changes are made by internal/task and
 // committed here.
@@ -8,6 +8,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/flasher-dev/flasher/internal/task"
 )
@@ -23,6 +25,9 @@ var (
 	ErrCompacted = errors.New("revision compacted")
 	// ErrInvalidPageToken is returned by ListTasks for a page token it did not issue.
 	ErrInvalidPageToken = errors.New("invalid page token")
+	// ErrInvalidObservation is returned by RecordObservations for an observation missing a
+	// required field.
+	ErrInvalidObservation = errors.New("invalid observation")
 )
 
 // Filter selects tasks in ListTasks. Zero fields match everything.
@@ -93,4 +98,84 @@ type Store interface {
 	Subscribe() (<-chan struct{}, func())
 	// Close releases the store.
 	Close() error
+
+	Observations
+}
+
+// Source says where an observed version was read.
+type Source string
+
+// Sources of observations.
+const (
+	// SourceBMC is a version the server's BMC reported (a verification pass or a collect).
+	SourceBMC Source = "bmc"
+	// SourceAgent is a version the host agent reported (ironlib, at hello or after an install).
+	SourceAgent Source = "agent"
+	// SourceDeclared is a version an inventory source (the file, fleetdb) states.
+	SourceDeclared Source = "declared"
+)
+
+// Valid reports whether s is one of the sources above.
+func (s Source) Valid() bool {
+	return s == SourceBMC || s == SourceAgent || s == SourceDeclared
+}
+
+// HistoryLimit is how many observations the store keeps per component instance, newest first
+// (the current one included).
+const HistoryLimit = 16
+
+// Observation is one installed version of one component instance as some source saw it.
+type Observation struct {
+	ServerID string
+	// Instance tells the server's component instances apart; the caller derives it (see
+	// internal/fleet) and the store only compares it.
+	Instance string
+	// Component, Vendor, Model and Serial describe the instance as observed.
+	Component string
+	Vendor    string
+	Model     string
+	Serial    string
+	Version   string
+	Source    Source
+	// ObservedAt is when the source read the version (not when it was stored).
+	ObservedAt time.Time
+	// TaskID or CollectID names the operation that made the observation, when there was one.
+	TaskID    string
+	CollectID string
+}
+
+// Observations keeps the newest observed version of every component instance and a bounded
+// history. Methods are safe for concurrent use; a call that returned nil is durable.
+type Observations interface {
+	// RecordObservations stores observations. For each (ServerID, Instance) the one with the
+	// latest ObservedAt becomes current (a tie goes to the later write); every observation is
+	// also added to the instance's history, which keeps the newest HistoryLimit. An observation
+	// with an empty ServerID, Instance or Version, an invalid Source or a zero ObservedAt is
+	// refused and nothing of the call is stored.
+	RecordObservations(ctx context.Context, obs []Observation) error
+	// CurrentObservations returns the current observation of every instance of the named
+	// servers (every server when serverIDs is empty), ordered by server id then instance.
+	CurrentObservations(ctx context.Context, serverIDs []string) ([]Observation, error)
+	// ObservationHistory returns the history of one instance, newest first (the order of
+	// ObservedAt, ties by write order).
+	ObservationHistory(ctx context.Context, serverID, instance string) ([]Observation, error)
+}
+
+// CheckObservations returns an error naming the first observation RecordObservations must refuse.
+func CheckObservations(obs []Observation) error {
+	for i, o := range obs {
+		switch {
+		case o.ServerID == "":
+			return fmt.Errorf("observation %d: %w: server id is empty", i, ErrInvalidObservation)
+		case o.Instance == "":
+			return fmt.Errorf("observation %d (server %s): %w: instance is empty", i, o.ServerID, ErrInvalidObservation)
+		case o.Version == "":
+			return fmt.Errorf("observation %d (server %s, %s): %w: version is empty", i, o.ServerID, o.Instance, ErrInvalidObservation)
+		case !o.Source.Valid():
+			return fmt.Errorf("observation %d (server %s, %s): %w: unknown source %q", i, o.ServerID, o.Instance, ErrInvalidObservation, o.Source)
+		case o.ObservedAt.IsZero():
+			return fmt.Errorf("observation %d (server %s, %s): %w: observed_at is zero", i, o.ServerID, o.Instance, ErrInvalidObservation)
+		}
+	}
+	return nil
 }

@@ -76,6 +76,7 @@ func (s *Store) applyFast(c *rawConn, batch []*op, results []result) (cur int64,
 		updates []*taskRow
 		rows    = make(map[string]*taskRow)
 		logs    = make([]logRow, 0, len(batch))
+		observe []*op
 	)
 	for i, o := range batch {
 		if err := o.ctx.Err(); err != nil {
@@ -138,12 +139,20 @@ func (s *Store) applyFast(c *rawConn, batch []*op, results []result) (cur int64,
 			// later must stay readable.
 			compacted = max(compacted, min(o.compact, cur))
 			results[i] = result{}
+		case opObserve:
+			observe = append(observe, o)
+			results[i] = result{}
 		default:
 			results[i] = result{err: fmt.Errorf("sqlite store: unknown operation %d", o.kind)}
 		}
 	}
+	for _, o := range observe {
+		if err := writeObservations(func(q string, args ...any) error { _, err := c.exec(q, args...); return err }, o.obs); err != nil {
+			return 0, false, err
+		}
+	}
 	if cur == start && compacted == startCompacted {
-		return cur, false, nil
+		return cur, len(observe) > 0, nil
 	}
 
 	if err := insertTasks(c, inserts); err != nil {

@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"testing"
 	"testing/fstest"
+	"time"
+
+	"github.com/flasher-dev/flasher/internal/store"
+	"github.com/flasher-dev/flasher/internal/task"
 )
 
 func schemaVersions(t *testing.T, path string) []int {
@@ -134,5 +138,47 @@ func TestLoadMigrationsRejectsBadSets(t *testing.T) {
 				t.Errorf("loadMigrations = %+v, want an error", ms)
 			}
 		})
+	}
+}
+
+// TestObservationsMigrationKeepsTasks opens a database made by a binary that knew only the
+// first migration: the observation tables are added and its tasks are kept.
+func TestObservationsMigrationKeepsTasks(t *testing.T) {
+	ctx := context.Background()
+	embedded, err := loadMigrations(embeddedMigrations, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "flasher.db")
+	old, err := open(ctx, Config{Path: path}, embedded[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, ev := task.New(task.Task{ID: "t1", ServerID: "srv-1", Method: task.MethodOutOfBand, Requester: "alice",
+		Mode: task.ModeFirmwareSet, FirmwareSet: "set-1"}, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	if _, _, err := old.CreateTask(ctx, tk, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := schemaVersions(t, path); len(got) != len(embedded) {
+		t.Errorf("schema versions %v, want 1..%d", got, len(embedded))
+	}
+	if _, err := s.GetTask(ctx, "t1"); err != nil {
+		t.Errorf("task made before the migration: %v", err)
+	}
+	o := store.Observation{ServerID: "srv-1", Instance: "bios", Component: "BIOS", Version: "2.1.0",
+		Source: store.SourceBMC, ObservedAt: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	if err := s.RecordObservations(ctx, []store.Observation{o}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.CurrentObservations(ctx, nil); err != nil || len(got) != 1 {
+		t.Errorf("CurrentObservations = %v, %v; want the one recorded", got, err)
 	}
 }

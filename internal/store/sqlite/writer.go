@@ -16,6 +16,7 @@ const (
 	opCreate opKind = iota
 	opUpdate
 	opCompact
+	opObserve
 )
 
 // op is one write waiting for the writer.
@@ -26,9 +27,10 @@ type op struct {
 	t        *task.Task // a copy, safe from the caller's later changes
 	body     []byte     // t as JSON
 	ev       task.Event
-	evBody   []byte // ev as JSON
-	expected int64  // opUpdate: the revision the caller read
-	compact  int64  // opCompact: drop changes up to this revision
+	evBody   []byte              // ev as JSON
+	expected int64               // opUpdate: the revision the caller read
+	compact  int64               // opCompact: drop changes up to this revision
+	obs      []store.Observation // opObserve: a copy of the caller's observations
 
 	res chan result // buffered: the writer never waits for a caller
 }
@@ -188,6 +190,7 @@ func (s *Store) applyBatch(ctx context.Context, w *writer, batch []*op, results 
 		return 0, false, err
 	}
 	start, startCompacted := cur, compacted
+	observed := false
 	for i, o := range batch {
 		if err := o.ctx.Err(); err != nil {
 			results[i] = result{err: err}
@@ -203,6 +206,7 @@ func (s *Store) applyBatch(ctx context.Context, w *writer, batch []*op, results 
 			}
 		} else {
 			cur, compacted = next, nextCompacted
+			observed = observed || o.kind == opObserve
 		}
 		if _, err := w.conn.ExecContext(ctx, "RELEASE op"); err != nil {
 			return 0, false, err
@@ -210,7 +214,7 @@ func (s *Store) applyBatch(ctx context.Context, w *writer, batch []*op, results 
 		results[i] = r
 	}
 	if cur == start && compacted == startCompacted {
-		return cur, false, nil
+		return cur, observed, nil
 	}
 	if _, err := w.setRev.ExecContext(ctx, cur, compacted); err != nil {
 		return 0, false, err
@@ -243,6 +247,11 @@ func (s *Store) apply(ctx context.Context, w *writer, o *op, cur, compacted int6
 			return result{err: fmt.Errorf("sqlite store %s: compact to %d: %w", s.cfg.Path, rev, err)}, cur, compacted
 		}
 		return result{}, cur, rev
+	case opObserve:
+		if err := writeObservations(execOn(ctx, w.conn), o.obs); err != nil {
+			return result{err: err}, cur, compacted
+		}
+		return result{}, cur, compacted
 	}
 	return result{err: fmt.Errorf("sqlite store: unknown operation %d", o.kind)}, cur, compacted
 }
