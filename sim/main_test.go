@@ -95,7 +95,7 @@ func TestHostsInventoryPlans(t *testing.T) {
 			[]string{"NIC 20.0.17 → 20.5.13"}, ""},
 		{"dell host in-band set", "host-0002", "host-dell-r6515-inband", task.MethodInBand,
 			[]string{"BIOS 1.7.4 → 1.8.0", "NIC 20.0.17 → 20.5.13"}, ""},
-		{"test set is a dependency cycle", "sim-0001", cycleSetID, task.MethodOutOfBand, nil, plan.CodeDependencyCycle},
+		{"test set is a dependency cycle", "sim-0001", cycleSetID, task.MethodOutOfBand, nil, task.CodeDependencyCycle},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

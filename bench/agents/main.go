@@ -342,7 +342,7 @@ type timedExecutor struct {
 	times *startTimes
 }
 
-func (e timedExecutor) Execute(ctx context.Context, t *task.Task, r scheduler.Reporter) error {
+func (e timedExecutor) Execute(ctx context.Context, t *task.Task, r task.Reporter) error {
 	now := time.Now()
 	e.times.mu.Lock()
 	e.times.at[t.ID] = now

@@ -469,7 +469,7 @@ type counting struct {
 	done *sync.WaitGroup
 }
 
-func (c counting) Execute(ctx context.Context, t *task.Task, r scheduler.Reporter) error {
+func (c counting) Execute(ctx context.Context, t *task.Task, r task.Reporter) error {
 	defer c.done.Done()
 	return c.x.Execute(ctx, t, r)
 }

@@ -37,7 +37,7 @@ func (g *gateExecutor) gate(id string) chan error {
 	return g.gates[id]
 }
 
-func (g *gateExecutor) Execute(ctx context.Context, t *task.Task, r scheduler.Reporter) error {
+func (g *gateExecutor) Execute(ctx context.Context, t *task.Task, r task.Reporter) error {
 	if err := r.Progress(ctx, task.Progress{Component: "BIOS", State: task.StepRunning, Step: "upload-initiate-install", Percent: 40, Message: "Job JID_1 running"}); err != nil {
 		return err
 	}

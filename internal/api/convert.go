@@ -132,7 +132,7 @@ func TaskToPB(t *task.Task) *flasherv1.Task {
 		})
 	}
 	if t.Failure != nil {
-		out.Failure = &flasherv1.Failure{Code: t.Failure.Code, Component: t.Failure.Component, Message: t.Failure.Message}
+		out.Failure = &flasherv1.Failure{Code: string(t.Failure.Code), Component: t.Failure.Component, Message: t.Failure.Message}
 	}
 	return out
 }

@@ -153,9 +153,9 @@ type progressExecutor struct {
 	block chan struct{}
 }
 
-func (x *progressExecutor) Execute(ctx context.Context, t *task.Task, r scheduler.Reporter) error {
+func (x *progressExecutor) Execute(ctx context.Context, t *task.Task, r task.Reporter) error {
 	if t.Plan == nil {
-		return scheduler.Fail("NO_PLAN", "", "task has no plan", nil)
+		return task.Fail("NO_PLAN", "", "task has no plan", nil)
 	}
 	for _, s := range t.Plan.Steps {
 		for _, st := range []struct {
@@ -179,7 +179,7 @@ func (x *progressExecutor) Execute(ctx context.Context, t *task.Task, r schedule
 				if err := r.Progress(ctx, task.Progress{Component: s.Component, Serial: s.Serial, State: task.StepFailed, Step: st.step, Percent: st.percent, Message: "Job JID_001 failed: image rejected"}); err != nil {
 					return err
 				}
-				return scheduler.Fail("INSTALL_FAILED", s.Component, fmt.Sprintf("BMC job failed installing %s %s", s.Component, s.ToVersion), nil)
+				return task.Fail("INSTALL_FAILED", s.Component, fmt.Sprintf("BMC job failed installing %s %s", s.Component, s.ToVersion), nil)
 			}
 		}
 		if err := r.Progress(ctx, task.Progress{Component: s.Component, Serial: s.Serial, State: task.StepSucceeded, Step: "verify", Percent: 100, Message: "installed " + s.ToVersion}); err != nil {

@@ -48,21 +48,21 @@ type installer struct {
 	fail map[string]bool
 }
 
-func (e *installer) Execute(ctx context.Context, t *task.Task, _ scheduler.Reporter) error {
+func (e *installer) Execute(ctx context.Context, t *task.Task, _ task.Reporter) error {
 	select {
 	case <-e.gate:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	if e.fail[t.ServerID] {
-		return scheduler.Fail("INSTALL_FAILED", "BIOS", "BMC rejected the image", nil)
+		return task.Fail("INSTALL_FAILED", "BIOS", "BMC rejected the image", nil)
 	}
 	if t.Plan == nil {
-		return scheduler.Fail("NO_PLAN", "", "task has no plan", nil)
+		return task.Fail("NO_PLAN", "", "task has no plan", nil)
 	}
 	for _, s := range t.Plan.Steps {
 		if err := e.src.SetInstalledVersion(ctx, t.ServerID, s.Component, s.Serial, s.ToVersion); err != nil {
-			return scheduler.Fail("WRITE_BACK", s.Component, err.Error(), err)
+			return task.Fail("WRITE_BACK", s.Component, err.Error(), err)
 		}
 	}
 	return nil

@@ -129,7 +129,7 @@ func TestToolFailures(t *testing.T) {
 		slug, version string
 		faultKey      string
 		fault         hosttools.Fault
-		code          string
+		code          task.Code
 		message       string
 	}{
 		{"sum exits non-zero", "BIOS", "3.5", "sum:UpdateBios", hosttools.Fault{ExitCode: 37, Message: "flash part locked"}, agent.CodeInstallFailed, "exited 37: flash part locked"},
@@ -238,7 +238,7 @@ func TestRebootFlow(t *testing.T) {
 		name     string
 		fault    *hosttools.Fault
 		state    task.State
-		code     string
+		code     task.Code
 		progress string
 	}{
 		{"verified after reboot", nil, task.StateSucceeded, "", "after reboot"},
@@ -347,8 +347,8 @@ func TestAgentLost(t *testing.T) {
 	f.waitProgress(id, timeout, func(p task.Progress) bool { return p.Component == "BIOS" && p.Step == "install" })
 	a.stop()
 	tk := f.env.WaitState(t, id, timeout, task.StateFailed, task.StateSucceeded)
-	if tk.State != task.StateFailed || tk.Failure.Code != inband.CodeAgentLost {
-		t.Fatalf("task %s %+v, want FAILED %s", tk.State, tk.Failure, inband.CodeAgentLost)
+	if tk.State != task.StateFailed || tk.Failure.Code != task.CodeAgentLost {
+		t.Fatalf("task %s %+v, want FAILED %s", tk.State, tk.Failure, task.CodeAgentLost)
 	}
 }
 
@@ -360,8 +360,8 @@ func TestAgentUnavailable(t *testing.T) {
 	f.waitAgent("other-server", timeout)
 	id := f.create(x11, &flasherv1.Firmware{Component: "BIOS", Version: "3.5"})
 	tk := f.env.WaitState(t, id, timeout, task.StateFailed, task.StateSucceeded)
-	if tk.State != task.StateFailed || tk.Failure.Code != inband.CodeAgentUnavailable {
-		t.Fatalf("task %s %+v, want FAILED %s", tk.State, tk.Failure, inband.CodeAgentUnavailable)
+	if tk.State != task.StateFailed || tk.Failure.Code != task.CodeAgentUnavailable {
+		t.Fatalf("task %s %+v, want FAILED %s", tk.State, tk.Failure, task.CodeAgentUnavailable)
 	}
 	if n := f.applied("BIOS"); n != 0 {
 		t.Errorf("BIOS applied %d times by another server's agent", n)

@@ -12,7 +12,6 @@ import (
 	"github.com/flasher-dev/flasher/internal/artifact"
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/plan"
-	"github.com/flasher-dev/flasher/internal/scheduler"
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
@@ -39,7 +38,7 @@ type run struct {
 // waits for no commit besides the scheduler's claim (and the plan, when the host changed it).
 // A task that had to wait for its agent records so, and then records its assignment before
 // sending it. See assignRecord for how a restarted server reads these records.
-func (s *Service) Execute(ctx context.Context, t *task.Task, r scheduler.Reporter) error {
+func (s *Service) Execute(ctx context.Context, t *task.Task, r task.Reporter) error {
 	ru := &run{events: make(chan event, 32), done: make(chan struct{})}
 	s.mu.Lock()
 	s.runs[t.ID] = ru
@@ -72,12 +71,12 @@ func (s *Service) Execute(ctx context.Context, t *task.Task, r scheduler.Reporte
 			return err
 		}
 		if sess == nil {
-			return scheduler.Fail(CodeAgentUnavailable, "", fmt.Sprintf("no agent connected for server %s within %s", t.ServerID, s.cfg.ConnectTimeout), nil)
+			return task.Fail(task.CodeAgentUnavailable, "", fmt.Sprintf("no agent connected for server %s within %s", t.ServerID, s.cfg.ConnectTimeout), nil)
 		}
 	}
 	resumed := rec == recordAssigned
 	if !resumed && r.CancelRequested() {
-		return &scheduler.CancelledError{Where: "before assignment to the agent"}
+		return &task.CancelledError{Where: "before assignment to the agent"}
 	}
 	p := t.Plan
 	if !resumed {
@@ -93,7 +92,7 @@ func (s *Service) Execute(ctx context.Context, t *task.Task, r scheduler.Reporte
 			// the assignment, and the host no longer matches the plan: it may be half-updated
 			// by that assignment. Re-planning could undo the guarantee; assigning the old plan
 			// could install against a host it was not planned for. Stop and say why.
-			return scheduler.Fail(CodeAssignmentUnknown, "", fmt.Sprintf(
+			return task.Fail(task.CodeAssignmentUnknown, "", fmt.Sprintf(
 				"server %s: the server stopped between starting this task and recording its assignment, and the host's inventory no longer matches the plan; not re-planned, as the host may be half-updated: check the host's versions and create the task again", t.ServerID), nil)
 		}
 		// Record the plan only when the host changed it: one store write less per task in the
@@ -180,7 +179,7 @@ func assignRecord(t *task.Task, serviceStart time.Time) record {
 type attempt struct {
 	s          *Service
 	t          *task.Task
-	r          scheduler.Reporter
+	r          task.Reporter
 	ru         *run
 	assign     *flasherv1.ConnectResponse
 	plan       *task.Plan
@@ -257,7 +256,7 @@ func (a *attempt) loop(ctx context.Context, sess *session) error {
 			return werr
 		}
 		if next == nil {
-			return scheduler.Fail(CodeAgentLost, "", fmt.Sprintf("the agent of server %s %s and did not reconnect within %s", t.ServerID, code, wait), err)
+			return task.Fail(task.CodeAgentLost, "", fmt.Sprintf("the agent of server %s %s and did not reconnect within %s", t.ServerID, code, wait), err)
 		}
 		_ = a.r.Progress(ctx, task.Progress{Component: "agent", State: task.StepSucceeded, Step: "reconnect", Percent: 100,
 			Message: "the agent reconnected"})
@@ -360,13 +359,13 @@ func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error 
 	case flasherv1.AgentResult_OUTCOME_SUCCEEDED:
 		return nil
 	case flasherv1.AgentResult_OUTCOME_CANCELLED:
-		return &scheduler.CancelledError{Where: res.GetCancelledAt()}
+		return &task.CancelledError{Where: res.GetCancelledAt()}
 	default:
-		code := res.GetFailureCode()
+		code := task.Code(res.GetFailureCode())
 		if code == "" {
-			code = "INSTALL_FAILED"
+			code = task.CodeInstallFailed
 		}
-		return scheduler.Fail(code, res.GetFailureComponent(), fmt.Sprintf("server %s: %s", a.t.ServerID, res.GetMessage()), nil)
+		return task.Fail(code, res.GetFailureComponent(), fmt.Sprintf("server %s: %s", a.t.ServerID, res.GetMessage()), nil)
 	}
 }
 
@@ -374,11 +373,11 @@ func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error 
 func (s *Service) replan(ctx context.Context, t *task.Task, sess *session) (*task.Plan, error) {
 	srv, err := s.cfg.Inventory.Server(ctx, t.ServerID)
 	if err != nil {
-		return nil, scheduler.Fail(CodePlanRefused, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
+		return nil, task.Fail(task.CodePlanRefused, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
 	}
 	cat, err := s.cfg.Inventory.Catalog(ctx)
 	if err != nil {
-		return nil, scheduler.Fail(CodePlanRefused, "", fmt.Sprintf("firmware catalog: %v", err), err)
+		return nil, task.Fail(task.CodePlanRefused, "", fmt.Sprintf("firmware catalog: %v", err), err)
 	}
 	sess.mu.Lock()
 	comps := append([]inventory.Component(nil), sess.comps...)
@@ -388,9 +387,9 @@ func (s *Service) replan(ctx context.Context, t *task.Task, sess *session) (*tas
 	if err != nil {
 		var pe *plan.Error
 		if errors.As(err, &pe) {
-			return nil, scheduler.Fail(string(pe.Code), "", fmt.Sprintf("server %s, against the agent's inventory: %s", t.ServerID, pe.Error()), err)
+			return nil, task.Fail(pe.Code, "", fmt.Sprintf("server %s, against the agent's inventory: %s", t.ServerID, pe.Error()), err)
 		}
-		return nil, scheduler.Fail(CodePlanRefused, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
+		return nil, task.Fail(task.CodePlanRefused, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
 	}
 	return p, nil
 }
@@ -429,7 +428,7 @@ func (s *Service) fetchImages(ctx context.Context, t *task.Task, p *task.Plan) (
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
 			}
-			return nil, nil, scheduler.Fail(CodeImageUnavailable, st.Component,
+			return nil, nil, task.Fail(task.CodeImageUnavailable, st.Component,
 				fmt.Sprintf("server %s: image %s for %s %s: %v", t.ServerID, st.Filename, st.Component, st.ToVersion, err), err)
 		}
 		held = append(held, h)

@@ -29,25 +29,6 @@ import (
 	"github.com/flasher-dev/flasher/internal/scheduler"
 )
 
-// Failure codes of in-band tasks, besides the agent's own (INSTALL_FAILED, VERIFY_FAILED, ...).
-const (
-	// CodeAgentUnavailable: no agent was connected for the server within ConnectTimeout.
-	CodeAgentUnavailable = "AGENT_UNAVAILABLE"
-	// CodeAgentLost: the agent went away mid-task and did not come back within LostTimeout
-	// (RebootTimeout after it said it was rebooting).
-	CodeAgentLost = "AGENT_LOST"
-	// CodeImageUnavailable: an image could not be brought into the artifact cache.
-	CodeImageUnavailable = "IMAGE_UNAVAILABLE"
-	// CodePlanRefused: the re-plan against the agent's inventory was refused.
-	CodePlanRefused = "PLAN_REFUSED"
-	// CodeAgentProtocol: the agent's answer made no sense (a result for steps it was not given).
-	CodeAgentProtocol = "AGENT_PROTOCOL"
-	// CodeAssignmentUnknown: an earlier server process stopped between starting the task and
-	// recording whether it sent the assignment, and the host no longer matches the plan, so it
-	// may be half-updated: the task is neither re-planned nor assigned again.
-	CodeAssignmentUnknown = "ASSIGNMENT_UNKNOWN"
-)
-
 // Images is what the service needs from the artifact cache: fetching a step's image before it
 // is assigned, and reading it back to serve agents. *artifact.Cache implements it.
 type Images interface {

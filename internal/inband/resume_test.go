@@ -6,7 +6,6 @@ import (
 	"time"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
-	"github.com/flasher-dev/flasher/internal/inband"
 	"github.com/flasher-dev/flasher/internal/store/sqlite"
 	"github.com/flasher-dev/flasher/internal/task"
 	"github.com/flasher-dev/flasher/sim/hosttools"
@@ -50,10 +49,10 @@ func TestResumeWithoutAssignmentRecord(t *testing.T) {
 		// down; otherwise no agent was connected before the stop.
 		agentHadIt bool
 		state      task.State
-		code       string
+		code       task.Code
 	}{
 		{"agent never received it: assigned again", false, task.StateSucceeded, ""},
-		{"agent applied it meanwhile: host no longer matches the plan", true, task.StateFailed, inband.CodeAssignmentUnknown},
+		{"agent applied it meanwhile: host no longer matches the plan", true, task.StateFailed, task.CodeAssignmentUnknown},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

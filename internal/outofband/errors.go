@@ -11,23 +11,6 @@ import (
 	gofishcommon "github.com/stmcginnis/gofish/common"
 )
 
-// Failure codes of out-of-band tasks (task.Failure.Code). Documented in docs/outofband.md.
-const (
-	CodeBMCUnreachable   = "BMC_UNREACHABLE"
-	CodeLoginFailed      = "LOGIN_FAILED"
-	CodeUploadRejected   = "UPLOAD_REJECTED"
-	CodeInstallFailed    = "INSTALL_FAILED"
-	CodeVerifyMismatch   = "VERIFY_MISMATCH"
-	CodeTimeout          = "TIMEOUT"
-	CodeChecksumMismatch = "CHECKSUM_MISMATCH"
-	CodeImageUnavailable = "IMAGE_UNAVAILABLE"
-	CodePlanRefused      = "PLAN_REFUSED"
-	CodePowerFailed      = "POWER_FAILED"
-	CodeBMCResetFailed   = "BMC_RESET_FAILED"
-	CodeInventoryError   = "INVENTORY_ERROR"
-	CodeUnsupported      = "UNSUPPORTED"
-)
-
 // deadlineError says Flasher's own deadline for a BMC call passed; the call was abandoned.
 type deadlineError struct {
 	op string

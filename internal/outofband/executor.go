@@ -96,7 +96,7 @@ func keyOf(component, serial string) instKey {
 type run struct {
 	x    *Executor
 	t    *task.Task
-	r    scheduler.Reporter
+	r    task.Reporter
 	srv  *inventory.Server
 	sess *Session
 	to   Timeouts
@@ -114,17 +114,17 @@ type run struct {
 }
 
 // Execute implements scheduler.Executor.
-func (x *Executor) Execute(ctx context.Context, t *task.Task, r scheduler.Reporter) error {
+func (x *Executor) Execute(ctx context.Context, t *task.Task, r task.Reporter) error {
 	srv, err := x.cfg.Inventory.Server(ctx, t.ServerID)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return scheduler.Fail(CodeInventoryError, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
+		return task.Fail(task.CodeInventoryError, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
 	}
 	target, err := ParseTarget(srv.BMC)
 	if err != nil {
-		return scheduler.Fail(CodeInventoryError, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
+		return task.Fail(task.CodeInventoryError, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
 	}
 	rn := &run{
 		x: x, t: t, r: r, srv: srv, to: x.cfg.Policy.For(srv.Vendor, ""),
@@ -215,13 +215,13 @@ func (rn *run) replan(ctx context.Context) (*task.Plan, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, scheduler.Fail(CodeInventoryError, "", "firmware catalog: "+err.Error(), err)
+		return nil, task.Fail(task.CodeInventoryError, "", "firmware catalog: "+err.Error(), err)
 	}
 	live := *rn.srv
 	live.Components = rn.live
 	p, err := rn.x.planner.Plan(&live, cat, plan.RequestFor(rn.t))
 	if err != nil {
-		return nil, scheduler.Fail(CodePlanRefused, "", err.Error(), err)
+		return nil, task.Fail(task.CodePlanRefused, "", err.Error(), err)
 	}
 	return p, nil
 }
@@ -341,7 +341,7 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 	}
 
 	if rn.r.CancelRequested() {
-		return &scheduler.CancelledError{Where: "before " + name + " upload"}
+		return &task.CancelledError{Where: "before " + name + " upload"}
 	}
 	if err := rn.progress(ctx, st, task.Progress{Step: "download", Message: "fetching and verifying " + st.URL}); err != nil {
 		return err
@@ -361,7 +361,7 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 	steps, err := rn.sess.InstallSteps(ctx, st.Component)
 	if err != nil {
 		if c := classify(err); c == classOther || c == classStatus {
-			return scheduler.Fail(CodeUnsupported, name, "the BMC does not install "+st.Component+" out-of-band: "+bmcMessage(err), err)
+			return task.Fail(task.CodeUnsupported, name, "the BMC does not install "+st.Component+" out-of-band: "+bmcMessage(err), err)
 		}
 		return rn.failure(ctx, name, "list install steps", err)
 	}
@@ -374,7 +374,7 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 			}
 		case "upload-initiate-install":
 			if rn.r.CancelRequested() {
-				return &scheduler.CancelledError{Where: "before " + name + " upload"}
+				return &task.CancelledError{Where: "before " + name + " upload"}
 			}
 			if jobID, err = rn.upload(ctx, st, to, im); err != nil {
 				return err
@@ -390,7 +390,7 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 		case "reset-bmc-on-install-failure":
 			// Only after a failed install; Flasher reports the failure instead.
 		default:
-			return scheduler.Fail(CodeUnsupported, name, fmt.Sprintf("install step %q of provider %s is not supported", s, rn.sess.Provider()), nil)
+			return task.Fail(task.CodeUnsupported, name, fmt.Sprintf("install step %q of provider %s is not supported", s, rn.sess.Provider()), nil)
 		}
 	}
 	return rn.verify(ctx, st, to)
@@ -437,13 +437,13 @@ func (rn *run) upload(ctx context.Context, st task.Step, to Timeouts, im *image)
 		case errors.As(err, &ce):
 			return "", rn.failure(ctx, name, "reconnect for the upload", err)
 		case classify(err) == classTimeout:
-			return "", scheduler.Fail(CodeTimeout, name, fmt.Sprintf("upload of %s: %v", st.ToVersion, err), err)
+			return "", task.Fail(task.CodeTimeout, name, fmt.Sprintf("upload of %s: %v", st.ToVersion, err), err)
 		case classify(err) != classUnreachable:
-			return "", scheduler.Fail(CodeUploadRejected, name, "the BMC refused the image: "+bmcMessage(err), err)
+			return "", task.Fail(task.CodeUploadRejected, name, "the BMC refused the image: "+bmcMessage(err), err)
 		}
 		rn.log.Warn("upload lost", "component", name, "attempt", attempt, "err", err)
 	}
-	return "", scheduler.Fail(CodeUploadRejected, name, fmt.Sprintf("upload failed %d time(s), last: %s", to.UploadAttempts, bmcMessage(last)), last)
+	return "", task.Fail(task.CodeUploadRejected, name, fmt.Sprintf("upload failed %d time(s), last: %s", to.UploadAttempts, bmcMessage(last)), last)
 }
 
 // errJobGone says the BMC no longer knows the job (OpenBMC forgets tasks when it reboots);
@@ -486,7 +486,7 @@ func (rn *run) wait(ctx context.Context, st task.Step, to Timeouts, jobID string
 		case state == "complete":
 			return rn.progress(ctx, st, task.Progress{Step: "install-status", Percent: 100, Message: status})
 		case state == "failed":
-			return scheduler.Fail(CodeInstallFailed, name, fmt.Sprintf("BMC job %s failed: %s", jobID, status), nil)
+			return task.Fail(task.CodeInstallFailed, name, fmt.Sprintf("BMC job %s failed: %s", jobID, status), nil)
 		case state == "powercycle-host":
 			errs = 0
 			if !cycled {
@@ -510,7 +510,7 @@ func (rn *run) wait(ctx context.Context, st task.Step, to Timeouts, jobID string
 			}
 		}
 		if time.Since(start) > to.Install {
-			return scheduler.Fail(CodeTimeout, name, fmt.Sprintf("BMC job %s not finished after %s (last state %q): %s", jobID, to.Install, state, status), nil)
+			return task.Fail(task.CodeTimeout, name, fmt.Sprintf("BMC job %s not finished after %s (last state %q): %s", jobID, to.Install, state, status), nil)
 		}
 		select {
 		case <-tick.C:
@@ -552,9 +552,9 @@ func (rn *run) verify(ctx context.Context, st task.Step, to Timeouts) error {
 			case lastErr != nil:
 				return rn.failure(ctx, name, fmt.Sprintf("verify (waited %s)", limit), lastErr)
 			case !found:
-				return scheduler.Fail(CodeVerifyMismatch, name, "the BMC inventory no longer lists this component", nil)
+				return task.Fail(task.CodeVerifyMismatch, name, "the BMC inventory no longer lists this component", nil)
 			default:
-				return scheduler.Fail(CodeVerifyMismatch, name, fmt.Sprintf("the install ended but the BMC reports %s, want %s", got, st.ToVersion), nil)
+				return task.Fail(task.CodeVerifyMismatch, name, fmt.Sprintf("the install ended but the BMC reports %s, want %s", got, st.ToVersion), nil)
 			}
 		}
 		msg := fmt.Sprintf("waiting for %s to report %s (now %s)", name, st.ToVersion, got)
@@ -596,7 +596,7 @@ func (rn *run) action(ctx context.Context, st task.Step, to Timeouts, a task.Act
 	case task.ActionPowerOffHost:
 		return rn.setPower(ctx, st, "off", "action "+string(a))
 	}
-	return scheduler.Fail(CodeUnsupported, stepName(st), "unknown action "+string(a), nil)
+	return task.Fail(task.CodeUnsupported, stepName(st), "unknown action "+string(a), nil)
 }
 
 // setPower sets the host power state unless it already is in it.
@@ -670,7 +670,7 @@ func (rn *run) resetBMC(ctx context.Context, st task.Step, to Timeouts) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return scheduler.Fail(CodeBMCResetFailed, name, "the BMC refused the reset: "+bmcMessage(err), err)
+		return task.Fail(task.CodeBMCResetFailed, name, "the BMC refused the reset: "+bmcMessage(err), err)
 	}
 	// Wait to see it go down (bounded: a quick reset may never be seen), then for a login.
 	down := time.Now().Add(to.Call)
@@ -704,7 +704,7 @@ func (rn *run) finish(ctx context.Context, err error) error {
 		return ctx.Err()
 	}
 	restoreErr := rn.restorePower(ctx)
-	var fe *scheduler.FailureError
+	var fe *task.FailureError
 	if errors.As(err, &fe) {
 		fe.Message += rn.changes(ctx)
 		if restoreErr != nil {
@@ -769,9 +769,9 @@ func (rn *run) imageFailure(ctx context.Context, st task.Step, err error) error 
 	}
 	name := stepName(st)
 	if errors.Is(err, artifact.ErrChecksumMismatch) {
-		return scheduler.Fail(CodeChecksumMismatch, name, "image rejected before upload: "+err.Error(), err)
+		return task.Fail(task.CodeChecksumMismatch, name, "image rejected before upload: "+err.Error(), err)
 	}
-	return scheduler.Fail(CodeImageUnavailable, name, err.Error(), err)
+	return task.Fail(task.CodeImageUnavailable, name, err.Error(), err)
 }
 
 func (rn *run) powerFailure(ctx context.Context, component, what string, err error) error {
@@ -780,11 +780,11 @@ func (rn *run) powerFailure(ctx context.Context, component, what string, err err
 	}
 	switch classify(err) {
 	case classTimeout:
-		return scheduler.Fail(CodeTimeout, component, what+": "+err.Error(), err)
+		return task.Fail(task.CodeTimeout, component, what+": "+err.Error(), err)
 	case classUnreachable:
-		return scheduler.Fail(CodeBMCUnreachable, component, what+": "+bmcMessage(err), err)
+		return task.Fail(task.CodeBMCUnreachable, component, what+": "+bmcMessage(err), err)
 	}
-	return scheduler.Fail(CodePowerFailed, component, what+": "+bmcMessage(err), err)
+	return task.Fail(task.CodePowerFailed, component, what+": "+bmcMessage(err), err)
 }
 
 // failure turns a session error into the task's failure.
@@ -794,20 +794,20 @@ func (rn *run) failure(ctx context.Context, component, what string, err error) e
 	}
 	var ce *connectError
 	if errors.As(err, &ce) {
-		return scheduler.Fail(ce.code(), component, what+": "+bmcMessage(ce.err)+fmt.Sprintf(" (%d attempt(s))", ce.attempts), err)
+		return task.Fail(ce.code(), component, what+": "+bmcMessage(ce.err)+fmt.Sprintf(" (%d attempt(s))", ce.attempts), err)
 	}
 	switch classify(err) {
 	case classTimeout:
-		return scheduler.Fail(CodeTimeout, component, what+": "+err.Error(), err)
+		return task.Fail(task.CodeTimeout, component, what+": "+err.Error(), err)
 	case classUnreachable:
-		return scheduler.Fail(CodeBMCUnreachable, component, what+": "+bmcMessage(err), err)
+		return task.Fail(task.CodeBMCUnreachable, component, what+": "+bmcMessage(err), err)
 	case classAuth:
-		return scheduler.Fail(CodeLoginFailed, component, what+": "+bmcMessage(err), err)
+		return task.Fail(task.CodeLoginFailed, component, what+": "+bmcMessage(err), err)
 	case classShutdown:
 		return err
 	}
 	if component == "" {
-		return scheduler.Fail(CodeInventoryError, component, what+": "+bmcMessage(err), err)
+		return task.Fail(task.CodeInventoryError, component, what+": "+bmcMessage(err), err)
 	}
-	return scheduler.Fail(CodeInstallFailed, component, what+": "+bmcMessage(err), err)
+	return task.Fail(task.CodeInstallFailed, component, what+": "+bmcMessage(err), err)
 }

@@ -126,13 +126,13 @@ func TestForceAndDowngrade(t *testing.T) {
 		image    string
 		force    bool
 		state    task.State
-		code     string
+		code     task.Code
 		contains string
 		version  string
 		uploads  int
 	}{
 		{name: "downgrade refused without force", image: "dell-bios-2.13.3", state: task.StateFailed,
-			code: outofband.CodePlanRefused, contains: "DOWNGRADE_REFUSED", version: "2.19.1"},
+			code: task.CodePlanRefused, contains: "DOWNGRADE_REFUSED", version: "2.19.1"},
 		{name: "downgrade with force", image: "dell-bios-2.13.3", force: true, state: task.StateSucceeded, version: "2.13.3", uploads: 1},
 		{name: "reinstall with force", image: "dell-bios-2.19.1", force: true, state: task.StateSucceeded, version: "2.19.1", uploads: 1},
 		{name: "equal without force is a no-op", image: "dell-bios-2.19.1", state: task.StateSucceeded, version: "2.19.1"},
@@ -224,13 +224,13 @@ func TestBMCCertificateVerification(t *testing.T) {
 	tests := []struct {
 		mode       string
 		wantState  task.State
-		wantCode   string
+		wantCode   task.Code
 		unverified bool
 	}{
 		{"", task.StateSucceeded, "", true},
-		{"verify", task.StateFailed, outofband.CodeBMCUnreachable, false},
+		{"verify", task.StateFailed, task.CodeBMCUnreachable, false},
 		{"pin", task.StateSucceeded, "", false},
-		{"pin-wrong", task.StateFailed, outofband.CodeBMCUnreachable, false},
+		{"pin-wrong", task.StateFailed, task.CodeBMCUnreachable, false},
 	}
 	for _, tc := range tests {
 		t.Run("tls="+tc.mode, func(t *testing.T) {

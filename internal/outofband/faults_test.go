@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flasher-dev/flasher/internal/outofband"
 	"github.com/flasher-dev/flasher/internal/task"
 	"github.com/flasher-dev/flasher/sim/redfish"
 )
@@ -23,34 +22,34 @@ func TestFaults(t *testing.T) {
 		image    string
 		password string // wrong credentials in the inventory
 		dead     bool   // the inventory points at a port nobody listens on
-		code     string
+		code     task.Code
 		contains string
 		within   time.Duration
 		uploads  int // upload requests that reached the BMC
 	}{
-		{name: "wrong password", password: "wrong", code: outofband.CodeLoginFailed, within: to.Connect + slack},
+		{name: "wrong password", password: "wrong", code: task.CodeLoginFailed, within: to.Connect + slack},
 		{name: "login answers 500", op: redfish.OpLogin, fault: redfish.Fault{Kind: redfish.KindStatus, Status: 500},
-			code: outofband.CodeLoginFailed, within: time.Duration(to.LoginAttempts)*to.Connect + slack},
+			code: task.CodeLoginFailed, within: time.Duration(to.LoginAttempts)*to.Connect + slack},
 		{name: "login hangs", op: redfish.OpLogin, fault: redfish.Fault{Kind: redfish.KindHang},
-			code: outofband.CodeTimeout, within: time.Duration(to.LoginAttempts)*(to.Connect+to.Connect/4) + slack},
-		{name: "BMC unreachable", dead: true, code: outofband.CodeBMCUnreachable, within: to.Connect + slack},
+			code: task.CodeTimeout, within: time.Duration(to.LoginAttempts)*(to.Connect+to.Connect/4) + slack},
+		{name: "BMC unreachable", dead: true, code: task.CodeBMCUnreachable, within: to.Connect + slack},
 		{name: "upload rejected", op: redfish.OpUpload, fault: redfish.Fault{Kind: redfish.KindStatus, Status: 500, Message: "Internal flash error"},
-			code: outofband.CodeUploadRejected, contains: "Internal flash error", within: to.Upload + slack, uploads: 1},
+			code: task.CodeUploadRejected, contains: "Internal flash error", within: to.Upload + slack, uploads: 1},
 		{name: "upload hangs", op: redfish.OpUpload, fault: redfish.Fault{Kind: redfish.KindHang},
 			// A hung request is held before the simulator counts it as an upload.
-			code: outofband.CodeTimeout, within: to.Upload + slack},
+			code: task.CodeTimeout, within: to.Upload + slack},
 		{name: "install fails", op: redfish.OpInstall, fault: redfish.Fault{Kind: redfish.KindException, Message: "Flash write failed at 0x3f000"},
-			code: outofband.CodeInstallFailed, contains: "Flash write failed at 0x3f000", within: to.Install + slack, uploads: 1},
+			code: task.CodeInstallFailed, contains: "Flash write failed at 0x3f000", within: to.Install + slack, uploads: 1},
 		{name: "install stuck", op: redfish.OpInstall, fault: redfish.Fault{Kind: redfish.KindStuck},
-			code: outofband.CodeTimeout, within: to.Install + slack, uploads: 1},
+			code: task.CodeTimeout, within: to.Install + slack, uploads: 1},
 		{name: "install leaves the version", op: redfish.OpInstall, fault: redfish.Fault{Kind: redfish.KindUnchanged},
-			code: outofband.CodeVerifyMismatch, contains: "reports 2.11.4", within: to.Install + to.Verify + slack, uploads: 1},
+			code: task.CodeVerifyMismatch, contains: "reports 2.11.4", within: to.Install + to.Verify + slack, uploads: 1},
 		{name: "leftover scheduled job", op: redfish.OpQueue, fault: redfish.Fault{Kind: redfish.KindLeftover},
-			code: outofband.CodeUploadRejected, within: to.Upload + slack},
+			code: task.CodeUploadRejected, within: to.Upload + slack},
 		{name: "power cycle refused", op: redfish.OpPower, fault: redfish.Fault{Kind: redfish.KindStatus, Status: 500},
-			code: outofband.CodePowerFailed, within: to.Install + slack, uploads: 1},
-		{name: "checksum mismatch", image: "dell-bios-bad", code: outofband.CodeChecksumMismatch, within: slack},
-		{name: "image missing", image: "dell-bios-gone", code: outofband.CodeImageUnavailable, within: slack},
+			code: task.CodePowerFailed, within: to.Install + slack, uploads: 1},
+		{name: "checksum mismatch", image: "dell-bios-bad", code: task.CodeChecksumMismatch, within: slack},
+		{name: "image missing", image: "dell-bios-gone", code: task.CodeImageUnavailable, within: slack},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,8 +91,8 @@ func TestFaults(t *testing.T) {
 			if n := b.Counters().Uploads; n != tc.uploads {
 				t.Errorf("uploads that reached the BMC: %d, want %d", n, tc.uploads)
 			}
-			if tk.Failure.Code != outofband.CodeLoginFailed && tk.Failure.Code != outofband.CodeBMCUnreachable &&
-				tk.Failure.Code != outofband.CodeTimeout && b.InstalledVersion("BIOS") == "2.11.4" &&
+			if tk.Failure.Code != task.CodeLoginFailed && tk.Failure.Code != task.CodeBMCUnreachable &&
+				tk.Failure.Code != task.CodeTimeout && b.InstalledVersion("BIOS") == "2.11.4" &&
 				!strings.Contains(tk.Failure.Message, "nothing was changed") {
 				t.Errorf("failure message does not say nothing changed: %q", tk.Failure.Message)
 			}

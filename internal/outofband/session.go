@@ -27,6 +27,7 @@ import (
 	"github.com/jacobweinstock/registrar"
 
 	"github.com/flasher-dev/flasher/internal/inventory"
+	"github.com/flasher-dev/flasher/internal/task"
 )
 
 // Providers Flasher drives. bmclib's generic gofish provider has no firmware methods, and
@@ -286,19 +287,19 @@ func (e *connectError) Error() string {
 func (e *connectError) Unwrap() error { return e.err }
 
 // code is the failure code of a failed login.
-func (e *connectError) code() string {
+func (e *connectError) code() task.Code {
 	switch e.class {
 	case classAuth, classStatus:
-		return CodeLoginFailed
+		return task.CodeLoginFailed
 	case classTimeout:
-		return CodeTimeout
+		return task.CodeTimeout
 	case classUnreachable:
-		return CodeBMCUnreachable
+		return task.CodeBMCUnreachable
 	}
 	if strings.Contains(strings.ToLower(e.err.Error()), "not an openbmc") || strings.Contains(e.err.Error(), "incompatible") {
-		return CodeUnsupported
+		return task.CodeUnsupported
 	}
-	return CodeBMCUnreachable
+	return task.CodeBMCUnreachable
 }
 
 func (ss *Session) openOnce(ctx context.Context) error {

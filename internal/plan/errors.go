@@ -9,45 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/flasher-dev/flasher/internal/task"
 )
 
-// Code is a stable, machine-readable refusal reason. The API maps it to a gRPC
-// PreconditionFailure violation type.
-type Code string
-
-// Refusal codes. Docs: docs/planner.md.
-const (
-	// CodeInvalidRequest: the request itself is malformed (unknown mode or method, an explicit
-	// item without component or version, a URL without a checksum).
-	CodeInvalidRequest Code = "INVALID_REQUEST"
-	// CodeDependencyCycle: requirements order steps in a cycle, or a same-target cycle exists in
-	// the catalog. Violations name every edge.
-	CodeDependencyCycle Code = "DEPENDENCY_CYCLE"
-	// CodeUnsatisfiable: two requirements on one component admit no known version together.
-	CodeUnsatisfiable Code = "UNSATISFIABLE"
-	// CodeConstraintViolated: some intermediate or final state breaks a requirement.
-	CodeConstraintViolated Code = "CONSTRAINT_VIOLATED"
-	// CodeImageMissing: no image (catalog record or explicit URL) exists for a wanted version.
-	CodeImageMissing Code = "IMAGE_MISSING"
-	// CodeUnorderableVersion: an ordering was needed between versions that have none (opaque
-	// scheme, unparseable version, conflicting schemes).
-	CodeUnorderableVersion Code = "UNORDERABLE_VERSION"
-	// CodeDowngradeRefused: a step would lower a version and force was not given.
-	CodeDowngradeRefused Code = "DOWNGRADE_REFUSED"
-	// CodeNoMatchingSet: resolve mode found no firmware set labelled for the server.
-	CodeNoMatchingSet Code = "NO_MATCHING_SET"
-	// CodeAmbiguousSet: resolve mode found several sets, or a set name is not unique.
-	CodeAmbiguousSet Code = "AMBIGUOUS_SET"
-	// CodeSetNotFound: the named firmware set does not exist.
-	CodeSetNotFound Code = "SET_NOT_FOUND"
-	// CodeServerModelMismatch: the named set is labelled for another vendor or model.
-	CodeServerModelMismatch Code = "SERVER_MODEL_MISMATCH"
-	// CodeComponentNotFound: an explicit item names a component (or serial) the server lacks.
-	CodeComponentNotFound Code = "COMPONENT_NOT_FOUND"
-	// CodeAmbiguousFirmware: more than one image would apply to one component instance (a set
-	// listing two versions for it, or an explicit URL for several models of a component).
-	CodeAmbiguousFirmware Code = "AMBIGUOUS_FIRMWARE"
-)
+// Code is a refusal reason from the run vocabulary's catalogue (task.Catalogue). The API maps it
+// to a gRPC PreconditionFailure violation type. Docs: docs/planner.md.
+type Code = task.Code
 
 // Violation is one reason behind a refusal: what it concerns and what is wrong with it.
 type Violation struct {

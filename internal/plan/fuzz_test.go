@@ -263,7 +263,7 @@ func FuzzCompare(f *testing.F) {
 			t.Fatalf("%s: Compare(%q,%q) err %v but reverse err %v", sc, a, b, err1, err2)
 		}
 		if err1 != nil {
-			if CodeOf(err1) != CodeUnorderableVersion {
+			if CodeOf(err1) != task.CodeUnorderableVersion {
 				t.Fatalf("error code %q", CodeOf(err1))
 			}
 			return

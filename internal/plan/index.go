@@ -174,7 +174,7 @@ func sameTargetCycles(ix *index) map[*record]*Error {
 	}
 	out := map[*record]*Error{}
 	for _, cyc := range g.cycles() {
-		e := refuse(CodeDependencyCycle, "same-target requirement cycle in the catalog")
+		e := refuse(task.CodeDependencyCycle, "same-target requirement cycle in the catalog")
 		for _, ed := range cyc {
 			e.with(ed.from.label(), "%s", ed.why)
 		}

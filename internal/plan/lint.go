@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/flasher-dev/flasher/internal/inventory"
+	"github.com/flasher-dev/flasher/internal/task"
 )
 
 // LintError is one problem Lint found in a catalog, tied to the firmware record it concerns so
@@ -48,11 +49,11 @@ func Lint(cat *inventory.Catalog) []error {
 		}
 		for _, q := range r.reqs {
 			if q.err != nil {
-				add(r, refuse(CodeInvalidRequest, "requirement on %s: %v", q.slug, q.err))
+				add(r, refuse(task.CodeInvalidRequest, "requirement on %s: %v", q.slug, q.err))
 				continue
 			}
 			if q.slug == "" {
-				add(r, refuse(CodeInvalidRequest, "requirement without a component"))
+				add(r, refuse(task.CodeInvalidRequest, "requirement without a component"))
 				continue
 			}
 			schemes := map[Scheme]bool{}
@@ -90,7 +91,7 @@ func Lint(cat *inventory.Catalog) []error {
 		for _, r := range rs[1:] {
 			if r.bad == nil && rs[0].bad == nil && r.scheme != rs[0].scheme && !flagged[r] {
 				flagged[r] = true
-				add(r, refuse(CodeUnorderableVersion, "scheme %s differs from %s of firmware %s for the same %s %s %s",
+				add(r, refuse(task.CodeUnorderableVersion, "scheme %s differs from %s of firmware %s for the same %s %s %s",
 					r.scheme, rs[0].scheme, rs[0].fw.ID, k.vendor, k.model, r.fw.Component))
 			}
 		}
@@ -120,7 +121,7 @@ func Lint(cat *inventory.Catalog) []error {
 		}
 	}
 	for _, cyc := range g.cycles() {
-		e := refuse(CodeDependencyCycle, "cross-target requirement cycle of exact pins: these images can only be installed together")
+		e := refuse(task.CodeDependencyCycle, "cross-target requirement cycle of exact pins: these images can only be installed together")
 		for _, ed := range cyc {
 			e.with(ed.from.label(), "%s", ed.why)
 		}

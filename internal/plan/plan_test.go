@@ -36,7 +36,7 @@ func TestFASScenarios(t *testing.T) {
 				fw("bios-2.0.0", gb, g200, "BIOS", "2.0.0", requires("BMC", ">=1.5")),
 			), "s", nil, "bmc-1.5", "bios-2.0.0"),
 			req:   setReq("s"),
-			code:  CodeDependencyCycle,
+			code:  task.CodeDependencyCycle,
 			frags: []string{"BIOS 1.0.0 → 2.0.0 before BMC 1.0 → 1.5", "BMC 1.0 → 1.5 before BIOS 1.0.0 → 2.0.0", "requires BIOS >=2.0.0", "requires BMC >=1.5"},
 			verify: func(t *testing.T, _ *task.Plan, err error) {
 				if n := len(err.(*Error).Violations); n != 2 {
@@ -63,7 +63,7 @@ func TestFASScenarios(t *testing.T) {
 				fw("bmc-1.4", gb, g200, "BMC", "1.4", requires("BMC", "=1.5")),
 			), "s", nil, "bmc-1.5"),
 			req:   setReq("s"),
-			code:  CodeDependencyCycle,
+			code:  task.CodeDependencyCycle,
 			frags: []string{"same-target", "bmc-1.5", "bmc-1.4"},
 		},
 		{
@@ -75,7 +75,7 @@ func TestFASScenarios(t *testing.T) {
 				fw("bios-12", gb, g200, "BIOS", "12"),
 			),
 			req:   explicitReq(task.Firmware{Component: "BIOS", Version: "9"}),
-			code:  CodeDowngradeRefused,
+			code:  task.CodeDowngradeRefused,
 			frags: []string{"BIOS", "12 → 9"},
 		},
 		{
@@ -87,7 +87,7 @@ func TestFASScenarios(t *testing.T) {
 				fw("bios-12", gb, g200, "BIOS", "12"),
 			),
 			req:   explicitReq(task.Firmware{Component: "BIOS", Version: "9", Force: true}),
-			code:  CodeConstraintViolated,
+			code:  task.CodeConstraintViolated,
 			frags: []string{"step 1 (BIOS 12 → 9)", "BMC at 1.5 (firmware bmc-1.5)", "requires BIOS >=10", "would be at 9"},
 		},
 		{
@@ -99,7 +99,7 @@ func TestFASScenarios(t *testing.T) {
 				fw("bios-3.1.0", gb, g200, "BIOS", "3.1.0"),
 			), "s", nil, "bmc-1.5", "bios-3.1.0"),
 			req:   setReq("s"),
-			code:  CodeUnsatisfiable,
+			code:  task.CodeUnsatisfiable,
 			frags: []string{"requires BIOS =2.0.0", "requires BIOS =3.1.0", "bmc-1.5"},
 		},
 		{
@@ -112,7 +112,7 @@ func TestFASScenarios(t *testing.T) {
 				fw("bios-3.1.0", gb, g200, "BIOS", "3.1.0"),
 			), "s", nil, "bmc-1.5", "nic-14.29"),
 			req:   setReq("s"),
-			code:  CodeUnsatisfiable,
+			code:  task.CodeUnsatisfiable,
 			frags: []string{"BMC at BMC 1.5 (firmware bmc-1.5)", "NIC serial=MT1 at NIC 14.29 (firmware nic-14.29)"},
 		},
 		{
@@ -120,7 +120,7 @@ func TestFASScenarios(t *testing.T) {
 			srv:   gigabyte("1.0", "1.0.0"),
 			cat:   catalog(fw("bios-2.0.0", gb, g200, "BIOS", "2.0.0")),
 			req:   explicitReq(task.Firmware{Component: "BIOS", Version: "2.5.0"}),
-			code:  CodeImageMissing,
+			code:  task.CodeImageMissing,
 			frags: []string{"BIOS", "2.5.0"},
 		},
 		{
@@ -128,7 +128,7 @@ func TestFASScenarios(t *testing.T) {
 			srv:  gigabyte("1.0", "1.0.0"),
 			cat:  withSet(catalog(fw("bios-2.0.0", gb, g200, "BIOS", "2.0.0")), "s", nil, "bios-2.0.0", "bmc-gone"),
 			req:  setReq("s"),
-			code: CodeImageMissing, frags: []string{"bmc-gone"},
+			code: task.CodeImageMissing, frags: []string{"bmc-gone"},
 		},
 		{
 			name: "rollback impossible marks the step irreversible",
@@ -180,7 +180,7 @@ func TestFASScenarios(t *testing.T) {
 			srv:   gigabyte("1.0", "MZ62-HD0-YF_C14_F00a_Armor"),
 			cat:   catalog(fw("bios-f01b", gb, g200, "BIOS", "MZ62-HD0-YF_C14_F01b_Armor", scheme("opaque"))),
 			req:   explicitReq(task.Firmware{Component: "BIOS", Version: "MZ62-HD0-YF_C14_F01b_Armor"}),
-			code:  CodeUnorderableVersion,
+			code:  task.CodeUnorderableVersion,
 			frags: []string{"upgrade", "opaque"},
 		},
 		{
@@ -198,7 +198,7 @@ func TestFASScenarios(t *testing.T) {
 				fw("bios-f00a", gb, g200, "BIOS", "MZ62-HD0-YF_C14_F00a_Armor", scheme("opaque")),
 			),
 			req:   explicitReq(task.Firmware{Component: "BMC", Version: "1.5"}),
-			code:  CodeUnorderableVersion,
+			code:  task.CodeUnorderableVersion,
 			frags: []string{"opaque"},
 		},
 	}
@@ -251,12 +251,12 @@ func TestModes(t *testing.T) {
 	}{
 		{name: "explicit", req: explicitReq(task.Firmware{Component: "bios", Version: "2.19.1"}), steps: "BIOS 2.10.2→2.19.1"},
 		{name: "explicit url", req: explicitReq(task.Firmware{Component: "BMC", Version: "7.10.30.00", URL: "https://fw.example/x.exe", Checksum: "md5:0123456789abcdef0123456789abcdef"}), steps: "BMC 6.00.30.00→7.10.30.00"},
-		{name: "explicit url without checksum", req: explicitReq(task.Firmware{Component: "BMC", Version: "7.10", URL: "https://fw.example/x.exe"}), code: CodeInvalidRequest},
-		{name: "explicit unknown component", req: explicitReq(task.Firmware{Component: "GPU", Version: "1"}), code: CodeComponentNotFound, frags: []string{"GPU"}},
+		{name: "explicit url without checksum", req: explicitReq(task.Firmware{Component: "BMC", Version: "7.10", URL: "https://fw.example/x.exe"}), code: task.CodeInvalidRequest},
+		{name: "explicit unknown component", req: explicitReq(task.Firmware{Component: "GPU", Version: "1"}), code: task.CodeComponentNotFound, frags: []string{"GPU"}},
 		{name: "set by id", req: setReq("r6515-prod"), steps: "BMC 6.00.30.00→7.00.00.171, BIOS 2.10.2→2.19.1", set: "r6515-prod"},
 		{name: "set by name", req: setReq("r6515-bmc-name"), steps: "BMC 6.00.30.00→7.00.00.171", set: "r6515-bmc"},
-		{name: "set not found", req: setReq("nope"), code: CodeSetNotFound, frags: []string{"nope"}},
-		{name: "set for another model", req: setReq("r640"), code: CodeServerModelMismatch, frags: []string{"PowerEdge R640"}},
+		{name: "set not found", req: setReq("nope"), code: task.CodeSetNotFound, frags: []string{"nope"}},
+		{name: "set for another model", req: setReq("r640"), code: task.CodeServerModelMismatch, frags: []string{"PowerEdge R640"}},
 		{name: "unlabelled set of other-model firmware plans nothing", req: setReq("unlabelled"), steps: "", set: "unlabelled"},
 		{name: "resolve prefers the default-labelled set", req: Request{Mode: task.ModeResolve, Method: task.MethodOutOfBand}, steps: "BMC 6.00.30.00→7.00.00.171, BIOS 2.10.2→2.19.1", set: "r6515-prod"},
 		{
@@ -265,15 +265,15 @@ func TestModes(t *testing.T) {
 				{ID: "a", Labels: map[string]string{"vendor": "Dell", "model": r6515}},
 				{ID: "b", Labels: map[string]string{"vendor": "Dell", "model": r6515}},
 			}},
-			req: Request{Mode: task.ModeResolve, Method: task.MethodOutOfBand}, code: CodeAmbiguousSet, frags: []string{"set a", "set b"},
+			req: Request{Mode: task.ModeResolve, Method: task.MethodOutOfBand}, code: task.CodeAmbiguousSet, frags: []string{"set a", "set b"},
 		},
 		{
 			name: "resolve finds nothing",
 			cat:  &inventory.Catalog{Firmware: cat.Firmware, Sets: cat.Sets[2:]},
-			req:  Request{Mode: task.ModeResolve, Method: task.MethodOutOfBand}, code: CodeNoMatchingSet, frags: []string{r6515},
+			req:  Request{Mode: task.ModeResolve, Method: task.MethodOutOfBand}, code: task.CodeNoMatchingSet, frags: []string{r6515},
 		},
-		{name: "no method", req: Request{Mode: task.ModeResolve}, code: CodeInvalidRequest},
-		{name: "no mode", req: Request{Method: task.MethodOutOfBand}, code: CodeInvalidRequest},
+		{name: "no method", req: Request{Mode: task.ModeResolve}, code: task.CodeInvalidRequest},
+		{name: "no mode", req: Request{Method: task.MethodOutOfBand}, code: task.CodeInvalidRequest},
 	}
 	p := New()
 	for _, tt := range tests {
@@ -375,11 +375,11 @@ func TestMultiInstance(t *testing.T) {
 	})
 	t.Run("one explicit URL for two drive models is ambiguous", func(t *testing.T) {
 		_, err := p.Plan(srv, cat, explicitReq(task.Firmware{Component: "Drive", Version: "X1", URL: "https://fw.example/d.bin", Checksum: "md5:0123456789abcdef0123456789abcdef", Force: true}))
-		wantRefusal(t, err, CodeAmbiguousFirmware, "2 different Drive models")
+		wantRefusal(t, err, task.CodeAmbiguousFirmware, "2 different Drive models")
 	})
 	t.Run("explicit serial that does not exist", func(t *testing.T) {
 		_, err := p.Plan(srv, cat, explicitReq(task.Firmware{Component: "NIC", Serial: "MT9", Version: "14.29.2002"}))
-		wantRefusal(t, err, CodeComponentNotFound, "MT9")
+		wantRefusal(t, err, task.CodeComponentNotFound, "MT9")
 	})
 }
 
@@ -436,7 +436,7 @@ func TestForce(t *testing.T) {
 	cat := withSet(catalog(fw("bmc-1.5", gb, g200, "BMC", "1.5"), fw("bios-1.0.0", gb, g200, "BIOS", "1.0.0")), "s", nil, "bmc-1.5", "bios-1.0.0")
 	p := New()
 	_, err := p.Plan(srv, cat, setReq("s"))
-	wantRefusal(t, err, CodeDowngradeRefused, "BIOS", "2.0.0 → 1.0.0")
+	wantRefusal(t, err, task.CodeDowngradeRefused, "BIOS", "2.0.0 → 1.0.0")
 
 	req := setReq("s")
 	req.Force = true
@@ -525,8 +525,8 @@ func TestRequirementNotMetByThePlan(t *testing.T) {
 	srv := gigabyte("1.0", "1.0.0")
 	cat := catalog(fw("bmc-1.5", gb, g200, "BMC", "1.5", requires("BIOS", ">=2.0.0")), fw("bios-2.0.0", gb, g200, "BIOS", "2.0.0"))
 	_, err := New().Plan(srv, cat, explicitReq(task.Firmware{Component: "BMC", Version: "1.5"}))
-	e := wantRefusal(t, err, CodeConstraintViolated, "step 1 (BMC 1.0 → 1.5)", "requires BIOS >=2.0.0", "would be at 1.0.0")
-	if !errors.Is(err, &Error{Code: CodeConstraintViolated}) || len(e.Violations) != 1 {
+	e := wantRefusal(t, err, task.CodeConstraintViolated, "step 1 (BMC 1.0 → 1.5)", "requires BIOS >=2.0.0", "would be at 1.0.0")
+	if !errors.Is(err, &Error{Code: task.CodeConstraintViolated}) || len(e.Violations) != 1 {
 		t.Errorf("errors.Is by code failed or violations = %v", e.Violations)
 	}
 	// Adding the BIOS to the same explicit request makes it plannable, BIOS first.
@@ -554,7 +554,7 @@ func TestLint(t *testing.T) {
 		{
 			name:  "same-target cycle",
 			cat:   catalog(fw("bmc-1.5", gb, g200, "BMC", "1.5", requires("BMC", "=1.4")), fw("bmc-1.4", gb, g200, "BMC", "1.4", requires("BMC", "=1.5"))),
-			codes: []Code{CodeDependencyCycle}, frags: []string{"bmc-1.5", "bmc-1.4"},
+			codes: []Code{task.CodeDependencyCycle}, frags: []string{"bmc-1.5", "bmc-1.4"},
 		},
 		{
 			name:  "self-requirement satisfied by itself is a precondition, not a cycle",
@@ -568,7 +568,7 @@ func TestLint(t *testing.T) {
 				fw("bios-2.0", gb, g200, "BIOS", "2.0", requires("BMC", "=1.5")),
 				fw("bmc-1.4", gb, g200, "BMC", "1.4"),
 			),
-			codes: []Code{CodeDependencyCycle}, frags: []string{"cross-target", "bmc-1.5", "bios-2.0"},
+			codes: []Code{task.CodeDependencyCycle}, frags: []string{"cross-target", "bmc-1.5", "bios-2.0"},
 		},
 		{
 			name: "cross-target open constraints are left to plan time",
@@ -581,17 +581,17 @@ func TestLint(t *testing.T) {
 		{
 			name:  "bad version, bad scheme",
 			cat:   catalog(fw("a", gb, g200, "BMC", "1.x"), fw("b", gb, "other", "BIOS", "1", scheme("calver"))),
-			codes: []Code{CodeUnorderableVersion, CodeInvalidRequest},
+			codes: []Code{task.CodeUnorderableVersion, task.CodeInvalidRequest},
 		},
 		{
 			name:  "ordering constraint on opaque",
 			cat:   catalog(fw("a", gb, g200, "BMC", "1", requires("BIOS", ">=F01")), fw("b", gb, g200, "BIOS", "F01", scheme("opaque"))),
-			codes: []Code{CodeUnorderableVersion}, frags: []string{"firmware a"},
+			codes: []Code{task.CodeUnorderableVersion}, frags: []string{"firmware a"},
 		},
 		{
 			name:  "mixed schemes for one component line",
 			cat:   catalog(fw("a", gb, g200, "BIOS", "1.0.0", scheme("semver")), fw("b", gb, g200, "BIOS", "1.1")),
-			codes: []Code{CodeUnorderableVersion}, frags: []string{"firmware b"},
+			codes: []Code{task.CodeUnorderableVersion}, frags: []string{"firmware b"},
 		},
 	}
 	for _, tt := range tests {
@@ -624,7 +624,7 @@ func TestExplicitActionsAndPreconditions(t *testing.T) {
 	)
 	p := New()
 	_, err := p.Plan(srv, cat, explicitReq(task.Firmware{Component: "BMC", Version: "1.5"}))
-	wantRefusal(t, err, CodeConstraintViolated, "requires BMC >=1.2 before it is installed; installed 1.0")
+	wantRefusal(t, err, task.CodeConstraintViolated, "requires BMC >=1.2 before it is installed; installed 1.0")
 
 	srv = gigabyte("1.3", "1.0.0")
 	got, err := p.Plan(srv, cat, explicitReq(task.Firmware{Component: "BMC", Version: "1.5",
@@ -640,7 +640,7 @@ func TestExplicitActionsAndPreconditions(t *testing.T) {
 		t.Errorf("step = %+v", st)
 	}
 	_, err = p.Plan(srv, cat, explicitReq(task.Firmware{Component: "BMC", Version: "1.5", PreActions: []task.Action{"REBOOT_DATACENTER"}}))
-	wantRefusal(t, err, CodeInvalidRequest, "REBOOT_DATACENTER")
+	wantRefusal(t, err, task.CodeInvalidRequest, "REBOOT_DATACENTER")
 }
 
 // TestConcurrentPlans runs plans against two catalog snapshots at once, as the API and the

@@ -54,7 +54,7 @@ func (p *Planner) index(cat *inventory.Catalog) *index {
 // refuses. An empty plan (everything already at version, or nothing applicable) is not an error.
 func (p *Planner) Plan(server *inventory.Server, cat *inventory.Catalog, req Request) (*task.Plan, error) {
 	if server == nil {
-		return nil, refuse(CodeInvalidRequest, "no server")
+		return nil, refuse(task.CodeInvalidRequest, "no server")
 	}
 	if cat == nil {
 		cat = &inventory.Catalog{}
@@ -144,14 +144,14 @@ func (pl *planning) fail(code Code, subject, format string, args ...any) {
 // failed returns the collected refusal, most fundamental code first.
 func (pl *planning) failed() error {
 	msgs := map[Code]string{
-		CodeInvalidRequest:     "invalid request",
-		CodeComponentNotFound:  "the server has no such component",
-		CodeAmbiguousFirmware:  "more than one image applies to a component",
-		CodeImageMissing:       "no image for a wanted version",
-		CodeUnorderableVersion: "versions cannot be ordered",
-		CodeDowngradeRefused:   "downgrade without force",
+		task.CodeInvalidRequest:     "invalid request",
+		task.CodeComponentNotFound:  "the server has no such component",
+		task.CodeAmbiguousFirmware:  "more than one image applies to a component",
+		task.CodeImageMissing:       "no image for a wanted version",
+		task.CodeUnorderableVersion: "versions cannot be ordered",
+		task.CodeDowngradeRefused:   "downgrade without force",
 	}
-	for _, c := range []Code{CodeInvalidRequest, CodeComponentNotFound, CodeAmbiguousFirmware, CodeImageMissing, CodeUnorderableVersion, CodeDowngradeRefused} {
+	for _, c := range []Code{task.CodeInvalidRequest, task.CodeComponentNotFound, task.CodeAmbiguousFirmware, task.CodeImageMissing, task.CodeUnorderableVersion, task.CodeDowngradeRefused} {
 		if e := pl.errs[c]; e != nil {
 			e.Message = msgs[c]
 			return e
@@ -170,7 +170,7 @@ func (pl *planning) skip(in *inst, reason, format string, args ...any) {
 
 func (pl *planning) run() (*task.Plan, error) {
 	if !pl.req.Method.Valid() {
-		return nil, refuse(CodeInvalidRequest, "unknown method %q", pl.req.Method)
+		return nil, refuse(task.CodeInvalidRequest, "unknown method %q", pl.req.Method)
 	}
 	pl.instances()
 	switch pl.req.Mode {
@@ -189,7 +189,7 @@ func (pl *planning) run() (*task.Plan, error) {
 		}
 		pl.fromSet(set)
 	default:
-		return nil, refuse(CodeInvalidRequest, "unknown install mode %q", pl.req.Mode)
+		return nil, refuse(task.CodeInvalidRequest, "unknown install mode %q", pl.req.Mode)
 	}
 	if err := pl.failed(); err != nil {
 		return nil, err
@@ -263,7 +263,7 @@ func (pl *planning) instances() {
 				continue
 			}
 			if seen && in.scheme != r.scheme && in.schErr == nil {
-				in.schErr = refuse(CodeUnorderableVersion, "catalog images for %s declare schemes %s and %s", in.name, in.scheme, r.scheme)
+				in.schErr = refuse(task.CodeUnorderableVersion, "catalog images for %s declare schemes %s and %s", in.name, in.scheme, r.scheme)
 			}
 			in.scheme, seen = r.scheme, true
 		}
@@ -309,7 +309,7 @@ func supports(c inventory.Component, m task.Method) bool {
 
 func (pl *planning) target(in *inst, rec *record, item task.Firmware, force bool) {
 	if in.step != nil {
-		pl.fail(CodeAmbiguousFirmware, in.name, "named more than once (%s and %s)", in.step.to.Raw, item.Version)
+		pl.fail(task.CodeAmbiguousFirmware, in.name, "named more than once (%s and %s)", in.step.to.Raw, item.Version)
 		return
 	}
 	s := &step{in: in, rec: rec, item: item, force: force, method: pl.req.Method}
@@ -325,22 +325,22 @@ func (pl *planning) target(in *inst, rec *record, item task.Firmware, force bool
 
 func (pl *planning) explicit() {
 	if len(pl.req.Firmware) == 0 {
-		pl.fail(CodeInvalidRequest, "firmware", "an explicit request needs at least one firmware item")
+		pl.fail(task.CodeInvalidRequest, "firmware", "an explicit request needs at least one firmware item")
 		return
 	}
 	for n, item := range pl.req.Firmware {
 		subject := fmt.Sprintf("firmware[%d] %s %s", n, item.Component, item.Version)
 		slug := NormalizeSlug(item.Component)
 		if slug == "" || strings.TrimSpace(item.Version) == "" {
-			pl.fail(CodeInvalidRequest, subject, "component and version are required")
+			pl.fail(task.CodeInvalidRequest, subject, "component and version are required")
 			continue
 		}
 		if bad := invalidActions(item); bad != "" {
-			pl.fail(CodeInvalidRequest, subject, "unknown action %q", bad)
+			pl.fail(task.CodeInvalidRequest, subject, "unknown action %q", bad)
 			continue
 		}
 		if item.URL != "" && !ValidChecksum(item.Checksum) {
-			pl.fail(CodeInvalidRequest, subject, "an explicit URL needs a checksum sha256:<64 hex>, sha512:<128 hex> or md5:<32 hex>, got %q", item.Checksum)
+			pl.fail(task.CodeInvalidRequest, subject, "an explicit URL needs a checksum sha256:<64 hex>, sha512:<128 hex> or md5:<32 hex>, got %q", item.Checksum)
 			continue
 		}
 		var matched []*inst
@@ -351,9 +351,9 @@ func (pl *planning) explicit() {
 		}
 		if len(matched) == 0 {
 			if item.Serial != "" {
-				pl.fail(CodeComponentNotFound, subject, "server has no %s with serial %q", item.Component, item.Serial)
+				pl.fail(task.CodeComponentNotFound, subject, "server has no %s with serial %q", item.Component, item.Serial)
 			} else {
-				pl.fail(CodeComponentNotFound, subject, "server has no %s", item.Component)
+				pl.fail(task.CodeComponentNotFound, subject, "server has no %s", item.Component)
 			}
 			continue
 		}
@@ -368,7 +368,7 @@ func (pl *planning) explicit() {
 			if item.URL == "" {
 				switch {
 				case rec == nil:
-					pl.fail(CodeImageMissing, in.name, "no catalog image of version %s applies to %s %s and no URL was given", item.Version, in.c.Vendor, in.c.Model)
+					pl.fail(task.CodeImageMissing, in.name, "no catalog image of version %s applies to %s %s and no URL was given", item.Version, in.c.Vendor, in.c.Model)
 					continue
 				case rec.method != pl.req.Method:
 					pl.skip(in, ReasonMethodMismatch, "firmware %s installs %s, task is %s", rec.fw.ID, rec.method, pl.req.Method)
@@ -394,7 +394,7 @@ func (pl *planning) explicit() {
 				models[NormalizeVendor(in.c.Vendor)+"/"+NormalizeModel(in.c.Model)] = true
 			}
 			if len(models) > 1 {
-				pl.fail(CodeAmbiguousFirmware, subject, "one URL for %d different %s models; name a serial or model", len(models), item.Component)
+				pl.fail(task.CodeAmbiguousFirmware, subject, "one URL for %d different %s models; name a serial or model", len(models), item.Component)
 			}
 		}
 	}
@@ -438,17 +438,17 @@ func pickVersion(in *inst, v string, m task.Method) *record {
 func (pl *planning) findSet() (*inventory.FirmwareSet, error) {
 	name := strings.TrimSpace(pl.req.FirmwareSet)
 	if name == "" {
-		return nil, refuse(CodeInvalidRequest, "firmware set mode needs a set id or name")
+		return nil, refuse(task.CodeInvalidRequest, "firmware set mode needs a set id or name")
 	}
 	set := pl.ix.setsByID[name]
 	if set == nil {
 		switch byName := pl.ix.setsByName[name]; len(byName) {
 		case 0:
-			return nil, refuse(CodeSetNotFound, "no firmware set with id or name %q", name)
+			return nil, refuse(task.CodeSetNotFound, "no firmware set with id or name %q", name)
 		case 1:
 			set = byName[0]
 		default:
-			e := refuse(CodeAmbiguousSet, "set name %q is not unique; use an id", name)
+			e := refuse(task.CodeAmbiguousSet, "set name %q is not unique; use an id", name)
 			for _, s := range byName {
 				e.with("set "+s.ID, "named %q", s.Name)
 			}
@@ -457,7 +457,7 @@ func (pl *planning) findSet() (*inventory.FirmwareSet, error) {
 	}
 	if v, ok := set.Labels["vendor"]; ok && NormalizeVendor(v) != NormalizeVendor(pl.srv.Vendor) ||
 		hasLabel(set, "model") && NormalizeModel(set.Labels["model"]) != NormalizeModel(pl.srv.Model) {
-		return nil, refuse(CodeServerModelMismatch, "set %s is for %s %s, server is %s %s",
+		return nil, refuse(task.CodeServerModelMismatch, "set %s is for %s %s, server is %s %s",
 			set.ID, set.Labels["vendor"], set.Labels["model"], pl.srv.Vendor, pl.srv.Model)
 	}
 	return set, nil
@@ -477,7 +477,7 @@ func (pl *planning) resolve() (*inventory.FirmwareSet, error) {
 		}
 	}
 	if len(cands) == 0 {
-		return nil, refuse(CodeNoMatchingSet, "no firmware set is labelled vendor=%q model=%q", pl.srv.Vendor, pl.srv.Model)
+		return nil, refuse(task.CodeNoMatchingSet, "no firmware set is labelled vendor=%q model=%q", pl.srv.Vendor, pl.srv.Model)
 	}
 	if len(cands) == 1 {
 		return cands[0], nil
@@ -491,7 +491,7 @@ func (pl *planning) resolve() (*inventory.FirmwareSet, error) {
 	if len(defaults) == 1 {
 		return defaults[0], nil
 	}
-	e := refuse(CodeAmbiguousSet, "%d firmware sets match vendor=%q model=%q and %d of them are labelled default=true; name one",
+	e := refuse(task.CodeAmbiguousSet, "%d firmware sets match vendor=%q model=%q and %d of them are labelled default=true; name one",
 		len(cands), pl.srv.Vendor, pl.srv.Model, len(defaults))
 	for _, s := range cands {
 		e.with("set "+s.ID, "name %q, default=%q", s.Name, s.Labels["default"])
@@ -505,7 +505,7 @@ func (pl *planning) fromSet(set *inventory.FirmwareSet) {
 	for _, id := range set.Firmware {
 		r := pl.ix.byID[id]
 		if r == nil {
-			pl.fail(CodeImageMissing, "set "+set.ID, "member %q is not in the catalog", id)
+			pl.fail(task.CodeImageMissing, "set "+set.ID, "member %q is not in the catalog", id)
 			continue
 		}
 		members = append(members, r)
@@ -536,11 +536,11 @@ func (pl *planning) fromSet(set *inventory.FirmwareSet) {
 		rec := fits[0]
 		for _, r := range fits[1:] {
 			if r.bad != nil || rec.bad != nil || !r.ver.Equal(rec.ver) {
-				pl.fail(CodeAmbiguousFirmware, in.name, "set %s has %s and %s for it", set.ID, rec.fw.ID, r.fw.ID)
+				pl.fail(task.CodeAmbiguousFirmware, in.name, "set %s has %s and %s for it", set.ID, rec.fw.ID, r.fw.ID)
 			}
 		}
 		if rec.bad != nil {
-			pl.fail(CodeUnorderableVersion, "firmware "+rec.fw.ID, "%v", rec.bad)
+			pl.fail(task.CodeUnorderableVersion, "firmware "+rec.fw.ID, "%v", rec.bad)
 			continue
 		}
 		if rec.method != pl.req.Method {
@@ -563,10 +563,10 @@ func (pl *planning) compare() {
 		in := s.in
 		switch {
 		case s.toErr != nil:
-			pl.fail(CodeUnorderableVersion, in.name, "wanted version %q: %v", s.item.Version, s.toErr)
+			pl.fail(task.CodeUnorderableVersion, in.name, "wanted version %q: %v", s.item.Version, s.toErr)
 			continue
 		case in.schErr != nil:
-			pl.fail(CodeUnorderableVersion, in.name, "%v", in.schErr)
+			pl.fail(task.CodeUnorderableVersion, in.name, "%v", in.schErr)
 			continue
 		}
 		if sameVersion(in.old, in.oldErr, s.to) {
@@ -581,7 +581,7 @@ func (pl *planning) compare() {
 		}
 		if in.oldErr != nil {
 			if !s.force {
-				pl.fail(CodeUnorderableVersion, in.name, "installed version %q does not parse under scheme %s (%v); force installs %s anyway", in.c.Version, in.scheme, in.oldErr, s.to.Raw)
+				pl.fail(task.CodeUnorderableVersion, in.name, "installed version %q does not parse under scheme %s (%v); force installs %s anyway", in.c.Version, in.scheme, in.oldErr, s.to.Raw)
 				continue
 			}
 			kept = append(kept, s)
@@ -590,10 +590,10 @@ func (pl *planning) compare() {
 		cmp, err := s.to.Compare(in.old)
 		switch {
 		case err != nil && !s.force:
-			pl.fail(CodeUnorderableVersion, in.name, "cannot tell whether %s → %s is an upgrade (%s scheme); force installs it anyway", in.c.Version, s.to.Raw, in.scheme)
+			pl.fail(task.CodeUnorderableVersion, in.name, "cannot tell whether %s → %s is an upgrade (%s scheme); force installs it anyway", in.c.Version, s.to.Raw, in.scheme)
 			continue
 		case err == nil && cmp < 0 && !s.force:
-			pl.fail(CodeDowngradeRefused, in.name, "%s → %s is a downgrade; force allows it", in.c.Version, s.to.Raw)
+			pl.fail(task.CodeDowngradeRefused, in.name, "%s → %s is a downgrade; force allows it", in.c.Version, s.to.Raw)
 			continue
 		case err == nil && cmp < 0:
 			s.flags.downgrade = true
@@ -649,7 +649,7 @@ type bound struct {
 // unsatisfiable refuses when two requirements in force after the plan admit no common known
 // version (catalog images, the installed and the planned version) of the component they constrain.
 func (pl *planning) unsatisfiable() error {
-	e := refuse(CodeUnsatisfiable, "requirements on one component admit no common version")
+	e := refuse(task.CodeUnsatisfiable, "requirements on one component admit no common version")
 	for _, j := range pl.insts {
 		var bs []bound
 		touched := []bool{}
@@ -817,7 +817,7 @@ func (pl *planning) order() ([]*step, error) {
 		if k, ok := seen[v]; ok {
 			cyc := path[k:]
 			slices.Reverse(cyc)
-			e := refuse(CodeDependencyCycle, "requirements and order hints form a cycle of %d steps", len(cyc))
+			e := refuse(task.CodeDependencyCycle, "requirements and order hints form a cycle of %d steps", len(cyc))
 			for _, ed := range cyc {
 				e.with(steps[ed.from].label()+" before "+steps[ed.to].label(), "%s", ed.why())
 			}
@@ -832,7 +832,7 @@ func (pl *planning) order() ([]*step, error) {
 			}
 		}
 	}
-	return nil, refuse(CodeDependencyCycle, "requirements form a cycle")
+	return nil, refuse(task.CodeDependencyCycle, "requirements form a cycle")
 }
 
 // simulate applies the ordered steps one by one to a copy of the installed state and checks
@@ -842,11 +842,11 @@ func (pl *planning) simulate(order []*step) error {
 	changed := make([]bool, len(pl.insts))
 	for k, s := range order {
 		if changed[s.in.pos] {
-			return refuse(CodeDependencyCycle, "%s would change twice", s.in.name)
+			return refuse(task.CodeDependencyCycle, "%s would change twice", s.in.name)
 		}
 		for _, q := range s.reqs() {
 			if q.err != nil {
-				return refuse(CodeInvalidRequest, "firmware %s: requirement %s: %v", s.rec.fw.ID, q.c.Raw, q.err)
+				return refuse(task.CodeInvalidRequest, "firmware %s: requirement %s: %v", s.rec.fw.ID, q.c.Raw, q.err)
 			}
 			if q.slug != s.in.slug {
 				continue
@@ -855,7 +855,7 @@ func (pl *planning) simulate(order []*step) error {
 			// flashed from.
 			ok, err := check(q.c, s.in.old, s.in.oldErr)
 			if err != nil || !ok {
-				e := refuse(CodeConstraintViolated, "step %d (%s) is not allowed from the installed version", k+1, s.label())
+				e := refuse(task.CodeConstraintViolated, "step %d (%s) is not allowed from the installed version", k+1, s.label())
 				e.with(requirer(s.in, true), "requires %s %s before it is installed; installed %s%s", s.in.name, q.c.Raw, s.in.c.Version, errNote(err))
 				return e
 			}
@@ -896,16 +896,16 @@ func (pl *planning) violations(changed []bool) *Error {
 					continue
 				}
 				if e == nil {
-					e = &Error{Code: CodeConstraintViolated}
+					e = &Error{Code: task.CodeConstraintViolated}
 					if err != nil {
-						e.Code = CodeUnorderableVersion
+						e.Code = task.CodeUnorderableVersion
 					}
 				}
 				e.with(requirer(i, ci), "requires %s %s; it would be at %s%s", j.name, q.c.Raw, v.Raw, errNote(err))
 			}
 			if !found && ci {
 				if e == nil {
-					e = &Error{Code: CodeConstraintViolated}
+					e = &Error{Code: task.CodeConstraintViolated}
 				}
 				e.with(requirer(i, true), "requires %s %s; the server has no %s", q.name, q.c.Raw, q.name)
 			}

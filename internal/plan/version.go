@@ -3,6 +3,8 @@ package plan
 import (
 	"strings"
 	"time"
+
+	"github.com/flasher-dev/flasher/internal/task"
 )
 
 // Scheme says how the versions of one firmware line compare. Vendors follow no common version
@@ -35,7 +37,7 @@ func ParseScheme(s string) (Scheme, error) {
 	case SchemeSemver, SchemeDotted, SchemeDate, SchemeOpaque:
 		return sc, nil
 	}
-	return "", refuse(CodeInvalidRequest, "unknown version scheme %q (want semver, dotted, date or opaque)", s)
+	return "", refuse(task.CodeInvalidRequest, "unknown version scheme %q (want semver, dotted, date or opaque)", s)
 }
 
 // Version is a version parsed under a scheme. The zero Version is invalid.
@@ -53,7 +55,7 @@ func (s Scheme) Parse(v string) (Version, error) {
 	raw := strings.TrimSpace(v)
 	out := Version{Scheme: s, Raw: raw}
 	if raw == "" {
-		return out, refuse(CodeUnorderableVersion, "empty version under scheme %s", s)
+		return out, refuse(task.CodeUnorderableVersion, "empty version under scheme %s", s)
 	}
 	switch s {
 	case SchemeOpaque:
@@ -62,7 +64,7 @@ func (s Scheme) Parse(v string) (Version, error) {
 		fields := strings.Split(raw, ".")
 		for _, f := range fields {
 			if !allDigits(f) {
-				return out, refuse(CodeUnorderableVersion, "version %q is not dotted integers", raw)
+				return out, refuse(task.CodeUnorderableVersion, "version %q is not dotted integers", raw)
 			}
 			out.nums = append(out.nums, trimZeros(f))
 		}
@@ -75,7 +77,7 @@ func (s Scheme) Parse(v string) (Version, error) {
 		core := strings.TrimPrefix(raw, "v")
 		if i := strings.IndexByte(core, '+'); i >= 0 {
 			if !validIdents(core[i+1:]) {
-				return out, refuse(CodeUnorderableVersion, "version %q has bad semver build metadata", raw)
+				return out, refuse(task.CodeUnorderableVersion, "version %q has bad semver build metadata", raw)
 			}
 			core = core[:i]
 		}
@@ -83,22 +85,22 @@ func (s Scheme) Parse(v string) (Version, error) {
 			pre := core[i+1:]
 			core = core[:i]
 			if !validIdents(pre) {
-				return out, refuse(CodeUnorderableVersion, "version %q has a bad semver pre-release", raw)
+				return out, refuse(task.CodeUnorderableVersion, "version %q has a bad semver pre-release", raw)
 			}
 			out.pre = strings.Split(pre, ".")
 			for _, p := range out.pre {
 				if allDigits(p) && len(p) > 1 && p[0] == '0' {
-					return out, refuse(CodeUnorderableVersion, "version %q: numeric pre-release with leading zero", raw)
+					return out, refuse(task.CodeUnorderableVersion, "version %q: numeric pre-release with leading zero", raw)
 				}
 			}
 		}
 		fields := strings.Split(core, ".")
 		if len(fields) != 3 {
-			return out, refuse(CodeUnorderableVersion, "version %q is not semver MAJOR.MINOR.PATCH", raw)
+			return out, refuse(task.CodeUnorderableVersion, "version %q is not semver MAJOR.MINOR.PATCH", raw)
 		}
 		for _, f := range fields {
 			if !allDigits(f) || (len(f) > 1 && f[0] == '0') {
-				return out, refuse(CodeUnorderableVersion, "version %q is not semver MAJOR.MINOR.PATCH", raw)
+				return out, refuse(task.CodeUnorderableVersion, "version %q is not semver MAJOR.MINOR.PATCH", raw)
 			}
 			out.nums = append(out.nums, f)
 		}
@@ -110,9 +112,9 @@ func (s Scheme) Parse(v string) (Version, error) {
 				return out, nil
 			}
 		}
-		return out, refuse(CodeUnorderableVersion, "version %q is not a date (2006-01-02, 20060102 or 01/02/2006)", raw)
+		return out, refuse(task.CodeUnorderableVersion, "version %q is not a date (2006-01-02, 20060102 or 01/02/2006)", raw)
 	}
-	return out, refuse(CodeUnorderableVersion, "unknown version scheme %q", s)
+	return out, refuse(task.CodeUnorderableVersion, "unknown version scheme %q", s)
 }
 
 // Compare parses a and b under s and compares them: -1, 0 or +1. It returns
@@ -145,14 +147,14 @@ func (v Version) Equal(w Version) bool {
 // UNORDERABLE_VERSION.
 func (v Version) Compare(w Version) (int, error) {
 	if v.Scheme != w.Scheme {
-		return 0, refuse(CodeUnorderableVersion, "cannot compare %q (%s) with %q (%s)", v.Raw, v.Scheme, w.Raw, w.Scheme)
+		return 0, refuse(task.CodeUnorderableVersion, "cannot compare %q (%s) with %q (%s)", v.Raw, v.Scheme, w.Raw, w.Scheme)
 	}
 	switch v.Scheme {
 	case SchemeOpaque:
 		if v.Raw == w.Raw {
 			return 0, nil
 		}
-		return 0, refuse(CodeUnorderableVersion, "opaque versions %q and %q have no order", v.Raw, w.Raw)
+		return 0, refuse(task.CodeUnorderableVersion, "opaque versions %q and %q have no order", v.Raw, w.Raw)
 	case SchemeDate:
 		return cmpInt(v.day, w.day), nil
 	case SchemeDotted, SchemeSemver:
@@ -174,7 +176,7 @@ func (v Version) Compare(w Version) (int, error) {
 		}
 		return 0, nil
 	}
-	return 0, refuse(CodeUnorderableVersion, "unknown version scheme %q", v.Scheme)
+	return 0, refuse(task.CodeUnorderableVersion, "unknown version scheme %q", v.Scheme)
 }
 
 func cmpInt(a, b int64) int {
@@ -315,7 +317,7 @@ func (c *Constraint) prepare() {
 func ParseConstraint(s string) (Constraint, error) {
 	c := Constraint{Raw: strings.TrimSpace(s)}
 	if c.Raw == "" {
-		return c, refuse(CodeInvalidRequest, "empty constraint")
+		return c, refuse(task.CodeInvalidRequest, "empty constraint")
 	}
 	for _, part := range strings.Split(c.Raw, ",") {
 		part = strings.TrimSpace(part)
@@ -335,7 +337,7 @@ func ParseConstraint(s string) (Constraint, error) {
 			t.Op, t.Version = OpEq, part
 		}
 		if t.Version == "" {
-			return c, refuse(CodeInvalidRequest, "constraint %q: operator without a version", c.Raw)
+			return c, refuse(task.CodeInvalidRequest, "constraint %q: operator without a version", c.Raw)
 		}
 		c.Terms = append(c.Terms, t)
 	}
@@ -375,7 +377,7 @@ func (c Constraint) Check(v Version) (bool, error) {
 			ok = !v.Equal(w)
 		default:
 			if v.Scheme == SchemeOpaque {
-				return false, refuse(CodeUnorderableVersion, "constraint %q orders opaque versions", c.Raw)
+				return false, refuse(task.CodeUnorderableVersion, "constraint %q orders opaque versions", c.Raw)
 			}
 			cmp, err := v.Compare(w)
 			if err != nil {
@@ -402,7 +404,7 @@ func (c Constraint) Check(v Version) (bool, error) {
 // Validate checks that every term's version parses under s and that s allows the operators.
 func (c Constraint) Validate(s Scheme) error {
 	if s == SchemeOpaque && c.Ordered() {
-		return refuse(CodeUnorderableVersion, "constraint %q orders versions of an opaque scheme", c.Raw)
+		return refuse(task.CodeUnorderableVersion, "constraint %q orders versions of an opaque scheme", c.Raw)
 	}
 	for _, t := range c.Terms {
 		if _, err := s.Parse(t.Version); err != nil {

@@ -1,6 +1,10 @@
 package plan
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/flasher-dev/flasher/internal/task"
+)
 
 func TestCompare(t *testing.T) {
 	tests := []struct {
@@ -16,22 +20,22 @@ func TestCompare(t *testing.T) {
 		{SchemeDotted, "01.02", "1.2", 0, ""},
 		{SchemeDotted, "1.71", "1.71.0", 0, ""},
 		{SchemeDotted, "99999999999999999999999.1", "99999999999999999999998.9", 1, ""},
-		{SchemeDotted, "1.x", "1.2", 0, CodeUnorderableVersion},
-		{SchemeDotted, "1..2", "1.2", 0, CodeUnorderableVersion},
+		{SchemeDotted, "1.x", "1.2", 0, task.CodeUnorderableVersion},
+		{SchemeDotted, "1..2", "1.2", 0, task.CodeUnorderableVersion},
 		{SchemeSemver, "2.19.1", "2.19.10", -1, ""},
 		{SchemeSemver, "v2.19.1", "2.19.1", 0, ""},
 		{SchemeSemver, "1.0.0-alpha", "1.0.0", -1, ""},
 		{SchemeSemver, "1.0.0-alpha.2", "1.0.0-alpha.10", -1, ""},
 		{SchemeSemver, "1.0.0-beta", "1.0.0-alpha.10", 1, ""},
 		{SchemeSemver, "1.0.0+build.5", "1.0.0", 0, ""},
-		{SchemeSemver, "7.00.00.171", "1.0.0", 0, CodeUnorderableVersion},
-		{SchemeSemver, "01.0.0", "1.0.0", 0, CodeUnorderableVersion},
+		{SchemeSemver, "7.00.00.171", "1.0.0", 0, task.CodeUnorderableVersion},
+		{SchemeSemver, "01.0.0", "1.0.0", 0, task.CodeUnorderableVersion},
 		{SchemeDate, "2023-05-16", "20230517", -1, ""},
 		{SchemeDate, "05/16/2023", "2023-05-16", 0, ""},
-		{SchemeDate, "2023-13-01", "2023-05-16", 0, CodeUnorderableVersion},
+		{SchemeDate, "2023-13-01", "2023-05-16", 0, task.CodeUnorderableVersion},
 		{SchemeOpaque, "MZ62-HD0-YF_C14_F01b_Armor", "MZ62-HD0-YF_C14_F01b_Armor", 0, ""},
-		{SchemeOpaque, "MZ62-HD0-YF_C14_F01b_Armor", "MZ92-FS0-YF_C14_F00a_Armor", 0, CodeUnorderableVersion},
-		{Scheme("calver"), "1", "1", 0, CodeUnorderableVersion},
+		{SchemeOpaque, "MZ62-HD0-YF_C14_F01b_Armor", "MZ92-FS0-YF_C14_F00a_Armor", 0, task.CodeUnorderableVersion},
+		{Scheme("calver"), "1", "1", 0, task.CodeUnorderableVersion},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.scheme)+"/"+tt.a+"_vs_"+tt.b, func(t *testing.T) {
@@ -69,8 +73,8 @@ func TestConstraint(t *testing.T) {
 		{SchemeDotted, "<=10", "10", true, ""},
 		{SchemeOpaque, "=A05", "A05", true, ""},
 		{SchemeOpaque, "!=A05", "A06", true, ""},
-		{SchemeOpaque, ">=A05", "A06", false, CodeUnorderableVersion},
-		{SchemeSemver, ">=2.0", "2.1.0", false, CodeUnorderableVersion},
+		{SchemeOpaque, ">=A05", "A06", false, task.CodeUnorderableVersion},
+		{SchemeSemver, ">=2.0", "2.1.0", false, task.CodeUnorderableVersion},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.scheme)+"/"+tt.c+"/"+tt.v, func(t *testing.T) {

@@ -7,14 +7,14 @@ import (
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
-// run is the Reporter of one ACTIVE task.
+// run is the task.Reporter of one ACTIVE task.
 type run struct {
 	s      *Scheduler
 	id     string
 	cancel atomic.Bool
 }
 
-var _ Reporter = (*run)(nil)
+var _ task.Reporter = (*run)(nil)
 
 func (r *run) Progress(ctx context.Context, p task.Progress) error {
 	return r.s.Mutate(ctx, r.id, func(t *task.Task) (task.Event, error) {

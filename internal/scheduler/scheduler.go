@@ -315,7 +315,7 @@ func (s *Scheduler) execute(ctx context.Context, t *task.Task, r *run) {
 	s.finish(ctx, t, err)
 }
 
-func safeExecute(ctx context.Context, e Executor, t *task.Task, r Reporter) (err error) {
+func safeExecute(ctx context.Context, e Executor, t *task.Task, r task.Reporter) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("executor panic: %v", p)

@@ -40,7 +40,7 @@ func (e *testExecutor) gate(id string) chan error {
 	return ch
 }
 
-func (e *testExecutor) Execute(ctx context.Context, t *task.Task, r Reporter) error {
+func (e *testExecutor) Execute(ctx context.Context, t *task.Task, r task.Reporter) error {
 	e.mu.Lock()
 	e.started = append(e.started, t.ID)
 	e.running++
@@ -70,7 +70,7 @@ func (e *testExecutor) Execute(ctx context.Context, t *task.Task, r Reporter) er
 			return ctx.Err()
 		case <-tick.C:
 			if r.CancelRequested() {
-				return &CancelledError{Where: "before BIOS upload"}
+				return &task.CancelledError{Where: "before BIOS upload"}
 			}
 		}
 	}
@@ -258,7 +258,7 @@ func TestOutcomes(t *testing.T) {
 
 	s.Submit(create(t, st, "fails", "s1", task.MethodOutOfBand, 0, 1))
 	waitStarted(t, e, "fails")
-	e.gate("fails") <- Fail("INSTALL_FAILED", "BIOS", "BMC says: image rejected", nil)
+	e.gate("fails") <- task.Fail(task.CodeInstallFailed, "BIOS", "BMC says: image rejected", nil)
 	got := waitState(t, st, "fails", task.StateFailed)
 	if got.Failure == nil || got.Failure.Code != "INSTALL_FAILED" || got.Failure.Component != "BIOS" {
 		t.Fatalf("failure = %+v", got.Failure)

@@ -64,9 +64,9 @@ func (t *Task) Succeed(now time.Time) (Event, error) {
 // Fail moves an ACTIVE task to FAILED with the reason.
 func (t *Task) Fail(f Failure, now time.Time) (Event, error) {
 	if f.Code == "" {
-		f.Code = "INTERNAL"
+		f.Code = CodeInternal
 	}
-	msg := f.Code + ": " + f.Message
+	msg := string(f.Code) + ": " + f.Message
 	if f.Component != "" {
 		msg = fmt.Sprintf("%s (%s): %s", f.Code, f.Component, f.Message)
 	}

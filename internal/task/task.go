@@ -185,7 +185,7 @@ type Progress struct {
 // Failure says why a task failed: a stable code for programs, the component it concerns and a
 // message for people.
 type Failure struct {
-	Code      string `json:"code"`
+	Code      Code   `json:"code"`
 	Component string `json:"component,omitempty"`
 	Message   string `json:"message"`
 }

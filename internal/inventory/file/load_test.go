@@ -49,15 +49,15 @@ func TestSample(t *testing.T) {
 		{name: "r6515 resolves to production out-of-band", srv: r6515, req: plan.Request{Mode: task.ModeResolve, Method: task.MethodOutOfBand},
 			steps: []string{"BMC:7.00.00.171", "BIOS:2.19.1"}, set: "r6515-production"},
 		{name: "r6515 production in-band: opaque drive versions need force", srv: r6515, req: plan.Request{Mode: task.ModeFirmwareSet, Method: task.MethodInBand, FirmwareSet: "R6515 production"},
-			code: plan.CodeUnorderableVersion},
+			code: task.CodeUnorderableVersion},
 		{name: "r6515 production in-band forced", srv: r6515, req: plan.Request{Mode: task.ModeFirmwareSet, Method: task.MethodInBand, FirmwareSet: "R6515 production", Force: true},
 			steps: []string{"Drive:D3MU001", "Drive:D3MU001", "NIC:14.29.2002", "NIC:14.29.2002"}, set: "r6515-production"},
 		{name: "r6515 test set is a dependency cycle", srv: r6515, req: plan.Request{Mode: task.ModeFirmwareSet, Method: task.MethodOutOfBand, FirmwareSet: "r6515-test"},
-			code: plan.CodeDependencyCycle},
+			code: task.CodeDependencyCycle},
 		{name: "x11 resolves to production", srv: x11, req: plan.Request{Mode: task.ModeResolve, Method: task.MethodOutOfBand},
 			steps: []string{"BMC:1.71.11", "BIOS:3.4"}, set: "x11-production"},
 		{name: "x11 cannot take the r6515 set", srv: x11, req: plan.Request{Mode: task.ModeFirmwareSet, Method: task.MethodOutOfBand, FirmwareSet: "r6515-production"},
-			code: plan.CodeServerModelMismatch},
+			code: task.CodeServerModelMismatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
