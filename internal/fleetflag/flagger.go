@@ -1,11 +1,12 @@
 // Package fleetflag runs the v0.1 design's attribute workflow on fleetdb: operators flag a
 // server for a firmware update by setting its sh.hollow.flasher.task attribute; fleetflag
 // finds flagged servers, creates one Flasher task per request through the TaskService API, and
-// reflects the task's status (queued, active, success, failed), worker, resolved firmware set
-// and firmware, timestamps and failure reason back into the attribute. Requests are idempotent
-// (the task's request id is derived from the server and the attribute version), so restarts and
-// several replicas never create two tasks from one request; attributes left queued or active
-// with no live task are reconciled. It never plans or flashes anything itself.
+// reflects the task's status (queued, active, success, failed), worker, timestamps and failure
+// reason back into the attribute, keeping every field the operator set. Every attribute in the
+// namespace gets a status: invalid ones fail with the field named. A request is claimed in the
+// attribute under an id derived from the attribute's version before its task is created, so
+// restarts and several replicas find the same task, and a re-flag (even of an identical
+// payload) is a new request. It never plans or flashes anything itself.
 package fleetflag
 
 import (
@@ -16,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"time"
 
@@ -114,6 +116,8 @@ type Result struct {
 	Flagged int
 	// Created is the tasks created; Joined the requests that matched an existing task.
 	Created, Joined int
+	// Waiting is the requests kept until the server's running task ends.
+	Waiting int
 	// Updated is the attributes written back.
 	Updated int
 	// Failed is the requests marked failed (invalid, refused, or stale).
@@ -134,20 +138,28 @@ func (f *Flagger) Poll(ctx context.Context) (Result, error) {
 	res.Flagged = len(flagged)
 	for _, fl := range flagged {
 		if err := f.handle(ctx, fl, &res); err != nil {
-			res.Errors = append(res.Errors, fmt.Errorf("server %s: %w", fl.server, err))
+			res.Errors = append(res.Errors, fmt.Errorf("server %s: %w", fl.version.Server, err))
 		}
 	}
 	return res, nil
 }
 
+// Version identifies one version of a server's attribute as fleetdb shows it. fleetdb v1.20.3
+// never moves an attribute's updated_at on PUT; it moves the server's updated_at instead, so
+// that is what tells an operator's re-flag of an identical payload from the request before.
+type Version struct {
+	Server           uuid.UUID
+	AttributeCreated time.Time
+	AttributeUpdated time.Time
+	ServerUpdated    time.Time
+}
+
 // flag is one server's attribute.
 type flag struct {
-	server    uuid.UUID
-	attr      fleetdbapi.Attributes
-	payload   *Payload
-	parseErr  error
-	createdAt time.Time
-	updatedAt time.Time
+	version  Version
+	data     json.RawMessage
+	payload  *Payload
+	parseErr error
 }
 
 // flagged lists the servers with the attribute, attributes included, page by page.
@@ -169,7 +181,10 @@ func (f *Flagger) flagged(ctx context.Context) ([]flag, error) {
 					continue
 				}
 				p, err := ParsePayload(a.Data)
-				out = append(out, flag{server: r.UUID, attr: a, payload: p, parseErr: err, createdAt: a.CreatedAt, updatedAt: a.UpdatedAt})
+				out = append(out, flag{
+					version: Version{Server: r.UUID, AttributeCreated: a.CreatedAt, AttributeUpdated: a.UpdatedAt, ServerUpdated: r.UpdatedAt},
+					data:    a.Data, payload: p, parseErr: err,
+				})
 			}
 		}
 		if len(recs) == 0 || resp == nil || !resp.HasNextPage() || (resp.TotalPages > 0 && page >= resp.TotalPages) {
@@ -179,53 +194,106 @@ func (f *Flagger) flagged(ctx context.Context) ([]flag, error) {
 	return out, nil
 }
 
-// RequestID is the task request id of one attribute version: the server, the attribute's
-// created and updated times and the request fields. Every replica and every restart derives
-// the same id from the same request, and CreateTask is idempotent on it.
-func RequestID(server uuid.UUID, createdAt, updatedAt time.Time, p *Payload) string {
+// RequestID is the task request id of one request: the attribute's version and the operator's
+// request fields (every key but Flasher's own). Every replica and every restart that reads the
+// same version derives the same id, and CreateTask is idempotent on it; an operator's re-flag
+// is a PUT, which moves the server's updated_at, so it gets a new id even when the payload is
+// the same as before.
+func RequestID(v Version, p *Payload) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00%d\x00%s\x00%t\x00", server, createdAt.UnixNano(), updatedAt.UnixNano(),
-		strings.ToLower(p.Method), p.Priority, p.FirmwareSet, p.Force)
-	for _, it := range p.Firmware {
-		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%t\x00%v\x00%v\x00", it.Component, it.Version, it.URL, it.Checksum, it.Force, it.PreActions, it.PostActions)
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%d\x00", v.Server, v.AttributeCreated.UnixNano(), v.AttributeUpdated.UnixNano(), v.ServerUpdated.UnixNano())
+	req := p.request()
+	keys := make([]string, 0, len(req))
+	for k := range req {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s\x00%s\x00", k, canonical(req[k]))
 	}
 	return "fleetflag-" + hex.EncodeToString(h.Sum(nil))[:40]
 }
 
+// handle gives every attribute in the namespace a status: requests are started or kept
+// waiting, running ones followed, invalid ones failed with the field named. Finished ones
+// (success, failed) are left alone until the operator sets status "" again.
 func (f *Flagger) handle(ctx context.Context, fl flag, res *Result) error {
 	if fl.parseErr != nil {
-		// an attribute that is not a JSON object cannot be answered in place; leave it
-		return fl.parseErr
+		res.Failed++
+		return f.rejectNonObject(ctx, fl, res)
 	}
 	p := fl.payload
-	switch p.Status {
-	case StatusRequested:
-		return f.request(ctx, fl, res)
-	case StatusQueued, StatusActive:
-		return f.follow(ctx, fl, res)
-	default:
-		// success, failed or unknown: done until the operator asks again (status "")
+	switch {
+	case p.HasStatus && (p.Status == StatusSuccess || p.Status == StatusFailed):
 		return nil
+	case !p.HasStatus:
+		res.Failed++
+		return f.fail(ctx, fl, "INVALID_REQUEST", `status: missing; set "status": "" to request an update`, res)
+	case p.Invalid != nil:
+		res.Failed++
+		return f.fail(ctx, fl, "INVALID_REQUEST", p.Invalid.Error(), res)
+	case p.Status == StatusRequested:
+		return f.request(ctx, fl, RequestID(fl.version, p), res)
+	case p.Status == StatusQueued || p.Status == StatusActive:
+		if p.TaskID != "" {
+			return f.follow(ctx, fl, res)
+		}
+		// queued with no task: the design's initial resolve-mode attribute, or a request
+		// claimed by a replica that stopped before CreateTask. Either way it is picked up,
+		// under the claimed id when there is one.
+		rid := p.RequestID
+		if rid == "" {
+			rid = RequestID(fl.version, p)
+		}
+		return f.request(ctx, fl, rid, res)
 	}
+	res.Failed++
+	return f.fail(ctx, fl, "INVALID_REQUEST", fmt.Sprintf(`status: %q is not one of "", queued, active, success, failed`, p.Status), res)
 }
 
-// request creates the task of a new request, unless the server already has a live task.
-func (f *Flagger) request(ctx context.Context, fl flag, res *Result) error {
+// request starts the task of a request. The attribute is claimed first (status queued, its
+// request id, Flasher's old keys cleared), so a replica that stops between the claim and
+// CreateTask, or after CreateTask and before the write-back, is followed by one that creates
+// or finds the same task. While another task is live on the server the request waits in the
+// attribute and starts when that task ends.
+func (f *Flagger) request(ctx context.Context, fl flag, rid string, res *Result) error {
 	p := fl.payload
-	if live, err := f.liveTask(ctx, fl.server.String()); err != nil {
-		res.Deferred++
-		return err
-	} else if live != nil && live.GetRequestId() != RequestID(fl.server, fl.createdAt, fl.updatedAt, p) {
-		// a duplicate flag while a task is running: report that task, start none
-		res.Joined++
-		return f.reflect(ctx, fl, live, "duplicate request while task "+live.GetId()+" is live; no second task started", res)
-	}
-	spec, err := spec(fl.server.String(), p)
+	spec, err := spec(fl.version.Server.String(), p.requestPayload())
 	if err != nil {
 		res.Failed++
 		return f.fail(ctx, fl, "INVALID_REQUEST", err.Error(), res)
 	}
-	rid := RequestID(fl.server, fl.createdAt, fl.updatedAt, p)
+	if !(p.Status == StatusQueued && p.RequestID == rid && p.TaskID == "") {
+		claim := edit{set: map[string]any{keyStatus: StatusQueued, keyRequestID: rid, keyWorker: f.cfg.Worker,
+			keyReason: "request accepted; starting its task"}, clear: flasherKeys}
+		if fields, ok := p.resolvedFields(); ok {
+			claim.clear = append(claim.clear, fields...)
+		}
+		data, err := f.write(ctx, fl, claim, res)
+		if err != nil {
+			res.Deferred++
+			return err
+		}
+		if ours, err := f.claimed(ctx, fl.version.Server, rid); err != nil || !ours {
+			return err // another replica's claim, or the operator's new flag: the next poll follows it
+		}
+		fl.data = data
+		if fl.payload, err = ParsePayload(data); err != nil {
+			return err
+		}
+	}
+	live, err := f.liveTask(ctx, fl.version.Server.String())
+	if err != nil {
+		res.Deferred++
+		return err
+	}
+	if live != nil && live.GetRequestId() != rid {
+		res.Waiting++
+		_, err := f.write(ctx, fl, edit{set: map[string]any{
+			keyReason: "waiting: task " + live.GetId() + " from an earlier request is " + stateWord(live.GetState()) + " on this server; this request starts when it ends",
+		}}, res)
+		return err
+	}
 	cctx, cancel := context.WithTimeout(ctx, f.cfg.RequestTimeout)
 	resp, err := f.cfg.Tasks.CreateTask(cctx, &flasherv1.CreateTaskRequest{RequestId: rid, Task: spec})
 	cancel()
@@ -235,8 +303,8 @@ func (f *Flagger) request(ctx context.Context, fl flag, res *Result) error {
 			res.Failed++
 			return f.fail(ctx, fl, refusalCode(err), status.Convert(err).Message(), res)
 		}
-		// Unavailable (Flasher or its inventory), deadlines, ...: the attribute is left as it
-		// is, so the next poll derives the same request id.
+		// Unavailable (Flasher or its inventory), deadlines, ...: the claim stays, so the next
+		// poll asks again with the same request id.
 		res.Deferred++
 		return fmt.Errorf("create task: %w", err)
 	}
@@ -245,37 +313,44 @@ func (f *Flagger) request(ctx context.Context, fl flag, res *Result) error {
 	} else {
 		res.Joined++
 	}
-	p.RequestID = rid
-	return f.reflect(ctx, fl, resp.GetTask(), "", res)
+	return f.reflect(ctx, fl, resp.GetTask(), res)
+}
+
+// claimed re-reads the attribute and reports whether it carries this claim.
+func (f *Flagger) claimed(ctx context.Context, server uuid.UUID, rid string) (bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, f.cfg.RequestTimeout)
+	defer cancel()
+	a, _, err := f.cfg.Fleetdb.GetAttributes(cctx, server, Namespace)
+	if err != nil {
+		return false, fmt.Errorf("re-read %s attribute: %w", Namespace, err)
+	}
+	p, err := ParsePayload(a.Data)
+	return err == nil && p.RequestID == rid && p.Status == StatusQueued && p.TaskID == "", nil
 }
 
 // follow syncs a queued or active attribute with its task, and reconciles stale ones.
 func (f *Flagger) follow(ctx context.Context, fl flag, res *Result) error {
 	p := fl.payload
-	var t *flasherv1.Task
-	if p.TaskID != "" {
-		cctx, cancel := context.WithTimeout(ctx, f.cfg.RequestTimeout)
-		r, err := f.cfg.Tasks.GetTask(cctx, &flasherv1.GetTaskRequest{Id: p.TaskID})
-		cancel()
-		switch {
-		case err == nil:
-			t = r.GetTask()
-		case status.Code(err) != codes.NotFound && status.Code(err) != codes.InvalidArgument:
-			return fmt.Errorf("get task %s: %w", p.TaskID, err)
-		}
+	cctx, cancel := context.WithTimeout(ctx, f.cfg.RequestTimeout)
+	r, err := f.cfg.Tasks.GetTask(cctx, &flasherv1.GetTaskRequest{Id: p.TaskID})
+	cancel()
+	switch {
+	case err == nil:
+		return f.reflect(ctx, fl, r.GetTask(), res)
+	case status.Code(err) != codes.NotFound && status.Code(err) != codes.InvalidArgument:
+		return fmt.Errorf("get task %s: %w", p.TaskID, err)
 	}
-	if t == nil {
-		if f.cfg.Now().Sub(fl.updatedAt) < f.cfg.StaleAfter {
-			return nil // another replica may be writing it; judge it when it is old
-		}
-		res.Failed++
-		reason := "stale: no live Flasher task for this request"
-		if p.TaskID != "" {
-			reason = "stale: task " + p.TaskID + " no longer exists"
-		}
-		return f.fail(ctx, fl, "STALE", reason, res)
+	// Flasher's own updatedAt dates its last write; fleetdb's attribute updated_at does not
+	// move on PUT, so it only dates the attribute's creation.
+	last := fl.version.AttributeUpdated
+	if p.UpdatedAt != nil {
+		last = *p.UpdatedAt
 	}
-	return f.reflect(ctx, fl, t, "", res)
+	if f.cfg.Now().Sub(last) < f.cfg.StaleAfter {
+		return nil // another replica with another store may own it; judge it when it is old
+	}
+	res.Failed++
+	return f.fail(ctx, fl, "STALE", "stale: task "+p.TaskID+" no longer exists", res)
 }
 
 // liveTask returns the server's queued or active task, if any.
@@ -295,112 +370,129 @@ func (f *Flagger) liveTask(ctx context.Context, server string) (*flasherv1.Task,
 	return r.GetTasks()[0], nil
 }
 
-// reflect writes a task's status into the attribute when anything changed.
-func (f *Flagger) reflect(ctx context.Context, fl flag, t *flasherv1.Task, note string, res *Result) error {
-	p := *fl.payload
-	p.TaskID = t.GetId()
-	if p.RequestID == "" || note == "" {
-		p.RequestID = t.GetRequestId()
+func stateWord(s flasherv1.TaskState) string {
+	if s == flasherv1.TaskState_TASK_STATE_ACTIVE {
+		return StatusActive
 	}
-	if t.GetWorker() != "" {
-		p.Worker = t.GetWorker()
-	} else {
-		p.Worker = f.cfg.Worker
-	}
-	switch t.GetState() {
-	case flasherv1.TaskState_TASK_STATE_QUEUED:
-		p.Status = StatusQueued
-	case flasherv1.TaskState_TASK_STATE_ACTIVE:
-		p.Status = StatusActive
-	case flasherv1.TaskState_TASK_STATE_SUCCEEDED:
-		p.Status = StatusSuccess
-	case flasherv1.TaskState_TASK_STATE_FAILED, flasherv1.TaskState_TASK_STATE_CANCELLED:
-		p.Status = StatusFailed
-		p.FailureCode, p.Reason = "CANCELLED", "task cancelled"
-		if fl := t.GetFailure(); fl != nil {
-			p.FailureCode, p.Reason = fl.GetCode(), fl.GetMessage()
-			if fl.GetComponent() != "" {
-				p.Reason = fl.GetComponent() + ": " + p.Reason
-			}
-		}
-	}
-	if note != "" {
-		p.Reason = note
-	}
-	// the resolved set and firmware, from the plan
-	if pl := t.GetPlan(); pl != nil {
-		if pl.GetFirmwareSet() != "" {
-			p.FirmwareSet = pl.GetFirmwareSet()
-		}
-		if len(pl.GetSteps()) > 0 {
-			items := make(Items, 0, len(pl.GetSteps()))
-			for _, s := range pl.GetSteps() {
-				items = append(items, Item{Component: s.GetComponent(), Version: s.GetToVersion(), URL: s.GetUrl(), Checksum: s.GetChecksum(), Force: s.GetForce()})
-			}
-			p.Firmware = items
-		}
-	} else if t.GetFirmwareSet() != "" {
-		p.FirmwareSet = t.GetFirmwareSet()
-	}
-	p.QueuedAt = ts(t.GetCreateTime().AsTime(), t.GetCreateTime() != nil)
-	p.StartedAt = ts(t.GetStartTime().AsTime(), t.GetStartTime() != nil)
-	p.FinishedAt = ts(t.GetFinishTime().AsTime(), t.GetFinishTime() != nil)
-	return f.write(ctx, fl, &p, res)
+	return StatusQueued
 }
 
-func ts(t time.Time, ok bool) *time.Time {
+// reflect writes a task's status into the attribute when anything changed.
+func (f *Flagger) reflect(ctx context.Context, fl flag, t *flasherv1.Task, res *Result) error {
+	worker := t.GetWorker()
+	if worker == "" {
+		worker = f.cfg.Worker
+	}
+	e := edit{set: map[string]any{
+		keyTaskID: t.GetId(), keyRequestID: t.GetRequestId(), keyWorker: worker,
+		keyQueuedAt: ts(t.GetCreateTime().AsTime(), t.GetCreateTime() != nil), keyStartedAt: ts(t.GetStartTime().AsTime(), t.GetStartTime() != nil),
+		keyFinishedAt: ts(t.GetFinishTime().AsTime(), t.GetFinishTime() != nil), keyFailureCode: nil,
+	}}
+	switch t.GetState() {
+	case flasherv1.TaskState_TASK_STATE_QUEUED:
+		e.set[keyStatus], e.set[keyReason] = StatusQueued, "task "+t.GetId()+" is queued"
+	case flasherv1.TaskState_TASK_STATE_ACTIVE:
+		e.set[keyStatus], e.set[keyReason] = StatusActive, "task "+t.GetId()+" is running"
+	case flasherv1.TaskState_TASK_STATE_SUCCEEDED:
+		e.set[keyStatus], e.set[keyReason] = StatusSuccess, "task "+t.GetId()+" succeeded"
+	case flasherv1.TaskState_TASK_STATE_FAILED, flasherv1.TaskState_TASK_STATE_CANCELLED:
+		e.set[keyStatus], e.set[keyFailureCode], e.set[keyReason] = StatusFailed, "CANCELLED", "task "+t.GetId()+" cancelled"
+		if fl := t.GetFailure(); fl != nil {
+			e.set[keyFailureCode], e.set[keyReason] = fl.GetCode(), fl.GetMessage()
+			if fl.GetComponent() != "" {
+				e.set[keyReason] = fl.GetComponent() + ": " + fl.GetMessage()
+			}
+		}
+	}
+	f.resolve(fl.payload, t, &e)
+	_, err := f.write(ctx, fl, e, res)
+	return err
+}
+
+// resolve fills firmwareSet and Firmware with what Flasher resolved, as the design asks, but
+// only where the operator set nothing: an operator's Firmware list (with its actions, force
+// and any field Flasher does not know) is never rewritten. What Flasher filled is recorded
+// under "resolved" so that a re-flag asks for the same mode again.
+func (f *Flagger) resolve(p *Payload, t *flasherv1.Task, e *edit) {
+	req := p.request()
+	var fields []string
+	values := map[string]json.RawMessage{}
+	set := t.GetPlan().GetFirmwareSet()
+	if set == "" {
+		set = t.GetFirmwareSet()
+	}
+	if _, ok := req[keyFirmwareSet]; !ok && set != "" {
+		if _, explicit := req[keyFirmware]; !explicit {
+			fields = append(fields, keyFirmwareSet)
+			e.set[keyFirmwareSet] = set
+			values[keyFirmwareSet], _ = json.Marshal(set)
+		}
+	}
+	if _, ok := req[keyFirmware]; !ok && len(t.GetPlan().GetSteps()) > 0 {
+		items := make(Items, 0, len(t.GetPlan().GetSteps()))
+		for _, s := range t.GetPlan().GetSteps() {
+			items = append(items, Item{Component: s.GetComponent(), Version: s.GetToVersion(), URL: s.GetUrl(), Checksum: s.GetChecksum(), Force: s.GetForce()})
+		}
+		fields = append(fields, keyFirmware)
+		e.set[keyFirmware] = items
+		values[keyFirmware], _ = json.Marshal(items)
+	}
+	if len(fields) == 0 {
+		return
+	}
+	e.set[keyResolved] = resolved{Fields: fields, Digest: digest(values, fields)}
+}
+
+func ts(t time.Time, ok bool) any {
 	if !ok {
 		return nil
 	}
-	t = t.UTC()
-	return &t
+	return t.UTC()
 }
 
 // fail marks a request failed with a reason.
 func (f *Flagger) fail(ctx context.Context, fl flag, code, reason string, res *Result) error {
-	p := *fl.payload
-	p.Status, p.FailureCode, p.Reason = StatusFailed, code, reason
-	if p.Worker == "" {
-		p.Worker = f.cfg.Worker
+	worker := fl.payload.Worker
+	if worker == "" {
+		worker = f.cfg.Worker
 	}
-	now := f.cfg.Now().UTC()
-	p.FinishedAt = &now
-	return f.write(ctx, fl, &p, res)
+	_, err := f.write(ctx, fl, edit{set: map[string]any{keyStatus: StatusFailed, keyFailureCode: code, keyReason: reason,
+		keyWorker: worker, keyFinishedAt: f.cfg.Now().UTC()}}, res)
+	return err
 }
 
-// write updates the attribute unless nothing Flasher reports changed, so an unchanged task
-// costs no fleetdb write and the attribute's updated time keeps meaning "last change".
-func (f *Flagger) write(ctx context.Context, fl flag, p *Payload, res *Result) error {
-	old := *fl.payload
-	old.UpdatedAt, p.UpdatedAt = nil, nil
-	a, errA := old.Marshal()
-	b, errB := p.Marshal()
-	if errA == nil && errB == nil && jsonEqual(a, b) {
-		return nil
-	}
-	now := f.cfg.Now().UTC()
-	p.UpdatedAt = &now
-	data, err := p.Marshal()
+// rejectNonObject answers an attribute whose data is not a JSON object: it cannot be edited
+// in place, so the original is kept under "request" beside the failure.
+func (f *Flagger) rejectNonObject(ctx context.Context, fl flag, res *Result) error {
+	p := &Payload{raw: map[string]json.RawMessage{keyRequest: fl.data}}
+	fl.payload = p
+	return f.fail(ctx, fl, "INVALID_REQUEST", ErrNotObject.Error()+`; set it to an object such as {"status": ""}`, res)
+}
+
+// write applies an edit to the attribute and writes it, unless only updatedAt would change:
+// an unchanged task costs no fleetdb write. It returns the data as written.
+func (f *Flagger) write(ctx context.Context, fl flag, e edit, res *Result) (json.RawMessage, error) {
+	next, err := fl.payload.apply(e)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if sameIgnoringUpdatedAt(fl.data, next) {
+		return fl.data, nil
+	}
+	if e.set == nil {
+		e.set = map[string]any{}
+	}
+	e.set[keyUpdatedAt] = f.cfg.Now().UTC()
+	if next, err = fl.payload.apply(e); err != nil {
+		return nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, f.cfg.RequestTimeout)
 	defer cancel()
-	if _, err := f.cfg.Fleetdb.UpdateAttributes(cctx, fl.server, Namespace, data); err != nil {
-		return fmt.Errorf("write %s attribute: %w", Namespace, err)
+	if _, err := f.cfg.Fleetdb.UpdateAttributes(cctx, fl.version.Server, Namespace, next); err != nil {
+		return nil, fmt.Errorf("write %s attribute: %w", Namespace, err)
 	}
 	res.Updated++
-	return nil
-}
-
-func jsonEqual(a, b json.RawMessage) bool {
-	var x, y any
-	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
-		return false
-	}
-	xa, _ := json.Marshal(x)
-	ya, _ := json.Marshal(y)
-	return string(xa) == string(ya)
+	return next, nil
 }
 
 // refusalCode is the first precondition violation type of a refusal (IMAGE_MISSING, ...).

@@ -10,6 +10,9 @@ import (
 
 	"github.com/google/uuid"
 	fleetdbapi "github.com/metal-toolbox/fleetdb/pkg/api/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/fleetflag"
@@ -183,8 +186,9 @@ func TestWorkflowEndToEnd(t *testing.T) {
 
 	fl := f.flags("flasher-0")
 	res := poll(t, fl)
-	if res.Flagged != 4 || res.Created != 4 || res.Updated != 4 {
-		t.Fatalf("first poll = %+v, want 4 flagged, created and updated", res)
+	// each request: a claim, then the task's state
+	if res.Flagged != 4 || res.Created != 4 || res.Updated != 8 {
+		t.Fatalf("first poll = %+v, want 4 flagged and created, 8 writes", res)
 	}
 	for _, id := range []uuid.UUID{oob, inband, resolve, failing} {
 		p := f.attr(t, id)
@@ -208,20 +212,6 @@ func TestWorkflowEndToEnd(t *testing.T) {
 	poll(t, fl)
 	if p := f.attr(t, oob); p.Status != fleetflag.StatusActive || p.StartedAt == nil {
 		t.Errorf("oob while running: %+v", p)
-	}
-
-	// the operator flags oob again while its task is active: no second task
-	f.clk.Advance(time.Second)
-	f.sim.SetAttribute(oob, fleetflag.Namespace, map[string]any{"status": "", "requester": "alice", "Firmware": map[string]any{"bios": map[string]any{"version": "2.19.1"}}})
-	res = poll(t, fl)
-	if res.Created != 0 || res.Joined != 1 {
-		t.Errorf("duplicate flag poll = %+v, want no task created and one joined", res)
-	}
-	if n := len(f.tasksOf(t, oob)); n != 1 {
-		t.Errorf("oob has %d tasks, want 1", n)
-	}
-	if p := f.attr(t, oob); p.Status != fleetflag.StatusActive || !strings.Contains(p.Reason, "duplicate") {
-		t.Errorf("oob after duplicate flag: %+v", p)
 	}
 
 	close(f.exec.gate)
@@ -258,31 +248,65 @@ func TestWorkflowEndToEnd(t *testing.T) {
 	}
 }
 
+// crashingTasks is the real TaskService client of a replica that stops right after a call
+// has been answered: the call took effect, the replica never saw the answer.
+type crashingTasks struct {
+	fleetflag.Tasks
+	calls int
+}
+
+func (c *crashingTasks) CreateTask(ctx context.Context, in *flasherv1.CreateTaskRequest, opts ...grpc.CallOption) (*flasherv1.CreateTaskResponse, error) {
+	c.calls++
+	if _, err := c.Tasks.CreateTask(ctx, in, opts...); err != nil {
+		return nil, err
+	}
+	return nil, status.Error(codes.Unavailable, "replica stopped")
+}
+
 func TestIdempotentAcrossReplicasAndRestarts(t *testing.T) {
 	f := setup(t)
 	f.catalog()
-	id := f.server("a")
-	f.sim.SetAttribute(id, fleetflag.Namespace, map[string]any{"status": "", "firmwareSet": "dell-r6515"})
+	afterCreate, afterClaim := f.server("a"), f.server("b")
+	f.sim.SetAttribute(afterCreate, fleetflag.Namespace, map[string]any{"status": "", "firmwareSet": "dell-r6515"})
 
-	// a crash after CreateTask, before the attribute was written: the write fails
-	remove := f.sim.InjectFault(simfleetdb.Fault{Method: "PUT", Path: "/servers/", Status: 500})
-	res, err := f.flags("flasher-0").Poll(context.Background())
+	// a replica stops after CreateTask, before writing the task back
+	crash := &crashingTasks{Tasks: f.env.Tasks}
+	fl, err := fleetflag.New(fleetflag.Config{Fleetdb: f.src.Client(), Tasks: crash, Worker: "flasher-0", Now: f.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := fl.Poll(context.Background()); err != nil || crash.calls != 1 || len(res.Errors) != 1 {
+		t.Fatalf("poll of the stopping replica = %+v, %v (%d CreateTask calls)", res, err, crash.calls)
+	}
+	if n := len(f.tasksOf(t, afterCreate)); n != 1 {
+		t.Fatalf("%d tasks after the first CreateTask", n)
+	}
+	if p := f.attr(t, afterCreate); p.Status != fleetflag.StatusQueued || p.RequestID == "" || p.TaskID != "" {
+		t.Fatalf("claim before CreateTask: %+v", p)
+	}
+
+	// a replica stops after its claim, before CreateTask: the claim is written, no task
+	f.sim.SetAttribute(afterClaim, fleetflag.Namespace, map[string]any{"status": "", "firmwareSet": "dell-r6515"})
+	remove := f.sim.InjectFault(simfleetdb.Fault{Method: "GET", Path: "/servers/" + afterClaim.String() + "/attributes/", Status: 503})
+	if res, err := f.flags("flasher-0").Poll(context.Background()); err != nil || len(res.Errors) != 1 {
+		t.Fatalf("poll with the claim unconfirmed = %+v, %v", res, err)
+	}
 	remove()
-	if err != nil || res.Created != 1 || len(res.Errors) != 1 {
-		t.Fatalf("poll with failing write-back = %+v, %v", res, err)
+	if n := len(f.tasksOf(t, afterClaim)); n != 0 {
+		t.Fatalf("%d tasks created before the claim was confirmed", n)
 	}
-	// the restarted replica and a second replica both see the unanswered request
+
+	// the restarted replica and a second replica both see the unanswered requests
 	for _, worker := range []string{"flasher-0", "flasher-1"} {
-		res := poll(t, f.flags(worker))
-		if res.Created != 0 {
-			t.Errorf("%s created %d tasks for an answered request", worker, res.Created)
+		poll(t, f.flags(worker))
+	}
+	for _, id := range []uuid.UUID{afterCreate, afterClaim} {
+		if n := len(f.tasksOf(t, id)); n != 1 {
+			t.Errorf("%s: %d tasks for one request, want 1", id, n)
 		}
-	}
-	if n := len(f.tasksOf(t, id)); n != 1 {
-		t.Fatalf("%d tasks for one request, want 1", n)
-	}
-	if p := f.attr(t, id); p.Status != fleetflag.StatusQueued && p.Status != fleetflag.StatusActive {
-		t.Errorf("attribute = %+v", p)
+		if p := f.attr(t, id); p.TaskID == "" || p.Status != fleetflag.StatusQueued && p.Status != fleetflag.StatusActive {
+			t.Errorf("%s: attribute = %+v", id, p)
+		}
 	}
 }
 
@@ -294,7 +318,7 @@ func TestRefusalsAndStale(t *testing.T) {
 	f.sim.SetAttribute(refused, fleetflag.Namespace, map[string]any{"status": "", "firmwareSet": "no-such-set"})
 	f.sim.SetAttribute(stale, fleetflag.Namespace, map[string]any{"status": "active", "taskID": uuid.NewString(), "worker": "gone"})
 	f.clk.Advance(9 * time.Minute)
-	f.sim.SetAttribute(fresh, fleetflag.Namespace, map[string]any{"status": "queued", "worker": "other"})
+	f.sim.SetAttribute(fresh, fleetflag.Namespace, map[string]any{"status": "queued", "taskID": uuid.NewString(), "worker": "other"})
 
 	fl := f.flags("flasher-0")
 	res := poll(t, fl)
@@ -354,10 +378,25 @@ func TestPayload(t *testing.T) {
 	if _, err := fleetflag.ParsePayload([]byte(`"just a string"`)); err == nil {
 		t.Error("a non-object attribute parsed")
 	}
-	a := fleetflag.RequestID(uuid.Nil, time.Unix(1, 0), time.Unix(2, 0), &fleetflag.Payload{Method: "in-band"})
-	b := fleetflag.RequestID(uuid.Nil, time.Unix(1, 0), time.Unix(3, 0), &fleetflag.Payload{Method: "in-band"})
-	if a == b || a != fleetflag.RequestID(uuid.Nil, time.Unix(1, 0), time.Unix(2, 0), &fleetflag.Payload{Method: "in-band"}) {
-		t.Errorf("request ids: %s %s", a, b)
+	in := func(s string) *fleetflag.Payload {
+		p, err := fleetflag.ParsePayload([]byte(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	v := fleetflag.Version{AttributeCreated: time.Unix(1, 0), AttributeUpdated: time.Unix(1, 0), ServerUpdated: time.Unix(2, 0)}
+	moved := v
+	moved.ServerUpdated = time.Unix(3, 0)
+	a := fleetflag.RequestID(v, in(`{"status":"","method":"in-band"}`))
+	if b := fleetflag.RequestID(moved, in(`{"status":"","method":"in-band"}`)); a == b {
+		t.Errorf("a re-flag (server updated_at moved) kept request id %s", a)
+	}
+	if b := fleetflag.RequestID(v, in(`{"method": "in-band", "status":"queued","taskID":"x","reason":"y"}`)); a != b {
+		t.Errorf("Flasher's keys or formatting changed the request id: %s, %s", a, b)
+	}
+	if b := fleetflag.RequestID(v, in(`{"status":"","method":"out-of-band"}`)); a == b {
+		t.Errorf("another request kept request id %s", a)
 	}
 }
 

@@ -226,8 +226,9 @@ func (s *Server) AddRawFirmwareSet(rec fleetdbapi.ComponentFirmwareSet, firmware
 	return rec.UUID
 }
 
-// SetAttribute creates or replaces a server attribute; data is marshalled unless it is already
-// a json.RawMessage. It reports false when the server does not exist.
+// SetAttribute creates or replaces a server attribute as a POST or PUT through the API would
+// (see putAttr for the timestamps); data is marshalled unless it is already a
+// json.RawMessage. It reports false when the server does not exist.
 func (s *Server) SetAttribute(id uuid.UUID, ns string, data any) bool {
 	raw, ok := data.(json.RawMessage)
 	if !ok {
@@ -244,16 +245,18 @@ func (s *Server) SetAttribute(id uuid.UUID, ns string, data any) bool {
 	return true
 }
 
-// putAttr upserts an attribute; the caller holds s.mu.
+// putAttr upserts an attribute the way fleetdb v1.20.3 does; the caller holds s.mu. An update
+// (PUT) replaces only the data: the attribute's created_at and updated_at stay as they were,
+// and the server's updated_at is set instead. A create (POST) stamps the new attribute and
+// leaves the server's updated_at alone.
 func (s *Server) putAttr(srv *server, ns string, raw json.RawMessage) {
 	now := s.cfg.Now().UTC()
 	if i := findAttr(srv.Attrs, ns); i >= 0 {
 		srv.Attrs[i].Data = raw
-		srv.Attrs[i].UpdatedAt = now
-	} else {
-		srv.Attrs = append(srv.Attrs, fleetdbapi.Attributes{Namespace: ns, Data: raw, CreatedAt: now, UpdatedAt: now})
+		srv.Rec.UpdatedAt = now
+		return
 	}
-	srv.Rec.UpdatedAt = now
+	srv.Attrs = append(srv.Attrs, fleetdbapi.Attributes{Namespace: ns, Data: raw, CreatedAt: now, UpdatedAt: now})
 }
 
 // Attribute returns a server attribute.

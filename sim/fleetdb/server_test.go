@@ -195,6 +195,54 @@ func TestAttributesAndFilters(t *testing.T) {
 	}
 }
 
+// TestAttributeTimestampsFollowFleetdb pins fleetdb v1.20.3's update semantics
+// (serverAttributesUpdate): a PUT replaces the data only, the attribute's created_at and
+// updated_at stay, and the server's updated_at moves; a POST moves neither server time.
+func TestAttributeTimestampsFollowFleetdb(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s, c := start(t, fleetdb.Config{Now: func() time.Time { return now }})
+	ctx := context.Background()
+	id := s.AddServer(fleetdb.ServerSeed{Name: "a"})
+	const ns = "sh.hollow.flasher.task"
+	serverTime := func() time.Time {
+		t.Helper()
+		srv, _, err := c.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv.UpdatedAt
+	}
+	created := serverTime()
+
+	now = now.Add(time.Minute)
+	if _, err := c.CreateAttributes(ctx, id, fleetdbapi.Attributes{Namespace: ns, Data: json.RawMessage(`{"status":""}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := serverTime(); !got.Equal(created) {
+		t.Errorf("server updated_at after an attribute POST = %v, want %v", got, created)
+	}
+	first, _, err := c.GetAttributes(ctx, id, ns)
+	if err != nil || !first.CreatedAt.Equal(now) || !first.UpdatedAt.Equal(now) {
+		t.Fatalf("new attribute times = %v/%v, %v; want %v", first.CreatedAt, first.UpdatedAt, err, now)
+	}
+
+	now = now.Add(time.Minute)
+	if _, err := c.UpdateAttributes(ctx, id, ns, json.RawMessage(`{"status":"queued"}`)); err != nil {
+		t.Fatal(err)
+	}
+	s.SetAttribute(id, ns, map[string]string{"status": "success"})
+	got, _, err := c.GetAttributes(ctx, id, ns)
+	if err != nil || string(got.Data) != `{"status":"success"}` {
+		t.Fatalf("attribute after PUT = %s, %v", got.Data, err)
+	}
+	if !got.CreatedAt.Equal(first.CreatedAt) || !got.UpdatedAt.Equal(first.UpdatedAt) {
+		t.Errorf("attribute times after PUT = %v/%v, want them unchanged at %v/%v", got.CreatedAt, got.UpdatedAt, first.CreatedAt, first.UpdatedAt)
+	}
+	if st := serverTime(); !st.Equal(now) {
+		t.Errorf("server updated_at after an attribute PUT = %v, want %v", st, now)
+	}
+}
+
 func TestSeedDocumentAndFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fleetdb.json")
 	s, c := start(t, fleetdb.Config{File: path})
