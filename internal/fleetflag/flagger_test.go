@@ -401,10 +401,7 @@ func TestPayload(t *testing.T) {
 }
 
 func TestInventoryUnavailableDefers(t *testing.T) {
-	f := setup(t)
-	f.catalog()
-	id := f.server("a")
-	f.sim.SetAttribute(id, fleetflag.Namespace, map[string]any{"status": ""})
+	f, id := setupOne(t, map[string]any{"status": ""})
 	before, _ := f.sim.Attribute(id, fleetflag.Namespace)
 	fl := f.flags("flasher-0")
 
@@ -427,10 +424,7 @@ func TestInventoryUnavailableDefers(t *testing.T) {
 }
 
 func TestRunPollsUntilCancelled(t *testing.T) {
-	f := setup(t)
-	f.catalog()
-	id := f.server("a")
-	f.sim.SetAttribute(id, fleetflag.Namespace, map[string]any{"status": "", "firmwareSet": "dell-r6515"})
+	f, id := setupOne(t, map[string]any{"status": "", "firmwareSet": "dell-r6515"})
 	fl, err := fleetflag.New(fleetflag.Config{Fleetdb: f.src.Client(), Tasks: f.env.Tasks, Worker: "w", Interval: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -45,15 +45,36 @@ func (f *fixture) finish(t *testing.T, fl *fleetflag.Flagger, id uuid.UUID) *fle
 	return f.attr(t, id)
 }
 
+// reflagStatusOnly is an operator re-flagging the written-back attribute by setting its status
+// back to "" and leaving every other key as it is.
+func (f *fixture) reflagStatusOnly(t *testing.T, id uuid.UUID) {
+	t.Helper()
+	f.clk.Advance(time.Minute)
+	a, _ := f.sim.Attribute(id, fleetflag.Namespace)
+	var m map[string]any
+	if err := json.Unmarshal(a.Data, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["status"] = ""
+	f.sim.SetAttribute(id, fleetflag.Namespace, m)
+}
+
+// setupOne is a fixture with the catalog and one server flagged with data.
+func setupOne(t *testing.T, data any) (*fixture, uuid.UUID) {
+	t.Helper()
+	f := setup(t)
+	f.catalog()
+	id := f.server("a")
+	f.sim.SetAttribute(id, fleetflag.Namespace, data)
+	return f, id
+}
+
 // An operator's re-flag of the same payload after a success is a new request, against
 // fleetdb's real update semantics (a PUT never moves the attribute's updated_at): whether the
 // operator writes the original payload again or only sets status back to "".
 func TestReflagAfterSuccessStartsNewTask(t *testing.T) {
-	f := setup(t)
-	f.catalog()
-	id := f.server("a")
 	request := json.RawMessage(`{"status":"","requester":"alice","Firmware":{"bios":{"version":"2.19.1","force":true}}}`)
-	f.sim.SetAttribute(id, fleetflag.Namespace, request)
+	f, id := setupOne(t, request)
 	fl := f.flags("flasher-0")
 	poll(t, fl)
 	first := f.attr(t, id).TaskID
@@ -74,14 +95,7 @@ func TestReflagAfterSuccessStartsNewTask(t *testing.T) {
 	}
 
 	// the written-back attribute with only its status set back to ""
-	f.clk.Advance(time.Minute)
-	a, _ := f.sim.Attribute(id, fleetflag.Namespace)
-	var m map[string]any
-	if err := json.Unmarshal(a.Data, &m); err != nil {
-		t.Fatal(err)
-	}
-	m["status"] = ""
-	f.sim.SetAttribute(id, fleetflag.Namespace, m)
+	f.reflagStatusOnly(t, id)
 	poll(t, fl)
 	third := f.attr(t, id)
 	if third.TaskID == "" || third.TaskID == second.TaskID || third.TaskID == first {
@@ -140,14 +154,7 @@ func TestWriteBackKeepsOperatorFields(t *testing.T) {
 		t.Fatalf("resolve after success: %+v", p)
 	}
 	// ... and a re-flag of that attribute is a resolve request again, not an explicit one
-	f.clk.Advance(time.Minute)
-	a, _ := f.sim.Attribute(resolve, fleetflag.Namespace)
-	var m map[string]any
-	if err := json.Unmarshal(a.Data, &m); err != nil {
-		t.Fatal(err)
-	}
-	m["status"] = ""
-	f.sim.SetAttribute(resolve, fleetflag.Namespace, m)
+	f.reflagStatusOnly(t, resolve)
 	poll(t, fl)
 	tasks = f.tasksOf(t, resolve)
 	if len(tasks) != 2 {
@@ -221,10 +228,7 @@ func TestEveryAttributeAnswered(t *testing.T) {
 // A re-flag while the server's task runs is kept in the attribute (never overwritten by the
 // running task) and started when that task ends.
 func TestReflagDuringActiveTaskWaits(t *testing.T) {
-	f := setup(t)
-	f.catalog()
-	id := f.server("a")
-	f.sim.SetAttribute(id, fleetflag.Namespace, map[string]any{"status": "", "firmwareSet": "dell-r6515"})
+	f, id := setupOne(t, map[string]any{"status": "", "firmwareSet": "dell-r6515"})
 	fl := f.flags("flasher-0")
 	poll(t, fl)
 	first := f.attr(t, id).TaskID
@@ -267,10 +271,7 @@ func TestReflagDuringActiveTaskWaits(t *testing.T) {
 
 // While a task runs and nothing about it changes, polls write nothing.
 func TestNoWritesWhileNothingChanges(t *testing.T) {
-	f := setup(t)
-	f.catalog()
-	id := f.server("a")
-	f.sim.SetAttribute(id, fleetflag.Namespace, map[string]any{"status": "", "firmwareSet": "dell-r6515"})
+	f, id := setupOne(t, map[string]any{"status": "", "firmwareSet": "dell-r6515"})
 	fl := f.flags("flasher-0")
 	poll(t, fl)
 	f.env.WaitState(t, f.attr(t, id).TaskID, 10*time.Second, task.StateActive)
