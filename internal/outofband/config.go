@@ -18,8 +18,13 @@ type Timeouts struct {
 	Upload time.Duration
 	// Install bounds the wait for one BMC job to end, host power cycle included.
 	Install time.Duration
-	// PollInterval is the time between two task status polls.
-	PollInterval time.Duration
+	// PollInterval is the first wait between two reads of a job or version; it grows by half
+	// at each read that shows no change, up to MaxPollInterval.
+	PollInterval    time.Duration
+	MaxPollInterval time.Duration
+	// UnknownState bounds how long a job may report a state Flasher does not know before the
+	// step fails with the BMC's words.
+	UnknownState time.Duration
 	// Verify bounds the wait for the inventory to show the new version once the job ended.
 	Verify time.Duration
 	// BMCReboot bounds the wait for a BMC to come back after its firmware update or a reset.
@@ -31,6 +36,8 @@ type Timeouts struct {
 	UploadAttempts int
 	// PollErrors is how many consecutive failed status polls are tolerated.
 	PollErrors int
+	// ReadyReads is how many successful reads in a row make a rebooted BMC ready.
+	ReadyReads int
 	// Backoff is the first wait between retries; it doubles up to MaxBackoff, with jitter.
 	Backoff    time.Duration
 	MaxBackoff time.Duration
@@ -39,19 +46,23 @@ type Timeouts struct {
 // DefaultTimeouts are sized for real BMCs: iDRAC uploads of large images and BMC reboots take
 // minutes.
 var DefaultTimeouts = Timeouts{
-	Connect:        60 * time.Second,
-	Call:           60 * time.Second,
-	Inventory:      3 * time.Minute,
-	Upload:         30 * time.Minute,
-	Install:        90 * time.Minute,
-	PollInterval:   10 * time.Second,
-	Verify:         5 * time.Minute,
-	BMCReboot:      15 * time.Minute,
-	LoginAttempts:  4,
-	UploadAttempts: 2,
-	PollErrors:     6,
-	Backoff:        2 * time.Second,
-	MaxBackoff:     time.Minute,
+	Connect:      60 * time.Second,
+	Call:         60 * time.Second,
+	Inventory:    3 * time.Minute,
+	Upload:       30 * time.Minute,
+	Install:      90 * time.Minute,
+	PollInterval: 10 * time.Second,
+	// A few requests a minute per BMC while a long job runs.
+	MaxPollInterval: 30 * time.Second,
+	UnknownState:    2 * time.Minute,
+	ReadyReads:      3,
+	Verify:          5 * time.Minute,
+	BMCReboot:       15 * time.Minute,
+	LoginAttempts:   4,
+	UploadAttempts:  2,
+	PollErrors:      6,
+	Backoff:         2 * time.Second,
+	MaxBackoff:      time.Minute,
 }
 
 // Override changes timeouts for servers of one vendor, and optionally one component slug.
@@ -79,19 +90,22 @@ func (t Timeouts) merge(base Timeouts) Timeouts {
 		return b
 	}
 	return Timeouts{
-		Connect:        pick(t.Connect, base.Connect),
-		Call:           pick(t.Call, base.Call),
-		Inventory:      pick(t.Inventory, base.Inventory),
-		Upload:         pick(t.Upload, base.Upload),
-		Install:        pick(t.Install, base.Install),
-		PollInterval:   pick(t.PollInterval, base.PollInterval),
-		Verify:         pick(t.Verify, base.Verify),
-		BMCReboot:      pick(t.BMCReboot, base.BMCReboot),
-		LoginAttempts:  pickN(t.LoginAttempts, base.LoginAttempts),
-		UploadAttempts: pickN(t.UploadAttempts, base.UploadAttempts),
-		PollErrors:     pickN(t.PollErrors, base.PollErrors),
-		Backoff:        pick(t.Backoff, base.Backoff),
-		MaxBackoff:     pick(t.MaxBackoff, base.MaxBackoff),
+		Connect:         pick(t.Connect, base.Connect),
+		Call:            pick(t.Call, base.Call),
+		Inventory:       pick(t.Inventory, base.Inventory),
+		Upload:          pick(t.Upload, base.Upload),
+		Install:         pick(t.Install, base.Install),
+		PollInterval:    pick(t.PollInterval, base.PollInterval),
+		MaxPollInterval: pick(t.MaxPollInterval, base.MaxPollInterval),
+		UnknownState:    pick(t.UnknownState, base.UnknownState),
+		ReadyReads:      pickN(t.ReadyReads, base.ReadyReads),
+		Verify:          pick(t.Verify, base.Verify),
+		BMCReboot:       pick(t.BMCReboot, base.BMCReboot),
+		LoginAttempts:   pickN(t.LoginAttempts, base.LoginAttempts),
+		UploadAttempts:  pickN(t.UploadAttempts, base.UploadAttempts),
+		PollErrors:      pickN(t.PollErrors, base.PollErrors),
+		Backoff:         pick(t.Backoff, base.Backoff),
+		MaxBackoff:      pick(t.MaxBackoff, base.MaxBackoff),
 	}
 }
 

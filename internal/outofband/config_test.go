@@ -41,10 +41,11 @@ func TestPolicyFor(t *testing.T) {
 
 func TestBackoffBounded(t *testing.T) {
 	to := Timeouts{Backoff: 100 * time.Millisecond, MaxBackoff: time.Second}
+	b := newBackoff(to)
 	for n := 1; n < 20; n++ {
-		d := backoff(to, n)
-		if d < 50*time.Millisecond || d > time.Second {
-			t.Fatalf("backoff(%d) = %s, outside [50ms, 1s]", n, d)
+		d := b.NextBackOff()
+		if d < 50*time.Millisecond || d > 1500*time.Millisecond {
+			t.Fatalf("backoff(%d) = %s, outside [50ms, 1.5s]", n, d)
 		}
 	}
 }

@@ -161,15 +161,15 @@ func TestForceAndDowngrade(t *testing.T) {
 	}
 }
 
-// TestCancelAtSafePoint: a cancel during the BMC install lets it finish and verify, then stops
-// before the BIOS upload.
+// TestCancelAtSafePoint: a cancel during a BMC job is honoured at once (not after the job), names
+// the job left on the BMC, and nothing further is uploaded.
 func TestCancelAtSafePoint(t *testing.T) {
 	cfg := dellConfig("dell-cancel")
 	cfg.InstallDuration = time.Second
 	b := startBMC(t, cfg)
 	f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b}}, dellImages, nil)
 	id := f.create(firmwareSpec("srv-1", f.item("dell-bmc-7", false), f.item("dell-bios-2.19.1", false)))
-	waitJob(t, f, id, "BMC")
+	job := waitJob(t, f, id, "BMC")
 	if _, err := f.env.Tasks.CancelTask(context.Background(), &flasherv1.CancelTaskRequest{Id: id, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
@@ -178,18 +178,14 @@ func TestCancelAtSafePoint(t *testing.T) {
 		t.Fatalf("state %s (%+v), want CANCELLED", tk.State, tk.Failure)
 	}
 	evs := f.events(id)
-	if last := evs[len(evs)-1]; last.Kind != task.EventCancelled || last.Message != "before BIOS upload" {
-		t.Errorf("last event %+v, want CANCELLED before BIOS upload", last)
-	}
-	if v := b.InstalledVersion("BMC"); v != "7.00.00.171" {
-		t.Errorf("BMC %s: the install in flight was not finished", v)
-	}
-	if p := progressOf(tk, "BMC", ""); p.State != task.StepSucceeded {
-		t.Errorf("BMC progress %+v, want verified", p)
+	if last := evs[len(evs)-1]; last.Kind != task.EventCancelled || !strings.HasPrefix(last.Message, "during BMC") ||
+		!strings.Contains(last.Message, job.JobID) {
+		t.Errorf("last event %+v, want CANCELLED during BMC naming job %s", last, job.JobID)
 	}
 	if n := b.Counters().Components["BIOS"].Uploads; n != 0 {
 		t.Errorf("BIOS uploads %d after cancel, want 0", n)
 	}
+
 }
 
 // waitJob waits until the task's progress for component records a BMC job id.

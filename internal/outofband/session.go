@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,8 +22,10 @@ import (
 	"github.com/bmc-toolbox/bmclib/v2/providers/dell"
 	"github.com/bmc-toolbox/bmclib/v2/providers/openbmc"
 	"github.com/bmc-toolbox/common"
+	"github.com/cenkalti/backoff/v5"
 	"github.com/go-logr/logr"
 	"github.com/jacobweinstock/registrar"
+	"github.com/stmcginnis/gofish"
 
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/task"
@@ -226,6 +227,10 @@ type Session struct {
 	client   *bmclib.Client
 	clients  []*http.Client
 	provider string
+	// rf reads what bmclib does not offer (job queue, one job); see redfishClient.
+	rf      *gofish.APIClient
+	rfHTTP  *http.Client
+	members map[string]string // collection → its one member (Systems, Managers)
 }
 
 // Open logs in to the BMC at t, retrying transient failures with jittered backoff. onRetry
@@ -248,12 +253,13 @@ func (ss *Session) Target() Target { return ss.target }
 func (ss *Session) connect(ctx context.Context) error {
 	ss.drop()
 	var last error
+	wait := newBackoff(ss.to)
 	for attempt := 1; attempt <= ss.to.LoginAttempts; attempt++ {
 		if attempt > 1 {
 			if ss.onRetry != nil {
 				ss.onRetry(attempt, last)
 			}
-			if err := sleep(ctx, backoff(ss.to, attempt-1)); err != nil {
+			if err := sleep(ctx, wait.NextBackOff()); err != nil {
 				return err
 			}
 		}
@@ -358,6 +364,7 @@ func (ss *Session) openOnce(ctx context.Context) error {
 // drop forgets the current client, logging it out in the background (bounded by its own HTTP
 // timeout) so an abandoned call cannot delay the executor.
 func (ss *Session) drop() {
+	ss.dropRedfish()
 	if ss.client == nil {
 		return
 	}
@@ -390,20 +397,31 @@ func (ss *Session) ensure(ctx context.Context) error {
 
 // do runs one bmclib call under deadline d. A call that fails for a reason a new login could
 // fix (deadline, connection lost, 401 after a BMC reboot) drops the client.
+//
+// A 401 on a session opened earlier (the BMC rebooted and forgot it) logs in again and repeats
+// the call once: the BMC refused it, so repeating cannot do anything twice.
 func do[T any](ctx context.Context, ss *Session, op string, d time.Duration, f func(context.Context, *bmclib.Client) (T, error)) (T, error) {
 	var zero T
-	if err := ss.ensure(ctx); err != nil {
-		return zero, err
-	}
-	c := ss.client
-	v, err := within(ctx, op, d, func(cctx context.Context) (T, error) { return f(cctx, c) })
-	if err != nil {
-		switch classify(err) {
-		case classTimeout, classUnreachable, classAuth:
-			ss.drop()
+	for try := 1; ; try++ {
+		fresh := ss.client == nil
+		if err := ss.ensure(ctx); err != nil {
+			return zero, err
 		}
+		c := ss.client
+		v, err := within(ctx, op, d, func(cctx context.Context) (T, error) { return f(cctx, c) })
+		if err != nil {
+			switch classify(err) {
+			case classTimeout, classUnreachable:
+				ss.drop()
+			case classAuth:
+				ss.drop()
+				if !fresh && try == 1 {
+					continue
+				}
+			}
+		}
+		return v, err
 	}
-	return v, err
 }
 
 // PowerState returns the host power state as the BMC says it ("On", "Off").
@@ -549,15 +567,11 @@ func within[T any](ctx context.Context, op string, d time.Duration, f func(conte
 	}
 }
 
-// backoff is the jittered exponential wait before retry n (1-based).
-func backoff(to Timeouts, n int) time.Duration {
-	d := to.Backoff
-	for i := 1; i < n && d < to.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, to.MaxBackoff)
-	// Full jitter on the upper half keeps retries of many tasks from synchronising.
-	return d/2 + rand.N(d/2+1)
+// newBackoff returns the jittered exponential waits between retries: from to.Backoff, doubling
+// up to to.MaxBackoff, each ±50% at random so retries of many tasks do not synchronise.
+func newBackoff(to Timeouts) *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: to.Backoff, Multiplier: 2,
+		RandomizationFactor: 0.5, MaxInterval: to.MaxBackoff}
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

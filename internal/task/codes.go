@@ -71,6 +71,7 @@ const (
 	CodeAgentState         Code = "AGENT_STATE"
 	CodeAssignmentChanged  Code = "ASSIGNMENT_CHANGED"
 	CodeAssignmentUnknown  Code = "ASSIGNMENT_UNKNOWN"
+	CodeUploadUnknown      Code = "UPLOAD_UNKNOWN"
 	CodeWriteBackFailed    Code = "WRITE_BACK_FAILED"
 	CodeInternal           Code = "INTERNAL"
 )
@@ -130,6 +131,7 @@ var Catalogue = []CodeInfo{
 	{CodeAgentState, "the agent could not read or write its own state directory", EffectNone},
 	{CodeAssignmentChanged, "the agent holds a different assignment recorded for this task", EffectNone},
 	{CodeAssignmentUnknown, "a restart left it unknown whether work was handed out, and the hardware no longer matches the plan; nothing is started again", EffectPossible},
+	{CodeUploadUnknown, "a restart or a lost reply left it unknown whether the BMC accepted an upload, and its job queue cannot tell; nothing is uploaded again", EffectPossible},
 	{CodeWriteBackFailed, "the firmware was verified but recording the new version in the inventory failed", EffectChanged},
 	{CodeInternal, "an error Flasher does not classify; the message has it", EffectPossible},
 }

@@ -19,6 +19,8 @@ type Counters struct {
 	BMCResets int `json:"bmc_resets"`
 	// BMCReboots counts BMC reboots from any cause (reset or BMC firmware update).
 	BMCReboots int `json:"bmc_reboots"`
+	// JobsDeleted counts unfinished firmware jobs deleted through the Dell job queue.
+	JobsDeleted int `json:"jobs_deleted"`
 	// Components holds per-component-slug install counters.
 	Components map[string]ComponentCounters `json:"components,omitempty"`
 }

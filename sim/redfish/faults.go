@@ -61,6 +61,13 @@ const (
 	KindLeftover FaultKind = "leftover"
 	// KindDuration sets how long BMC reboots take (OpReboot), Fault.Delay.
 	KindDuration FaultKind = "duration"
+	// KindLostReply (OpUpload) accepts the image and creates its job, then closes the connection
+	// before the 202 reaches the client: the reply lost in transit, or a client killed after the
+	// BMC accepted.
+	KindLostReply FaultKind = "lost-reply"
+	// KindHangAfterAccept (OpUpload) accepts the image and creates its job, then holds the reply
+	// until the fault is cleared, the client gives up or the BMC is closed.
+	KindHangAfterAccept FaultKind = "hang-after-accept"
 )
 
 // Fault is one injected failure.
@@ -82,7 +89,7 @@ type Fault struct {
 var validKinds = map[Op][]FaultKind{
 	OpAny:      {KindStatus, KindHang, KindDelay, KindDrop},
 	OpLogin:    {KindStatus, KindHang, KindDelay, KindDrop},
-	OpUpload:   {KindStatus, KindHang, KindDelay, KindDrop},
+	OpUpload:   {KindStatus, KindHang, KindDelay, KindDrop, KindLostReply, KindHangAfterAccept},
 	OpPoll:     {KindStatus, KindHang, KindDelay, KindDrop},
 	OpPower:    {KindStatus, KindHang, KindDelay, KindDrop},
 	OpBMCReset: {KindStatus, KindHang, KindDelay, KindDrop},

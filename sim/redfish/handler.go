@@ -34,7 +34,7 @@ func (b *BMC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	gen := b.faultGen
 	b.mu.Unlock()
 
-	dropUpload := false
+	var uploadFault FaultKind
 	if ok {
 		switch f.Kind {
 		case KindStatus:
@@ -83,11 +83,13 @@ func (b *BMC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		case KindDrop:
 			if op == OpUpload {
-				dropUpload = true
+				uploadFault = f.Kind
 			} else {
 				dropConn(w)
 				return
 			}
+		case KindLostReply, KindHangAfterAccept:
+			uploadFault = f.Kind
 		}
 	}
 
@@ -111,7 +113,7 @@ func (b *BMC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rest != "" {
 		seg = strings.Split(strings.TrimPrefix(rest, "/"), "/")
 	}
-	b.route(w, r, seg, dropUpload)
+	b.route(w, r, seg, uploadFault, gen)
 }
 
 func (b *BMC) classify(r *http.Request) Op {
@@ -129,7 +131,7 @@ func (b *BMC) classify(r *http.Request) Op {
 			return OpBMCReset
 		}
 	case http.MethodGet:
-		if strings.HasPrefix(p, root+"/TaskService") || strings.Contains(p, "/Oem/Dell/Jobs") || strings.HasSuffix(p, "/Managers/iDRAC.Embedded.1/Jobs") {
+		if strings.HasPrefix(p, root+"/TaskService") || strings.Contains(p, "/Oem/Dell/Jobs") || strings.Contains(p, "/Managers/iDRAC.Embedded.1/Jobs") {
 			return OpPoll
 		}
 	}
@@ -164,7 +166,7 @@ func (b *BMC) credentialsOK(u, p string) bool {
 		subtle.ConstantTimeCompare([]byte(p), []byte(b.cfg.Password)) == 1
 }
 
-func (b *BMC) route(w http.ResponseWriter, r *http.Request, seg []string, dropUpload bool) {
+func (b *BMC) route(w http.ResponseWriter, r *http.Request, seg []string, uploadFault FaultKind, gen chan struct{}) {
 	get := r.Method == http.MethodGet
 	n := len(seg)
 	first := ""
@@ -185,7 +187,7 @@ func (b *BMC) route(w http.ResponseWriter, r *http.Request, seg []string, dropUp
 	case first == "Managers":
 		b.routeManagers(w, r, seg)
 	case first == "UpdateService":
-		b.routeUpdateService(w, r, seg, dropUpload)
+		b.routeUpdateService(w, r, seg, uploadFault, gen)
 	case first == "TaskService":
 		b.routeTasks(w, r, seg)
 	default:
@@ -687,6 +689,8 @@ func (b *BMC) routeManagers(w http.ResponseWriter, r *http.Request, seg []string
 				"target": m + "/Actions/Manager.Reset", "ResetType@Redfish.AllowableValues": b.ids.managerResetTypes}}})
 	case len(seg) == 4 && seg[2] == "Actions" && seg[3] == "Manager.Reset" && r.Method == http.MethodPost:
 		b.managerReset(w, r)
+	case b.cfg.Personality == Dell && r.Method == http.MethodDelete && (len(seg) == 6 && seg[2] == "Oem" && seg[3] == "Dell" && seg[4] == "Jobs" || len(seg) == 4 && seg[2] == "Jobs"):
+		b.deleteDellJob(w, r, seg[len(seg)-1])
 	case b.cfg.Personality == Dell && get && (len(seg) >= 5 && seg[2] == "Oem" && seg[3] == "Dell" && seg[4] == "Jobs" || len(seg) >= 3 && seg[2] == "Jobs"):
 		id := ""
 		if last := seg[len(seg)-1]; last != "Jobs" {
@@ -727,7 +731,8 @@ func (b *BMC) dellJobs(w http.ResponseWriter, r *http.Request, id string) {
 	b.mu.Lock()
 	now := b.clock.Now()
 	b.advanceLocked(now)
-	base := b.managerURI() + "/Oem/Dell/Jobs"
+	// iDRAC serves the queue at Managers/iDRAC.Embedded.1/Jobs and Oem/Dell/Jobs alike.
+	base := strings.TrimSuffix(r.URL.Path, "/")
 	if id == "" {
 		ms := make([]string, len(b.jobs))
 		for i, j := range b.jobs {
@@ -835,12 +840,12 @@ func (b *BMC) firmwareInventoryLocked() []map[string]any {
 	return out
 }
 
-func (b *BMC) routeUpdateService(w http.ResponseWriter, r *http.Request, seg []string, dropUpload bool) {
+func (b *BMC) routeUpdateService(w http.ResponseWriter, r *http.Request, seg []string, uploadFault FaultKind, gen chan struct{}) {
 	us := root + "/UpdateService"
 	fi := us + "/FirmwareInventory"
 	path := strings.TrimSuffix(r.URL.Path, "/")
 	if r.Method == http.MethodPost && (path == b.ids.uploadURI || (b.cfg.Personality == Dell && path == fi)) {
-		b.upload(w, r, dropUpload)
+		b.upload(w, r, uploadFault, gen)
 		return
 	}
 	if r.Method != http.MethodGet {

@@ -2,6 +2,7 @@ package redfish
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 )
@@ -413,4 +414,43 @@ func dellMessageID(jobState string) string {
 		return "IDRAC.2.8.SUP0518"
 	}
 	return "IDRAC.2.8.RED003"
+}
+
+// deleteDellJob deletes one job from the iDRAC job queue. Like iDRAC, it refuses a job that is
+// running (it cannot be stopped half way) and deletes finished, pending and scheduled ones; a
+// deleted scheduled job never runs.
+func (b *BMC) deleteDellJob(w http.ResponseWriter, r *http.Request, id string) {
+	b.mu.Lock()
+	now := b.clock.Now()
+	b.advanceLocked(now)
+	j := b.findJobLocked(id)
+	if j == nil {
+		b.mu.Unlock()
+		writeError(w, http.StatusNotFound, "Base.1.8.ResourceMissingAtURI", "The resource at the URI "+r.URL.Path+" was not found.")
+		return
+	}
+	if v := b.viewAt(j, now); j.final == "" && v.jobState != "Scheduled" && v.jobState != "Downloaded" {
+		b.mu.Unlock()
+		writeError(w, http.StatusBadRequest, "IDRAC.2.8.SUP0516",
+			fmt.Sprintf("Unable to delete the job %s because it is in the %s state.", id, v.jobState))
+		return
+	}
+	drop := func(list []*task) []*task {
+		kept := list[:0]
+		for _, t := range list {
+			if t != j {
+				kept = append(kept, t)
+			}
+		}
+		clear(list[len(kept):])
+		return kept
+	}
+	b.jobs, b.tasks = drop(b.jobs), drop(b.tasks)
+	if !j.leftover && j.final == "" {
+		b.counters.JobsDeleted++
+	}
+	b.logf("job %s (%s) deleted", id, j.slug)
+	b.mu.Unlock()
+	b.writeJSON(w, http.StatusOK, map[string]any{"@Message.ExtendedInfo": []any{map[string]any{
+		"Message": "Successfully Completed Request", "MessageArgs": []string{}, "MessageId": "Base.1.8.Success", "Severity": "OK"}}})
 }

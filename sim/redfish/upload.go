@@ -25,7 +25,7 @@ import (
 //   - OpenBMC only updates BMC and BIOS, and BIOS only while the host is off: the task ends in
 //     Exception with the reason.
 //   - a job for the same component still pending: Dell 400; OpenBMC 503 while any update runs.
-func (b *BMC) upload(w http.ResponseWriter, r *http.Request, drop bool) {
+func (b *BMC) upload(w http.ResponseWriter, r *http.Request, fault FaultKind, gen chan struct{}) {
 	b.mu.Lock()
 	b.counters.Uploads++
 	b.mu.Unlock()
@@ -40,7 +40,7 @@ func (b *BMC) upload(w http.ResponseWriter, r *http.Request, drop bool) {
 		reject(http.StatusLengthRequired, "Base.1.8.GeneralError", "Content-Length is required.")
 		return
 	}
-	if drop {
+	if fault == KindDrop {
 		n := r.ContentLength / 2
 		if n <= 0 {
 			n = 64 << 10
@@ -159,6 +159,20 @@ func (b *BMC) upload(w http.ResponseWriter, r *http.Request, drop bool) {
 	b.logf("upload of %s %s accepted as task %s (apply %s) %s", t.slug, t.version, t.id, applyTime, t.failMsg)
 	body := b.taskJSON(t, now)
 	b.mu.Unlock()
+
+	switch fault {
+	case KindLostReply:
+		dropConn(w)
+		return
+	case KindHangAfterAccept:
+		select {
+		case <-gen:
+		case <-r.Context().Done():
+			return
+		case <-b.closeCh:
+			return
+		}
+	}
 
 	loc := root + "/TaskService/Tasks/" + t.id
 	if b.cfg.Personality == OpenBMC {

@@ -1,0 +1,196 @@
+package outofband
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/flasher-dev/flasher/internal/artifact"
+	"github.com/flasher-dev/flasher/internal/task"
+)
+
+// image is a fetched image held until its last upload really returned.
+type image struct {
+	mu   sync.Mutex
+	refs int
+	art  *artifact.Artifact
+}
+
+func (im *image) hold() { im.mu.Lock(); im.refs++; im.mu.Unlock() }
+func (im *image) release() {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	im.refs--
+	if im.refs == 0 {
+		im.art.Release()
+	}
+}
+
+// step flashes one component instance and verifies it.
+func (rn *run) step(ctx context.Context, st task.Step) error {
+	name := stepName(st)
+	to := rn.x.cfg.Policy.For(rn.srv.Vendor, st.Component)
+	rn.sess.to = to
+	defer func() { rn.sess.to = rn.to }()
+
+	if prev := rn.prev[keyOf(st.Component, st.Serial)]; prev.State == task.StepRunning {
+		switch {
+		case prev.JobID != "":
+			// The job was started before a restart: ask the BMC about it instead of uploading again.
+			if err := rn.progress(st, task.Progress{Step: stepStatus, Percent: prev.Percent, JobID: prev.JobID,
+				Message: "resumed after a restart: polling BMC job " + prev.JobID}); err != nil {
+				return err
+			}
+			return rn.follow(ctx, st, to, prev.JobID)
+		case prev.Step == stepUpload:
+			// The process stopped during an upload: the BMC may have accepted it. Find out
+			// before anything is uploaded again.
+			id, err := rn.resolveIntent(ctx, st, to, prev.UpdatedAt, "after a restart")
+			if err != nil || id != "" {
+				if err != nil {
+					return err
+				}
+				return rn.follow(ctx, st, to, id)
+			}
+		}
+	}
+
+	// One image often updates every matching instance (both NICs of a model): a later step for
+	// an instance the same image already brought to version is done.
+	if rn.applied[st.Checksum] {
+		if c := findComponent(rn.live, st.Component, st.Serial); c != nil && c.Version == st.ToVersion {
+			rn.done = append(rn.done, fmt.Sprintf("%s %s→%s", name, st.FromVersion, st.ToVersion))
+			return rn.progress(st, task.Progress{State: task.StepSucceeded, Step: "verified", Percent: 100,
+				Message: fmt.Sprintf("at %s: the image installed for an earlier step of this task updated it too", st.ToVersion)})
+		}
+	}
+
+	if rn.r.CancelRequested() {
+		return &task.CancelledError{Where: "before " + name + " upload"}
+	}
+	if err := rn.progress(st, task.Progress{Step: "download", Message: "fetching and verifying " + st.URL}); err != nil {
+		return err
+	}
+	art, err := rn.x.cfg.Images.Fetch(ctx, st.URL, st.Checksum)
+	if err != nil {
+		return rn.imageFailure(ctx, st, err)
+	}
+	im := &image{refs: 1, art: art}
+	defer im.release()
+
+	for _, a := range st.PreActions {
+		if err := rn.action(ctx, st, to, a); err != nil {
+			return err
+		}
+	}
+	steps, err := rn.sess.InstallSteps(ctx, st.Component)
+	if err != nil {
+		if c := classify(err); c == classOther || c == classStatus {
+			return task.Fail(task.CodeUnsupported, name, "the BMC does not install "+st.Component+" out-of-band: "+bmcMessage(err), err)
+		}
+		return rn.failure(ctx, name, "list install steps", err)
+	}
+	jobID := ""
+	for _, s := range steps {
+		switch s {
+		case "power-off-host":
+			if err := rn.setPower(ctx, st, "off", "the BMC flashes "+st.Component+" only with the host off"); err != nil {
+				return err
+			}
+		case stepUpload:
+			if rn.r.CancelRequested() {
+				return &task.CancelledError{Where: "before " + name + " upload"}
+			}
+			if jobID, err = rn.upload(ctx, st, to, im); err != nil {
+				return err
+			}
+		case stepStatus:
+			if err := rn.wait(ctx, st, to, jobID); err != nil && !errors.Is(err, errJobGone) {
+				return err
+			}
+		case "reset-bmc-post-install":
+			if err := rn.resetBMC(ctx, st, to); err != nil {
+				return err
+			}
+		case "reset-bmc-on-install-failure":
+			// Only after a failed install; Flasher reports the failure instead.
+		default:
+			return task.Fail(task.CodeUnsupported, name, fmt.Sprintf("install step %q of provider %s is not supported", s, rn.sess.Provider()), nil)
+		}
+	}
+	return rn.verify(ctx, st, to)
+}
+
+// follow waits for a job started before (a restart, or an upload whose reply was lost), then
+// verifies.
+func (rn *run) follow(ctx context.Context, st task.Step, to Timeouts, jobID string) error {
+	rn.touched = true
+	if err := rn.wait(ctx, st, to, jobID); err != nil && !errors.Is(err, errJobGone) {
+		return err
+	}
+	return rn.verify(ctx, st, to)
+}
+
+// upload sends the image and records the job id before anything waits on it. The intent (step
+// upload-initiate-install, no job id) is durable before the image leaves: a restart in between
+// resolves it against the BMC instead of uploading blindly.
+func (rn *run) upload(ctx context.Context, st task.Step, to Timeouts, im *image) (string, error) {
+	name := stepName(st)
+	var last error
+	wait := newBackoff(to)
+	for attempt := 1; attempt <= to.UploadAttempts; attempt++ {
+		if attempt > 1 {
+			if err := sleep(ctx, wait.NextBackOff()); err != nil {
+				return "", err
+			}
+		}
+		msg := fmt.Sprintf("uploading %s %s (%d of %d)", st.Component, st.ToVersion, attempt, to.UploadAttempts)
+		if err := rn.progress(st, task.Progress{Step: stepUpload, Attempt: attempt, Message: msg}); err != nil {
+			return "", err
+		}
+		f, err := im.art.Open()
+		if err != nil {
+			return "", fmt.Errorf("%s: open cached image: %w", name, err)
+		}
+		im.hold()
+		rn.touched = true
+		sent := time.Now()
+		id, err := rn.sess.Upload(ctx, st.Component, f, func() { f.Close(); im.release() })
+		if err == nil {
+			// Durable before polling, even when a shutdown began during the upload: a restarted
+			// executor polls this job instead of uploading again.
+			if err := rn.progress(st, task.Progress{Step: stepStatus, JobID: id, Attempt: attempt,
+				Message: "the BMC accepted the image as job " + id}); err != nil {
+				return "", err
+			}
+			rn.open = append(rn.open, openJob{step: st, id: id})
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			return id, nil
+		}
+		last = err
+		var ce *connectError
+		switch {
+		case ctx.Err() != nil:
+			return "", ctx.Err()
+		case errors.As(err, &ce):
+			return "", rn.failure(ctx, name, "reconnect for the upload", err)
+		case classify(err) != classUnreachable && classify(err) != classTimeout:
+			return "", task.Fail(task.CodeUploadRejected, name, "the BMC refused the image: "+bmcMessage(err), err)
+		}
+		// The reply was lost or late: the BMC may have accepted the image all the same. Follow
+		// its job rather than upload again (a second job would flash twice, or be refused).
+		rn.log.Warn("upload lost", "component", name, "attempt", attempt, "err", err)
+		id, rerr := rn.resolveIntent(ctx, st, to, sent, "after the upload's reply was lost")
+		if rerr != nil || id != "" {
+			return id, rerr
+		}
+		if classify(err) == classTimeout {
+			return "", task.Fail(task.CodeTimeout, name, fmt.Sprintf("upload of %s: %v; the BMC lists no job for it", st.ToVersion, err), err)
+		}
+	}
+	return "", task.Fail(task.CodeUploadRejected, name, fmt.Sprintf("upload failed %d time(s), last: %s", to.UploadAttempts, bmcMessage(last)), last)
+}
