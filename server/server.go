@@ -108,7 +108,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 		}
 		s.fleetdb, inv, recorder = src, src, src
 	case cfg.Inventory != "":
-		src, err := file.NewSource(cfg.Inventory, file.WithLogger(log))
+		src, err := file.NewSource(cfg.Inventory, file.WithLogger(log), file.WithLint(plan.Lint))
 		if err != nil {
 			return nil, fmt.Errorf("inventory: %w", err)
 		}

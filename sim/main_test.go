@@ -53,7 +53,7 @@ func TestHostsInventoryPlans(t *testing.T) {
 	}()
 	waitFile(t, inv, done, time.Minute)
 
-	snap, err := file.Load(inv)
+	snap, err := file.Load(inv, plan.Lint)
 	if err != nil {
 		t.Fatalf("load the written inventory: %v", err)
 	}

@@ -2,43 +2,22 @@ package agent
 
 import (
 	"context"
-	"crypto/md5"
-	"crypto/sha256"
-	"crypto/sha512"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/firmware"
 )
 
 // ErrChecksumMismatch says a downloaded image is not the one the task names.
 var ErrChecksumMismatch = errors.New("image checksum mismatch")
 
-func newHash(checksum string) (hash.Hash, string, error) {
-	algo, want, ok := strings.Cut(checksum, ":")
-	if !ok {
-		return nil, "", fmt.Errorf("checksum %q: want <algorithm>:<hex>", checksum)
-	}
-	switch strings.ToLower(algo) {
-	case "sha256":
-		return sha256.New(), strings.ToLower(want), nil
-	case "sha512":
-		return sha512.New(), strings.ToLower(want), nil
-	case "md5":
-		return md5.New(), strings.ToLower(want), nil
-	}
-	return nil, "", fmt.Errorf("checksum %q: unknown algorithm", checksum)
-}
-
-// verifyFile checks path against checksum.
+// verifyFile checks path against checksum, parsed with firmware's one checksum grammar.
 func verifyFile(path, checksum string) error {
-	h, want, err := newHash(checksum)
+	sum, err := firmware.ParseChecksum(checksum)
 	if err != nil {
 		return err
 	}
@@ -47,11 +26,12 @@ func verifyFile(path, checksum string) error {
 		return err
 	}
 	defer f.Close()
+	h := sum.NewHash()
 	if _, err := io.Copy(h, f); err != nil {
 		return err
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return fmt.Errorf("%w: %s has %s, want %s", ErrChecksumMismatch, filepath.Base(path), got, want)
+	if !sum.Matches(h) {
+		return fmt.Errorf("%w: %s has %s, want %s", ErrChecksumMismatch, filepath.Base(path), sum.Sum(h), sum)
 	}
 	return nil
 }

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/inventory"
-	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
@@ -84,10 +84,10 @@ func (s *InventoryService) ListServers(ctx context.Context, req *flasherv1.ListS
 	i := offset
 	for ; i < len(servers) && len(out.Servers) < size; i++ {
 		srv := servers[i]
-		if req.GetVendor() != "" && plan.NormalizeVendor(srv.Vendor) != plan.NormalizeVendor(req.GetVendor()) {
+		if req.GetVendor() != "" && firmware.NormalizeVendor(srv.Vendor) != firmware.NormalizeVendor(req.GetVendor()) {
 			continue
 		}
-		if req.GetModel() != "" && plan.NormalizeModel(srv.Model) != plan.NormalizeModel(req.GetModel()) {
+		if req.GetModel() != "" && firmware.NormalizeModel(srv.Model) != firmware.NormalizeModel(req.GetModel()) {
 			continue
 		}
 		out.Servers = append(out.Servers, serverToPB(srv, req.GetIncludeComponents()))
@@ -115,10 +115,10 @@ func (s *InventoryService) ListFirmware(ctx context.Context, req *flasherv1.List
 	}
 	out := &flasherv1.ListFirmwareResponse{}
 	for _, f := range cat.Firmware {
-		if req.GetVendor() != "" && plan.NormalizeVendor(f.Vendor) != plan.NormalizeVendor(req.GetVendor()) {
+		if req.GetVendor() != "" && firmware.NormalizeVendor(f.Vendor) != firmware.NormalizeVendor(req.GetVendor()) {
 			continue
 		}
-		if req.GetComponent() != "" && plan.NormalizeSlug(f.Component) != plan.NormalizeSlug(req.GetComponent()) {
+		if req.GetComponent() != "" && firmware.NormalizeSlug(f.Component) != firmware.NormalizeSlug(req.GetComponent()) {
 			continue
 		}
 		if m := req.GetModel(); m != "" && !containsModel(f.Models, m) {
@@ -142,7 +142,7 @@ func (s *InventoryService) ListFirmware(ctx context.Context, req *flasherv1.List
 
 func containsModel(models []string, m string) bool {
 	for _, x := range models {
-		if plan.NormalizeModel(x) == plan.NormalizeModel(m) {
+		if firmware.NormalizeModel(x) == firmware.NormalizeModel(m) {
 			return true
 		}
 	}

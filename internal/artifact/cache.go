@@ -370,13 +370,13 @@ func (c *Cache) verify(e *entry) (bool, error) {
 		c.drop(e)
 		return false, nil
 	}
-	h := e.sum.newHash()
+	h := e.sum.NewHash()
 	n, err := io.CopyBuffer(h, f, make([]byte, copyBufSize))
 	f.Close()
 	if err != nil {
 		return false, &Error{Kind: ErrStorage, Checksum: e.sum.String(), Err: err}
 	}
-	if got := e.sum.sum(h); got != e.sum.String() || n != e.size {
+	if got := e.sum.Sum(h); got != e.sum.String() || n != e.size {
 		c.mismatches.Add(1)
 		c.drop(e)
 		return false, nil

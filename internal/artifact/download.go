@@ -61,7 +61,7 @@ func (c *Cache) download(ctx context.Context, u *url.URL, sum Checksum) (err err
 	delete(c.partials, sum) // its bytes are now this transfer's
 	c.mu.Unlock()
 
-	t := &transfer{c: c, u: u, sum: sum, path: c.partialPath(sum), h: sum.newHash(), accounted: p.size}
+	t := &transfer{c: c, u: u, sum: sum, path: c.partialPath(sum), h: sum.NewHash(), accounted: p.size}
 	keep := false // keep the partial file for a later resume
 	defer func() {
 		if t.f != nil {
@@ -330,7 +330,7 @@ func (w sinkWriter) Write(p []byte) (int, error) {
 // commit verifies the digest and atomically moves the file into content-addressed storage.
 func (t *transfer) commit() error {
 	c := t.c
-	if got := t.sum.sum(t.h); got != t.sum.String() {
+	if got := t.sum.Sum(t.h); got != t.sum.String() {
 		c.mismatches.Add(1)
 		return &Error{Kind: ErrChecksumMismatch, URL: redact(t.u), Checksum: t.sum.String(), Got: got}
 	}

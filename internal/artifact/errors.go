@@ -5,13 +5,15 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/flasher-dev/flasher/internal/firmware"
 )
 
 // Sentinel errors. Every error returned by the cache matches exactly one of these with errors.Is
 // and, except for ErrBadChecksum, is an *Error carrying the URL and checksum it concerns.
 var (
 	// ErrBadChecksum: the checksum string is malformed or names an unknown algorithm.
-	ErrBadChecksum = errors.New("malformed checksum")
+	ErrBadChecksum = firmware.ErrBadChecksum
 	// ErrNotAllowed: the URL, or a redirect target, is outside the allowlist. No connection was made
 	// to it.
 	ErrNotAllowed = errors.New("url not allowed")

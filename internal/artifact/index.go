@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/flasher-dev/flasher/internal/firmware"
 )
 
 // index rebuilds the in-memory state from Dir after a restart. Images are trusted by name and
@@ -24,7 +26,8 @@ func (c *Cache) index() error {
 		mod int64
 	}
 	var images []found
-	for algo, size := range algorithms {
+	for _, algo := range firmware.Algorithms {
+		size := algo.Size()
 		dir := filepath.Join(c.cfg.Dir, string(algo))
 		des, err := os.ReadDir(dir)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -97,8 +100,8 @@ func parsePartialName(name string) (Checksum, bool) {
 	if !ok {
 		return Checksum{}, false
 	}
-	size, known := algorithms[Algorithm(algo)]
-	if !known || !validHex(h, size) {
+	size := Algorithm(algo).Size()
+	if size == 0 || !validHex(h, size) {
 		return Checksum{}, false
 	}
 	return Checksum{Algo: Algorithm(algo), Hex: h}, true

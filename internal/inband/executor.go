@@ -10,6 +10,7 @@ import (
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/artifact"
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/task"
@@ -399,7 +400,7 @@ func (s *Service) replan(ctx context.Context, t *task.Task, sess *session) (*tas
 func mergeFlags(agent, source []inventory.Component) []inventory.Component {
 	for i, c := range agent {
 		for _, sc := range source {
-			if plan.NormalizeSlug(sc.Slug) != plan.NormalizeSlug(c.Slug) || (sc.Serial != "" && sc.Serial != c.Serial) {
+			if firmware.NormalizeSlug(sc.Slug) != firmware.NormalizeSlug(c.Slug) || (sc.Serial != "" && sc.Serial != c.Serial) {
 				continue
 			}
 			if sc.InBand || sc.OutOfBand {

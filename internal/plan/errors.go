@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
@@ -81,4 +82,19 @@ func refuse(code Code, format string, args ...any) *Error {
 func (e *Error) with(subject, format string, args ...any) *Error {
 	e.Violations = append(e.Violations, Violation{Subject: subject, Description: fmt.Sprintf(format, args...)})
 	return e
+}
+
+// refusal turns an error of the firmware vocabulary into a refusal: an unknown scheme, a
+// malformed constraint or checksum is INVALID_REQUEST, anything else about versions
+// UNORDERABLE_VERSION. An *Error is returned as is.
+func refusal(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	code := task.CodeUnorderableVersion
+	if errors.Is(err, firmware.ErrUnknownScheme) || errors.Is(err, firmware.ErrBadConstraint) || errors.Is(err, firmware.ErrBadChecksum) {
+		code = task.CodeInvalidRequest
+	}
+	return &Error{Code: code, Message: err.Error()}
 }

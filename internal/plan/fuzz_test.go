@@ -250,37 +250,3 @@ func FuzzPlan(f *testing.F) {
 		checkPlan(t, c, r.p)
 	})
 }
-
-func FuzzCompare(f *testing.F) {
-	f.Add("7.00.00.171", "7.0.0.171", "14.29.2002", uint8(1))
-	f.Add("1.0.0-alpha", "1.0.0", "1.0.0+b", uint8(0))
-	f.Add("2023-05-16", "20230516", "05/17/2023", uint8(2))
-	f.Fuzz(func(t *testing.T, a, b, c string, k uint8) {
-		sc := Schemes[int(k)%len(Schemes)]
-		ab, err1 := sc.Compare(a, b)
-		ba, err2 := sc.Compare(b, a)
-		if (err1 == nil) != (err2 == nil) {
-			t.Fatalf("%s: Compare(%q,%q) err %v but reverse err %v", sc, a, b, err1, err2)
-		}
-		if err1 != nil {
-			if CodeOf(err1) != task.CodeUnorderableVersion {
-				t.Fatalf("error code %q", CodeOf(err1))
-			}
-			return
-		}
-		if ab != -ba {
-			t.Fatalf("%s: not antisymmetric: %q %q → %d, %d", sc, a, b, ab, ba)
-		}
-		bc, err := sc.Compare(b, c)
-		if err != nil {
-			return
-		}
-		ac, err := sc.Compare(a, c)
-		if err != nil {
-			t.Fatalf("%s: %q and %q compare with %q but not with each other: %v", sc, a, b, c, err)
-		}
-		if ab <= 0 && bc <= 0 && ac > 0 {
-			t.Fatalf("%s: not transitive: %q ≤ %q ≤ %q but %q > %q", sc, a, b, c, a, c)
-		}
-	})
-}

@@ -3,6 +3,7 @@ package plan
 import (
 	"slices"
 
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/task"
 )
@@ -15,9 +16,9 @@ type record struct {
 	slug   string
 	vendor string
 	models []string
-	scheme Scheme
-	ver    Version
-	bad    error // scheme or version does not parse; the record is never planned
+	scheme firmware.Scheme
+	ver    firmware.Version
+	bad    *Error // scheme or version does not parse; the record is never planned
 	reqs   []requirement
 	after  []string
 	method task.Method
@@ -26,7 +27,7 @@ type record struct {
 type requirement struct {
 	slug string
 	name string // as written, for messages
-	c    Constraint
+	c    firmware.Constraint
 	err  error
 }
 
@@ -64,30 +65,30 @@ func newIndex(cat *inventory.Catalog) *index {
 		if fw == nil {
 			continue
 		}
-		r := &record{fw: fw, pos: i, slug: NormalizeSlug(fw.Component), vendor: NormalizeVendor(fw.Vendor), method: task.MethodOutOfBand}
+		r := &record{fw: fw, pos: i, slug: firmware.NormalizeSlug(fw.Component), vendor: firmware.NormalizeVendor(fw.Vendor), method: task.MethodOutOfBand}
 		if fw.InBand {
 			r.method = task.MethodInBand
 		}
 		for _, m := range fw.Models {
-			if nm := NormalizeModel(m); nm != "" && !slices.Contains(r.models, nm) {
+			if nm := firmware.NormalizeModel(m); nm != "" && !slices.Contains(r.models, nm) {
 				r.models = append(r.models, nm)
 			}
 		}
-		if sc, err := ParseScheme(fw.Scheme); err != nil {
-			r.bad = err
+		if sc, err := firmware.ParseScheme(fw.Scheme); err != nil {
+			r.bad = refusal(err)
 		} else {
 			r.scheme = sc
-			r.ver, r.bad = sc.Parse(fw.Version)
+			var err error
+			if r.ver, err = sc.Parse(fw.Version); err != nil {
+				r.bad = refusal(err)
+			}
 		}
 		for _, q := range fw.Requires {
-			c, err := ParseConstraint(q.Constraint)
-			if err == nil {
-				c.prepare()
-			}
-			r.reqs = append(r.reqs, requirement{slug: NormalizeSlug(q.Component), name: q.Component, c: c, err: err})
+			c, err := firmware.ParseConstraint(q.Constraint)
+			r.reqs = append(r.reqs, requirement{slug: firmware.NormalizeSlug(q.Component), name: q.Component, c: c, err: err})
 		}
 		for _, a := range fw.After {
-			r.after = append(r.after, NormalizeSlug(a))
+			r.after = append(r.after, firmware.NormalizeSlug(a))
 		}
 		if _, dup := ix.byID[fw.ID]; !dup {
 			ix.byID[fw.ID] = r
@@ -145,7 +146,7 @@ func related(a, b *record) bool {
 }
 
 // satisfies reports whether record r's version satisfies c; errors count as no.
-func satisfies(r *record, c Constraint) bool {
+func satisfies(r *record, c firmware.Constraint) bool {
 	if r.bad != nil {
 		return false
 	}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/task"
 )
@@ -16,6 +17,9 @@ type LintError struct {
 }
 
 func (e *LintError) Error() string { return "firmware " + e.FirmwareID + ": " + e.Err.Error() }
+
+// FirmwareRecord names the record, so that a loader can point at its file and line.
+func (e *LintError) FirmwareRecord() string { return e.FirmwareID }
 
 // Unwrap returns the structured refusal.
 func (e *LintError) Unwrap() error { return e.Err }
@@ -44,7 +48,7 @@ func Lint(cat *inventory.Catalog) []error {
 
 	for _, r := range recs {
 		if r.bad != nil {
-			e := *r.bad.(*Error)
+			e := *r.bad
 			add(r, &e)
 		}
 		for _, q := range r.reqs {
@@ -56,19 +60,19 @@ func Lint(cat *inventory.Catalog) []error {
 				add(r, refuse(task.CodeInvalidRequest, "requirement without a component"))
 				continue
 			}
-			schemes := map[Scheme]bool{}
+			schemes := map[firmware.Scheme]bool{}
 			for _, o := range ix.bySlug[q.slug] {
 				if o.bad == nil && related(r, o) {
 					schemes[o.scheme] = true
 				}
 			}
 			if q.slug == r.slug && r.bad == nil {
-				schemes = map[Scheme]bool{r.scheme: true}
+				schemes = map[firmware.Scheme]bool{r.scheme: true}
 			}
 			if len(schemes) == 1 {
 				for sc := range schemes {
 					if err := q.c.Validate(sc); err != nil {
-						e := *err.(*Error)
+						e := *refusal(err)
 						e.Message = "requirement " + q.name + " " + q.c.Raw + ": " + e.Message
 						add(r, &e)
 					}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/task"
 )
@@ -77,9 +78,9 @@ type inst struct {
 	slug   string
 	name   string    // for messages: "NIC serial=MT1"
 	recs   []*record // applicable catalog records, catalog order
-	scheme Scheme
+	scheme firmware.Scheme
 	schErr error
-	old    Version
+	old    firmware.Version
 	oldErr error
 	// oldRecs are the applicable records of the installed version: their requirements are the
 	// constraints in force while the instance is not changed.
@@ -99,7 +100,7 @@ func (in *inst) oldReqs() []requirement {
 type step struct {
 	in     *inst
 	rec    *record // nil for an explicit URL with no catalog record of that version
-	to     Version
+	to     firmware.Version
 	toErr  error
 	item   task.Firmware
 	method task.Method
@@ -219,10 +220,10 @@ func (pl *planning) run() (*task.Plan, error) {
 }
 
 func (pl *planning) instances() {
-	sv, sm := NormalizeVendor(pl.srv.Vendor), NormalizeModel(pl.srv.Model)
+	sv, sm := firmware.NormalizeVendor(pl.srv.Vendor), firmware.NormalizeModel(pl.srv.Model)
 	count := map[string]int{}
 	for _, c := range pl.srv.Components {
-		count[NormalizeSlug(c.Slug)]++
+		count[firmware.NormalizeSlug(c.Slug)]++
 	}
 	pl.bySlug = make(map[string][]*inst, len(count))
 	// Instances of one model share their applicable records: look them up once.
@@ -238,7 +239,7 @@ func (pl *planning) instances() {
 		return n
 	}
 	for i, c := range pl.srv.Components {
-		in := &inst{c: c, pos: i, slug: NormalizeSlug(c.Slug)}
+		in := &inst{c: c, pos: i, slug: firmware.NormalizeSlug(c.Slug)}
 		switch {
 		case c.Serial != "":
 			in.name = fmt.Sprintf("%s serial=%s", c.Slug, c.Serial)
@@ -247,7 +248,7 @@ func (pl *planning) instances() {
 		default:
 			in.name = c.Slug
 		}
-		cv, cm := memo(vendorNorm, c.Vendor, NormalizeVendor), memo(modelNorm, c.Model, NormalizeModel)
+		cv, cm := memo(vendorNorm, c.Vendor, firmware.NormalizeVendor), memo(modelNorm, c.Model, firmware.NormalizeModel)
 		lk := lineKey{in.slug, cv, cm}
 		recs, ok := lines[lk]
 		if !ok {
@@ -256,7 +257,7 @@ func (pl *planning) instances() {
 		}
 		in.recs = recs
 		pl.bySlug[in.slug] = append(pl.bySlug[in.slug], in)
-		in.scheme = SchemeOpaque
+		in.scheme = firmware.SchemeOpaque
 		seen := false
 		for _, r := range in.recs {
 			if r.scheme == "" {
@@ -288,7 +289,7 @@ func uniq(a, b string) []string {
 }
 
 // sameVersion compares by the scheme when the installed version parses, else by its text.
-func sameVersion(v Version, verr error, w Version) bool {
+func sameVersion(v firmware.Version, verr error, w firmware.Version) bool {
 	if verr != nil {
 		return v.Raw == w.Raw
 	}
@@ -330,7 +331,7 @@ func (pl *planning) explicit() {
 	}
 	for n, item := range pl.req.Firmware {
 		subject := fmt.Sprintf("firmware[%d] %s %s", n, item.Component, item.Version)
-		slug := NormalizeSlug(item.Component)
+		slug := firmware.NormalizeSlug(item.Component)
 		if slug == "" || strings.TrimSpace(item.Version) == "" {
 			pl.fail(task.CodeInvalidRequest, subject, "component and version are required")
 			continue
@@ -339,9 +340,15 @@ func (pl *planning) explicit() {
 			pl.fail(task.CodeInvalidRequest, subject, "unknown action %q", bad)
 			continue
 		}
-		if item.URL != "" && !ValidChecksum(item.Checksum) {
-			pl.fail(task.CodeInvalidRequest, subject, "an explicit URL needs a checksum sha256:<64 hex>, sha512:<128 hex> or md5:<32 hex>, got %q", item.Checksum)
-			continue
+		if item.URL != "" {
+			sum, err := firmware.ParseChecksum(item.Checksum)
+			if err != nil {
+				pl.fail(task.CodeInvalidRequest, subject, "an explicit URL needs a checksum sha256:<64 hex>, sha512:<128 hex> or md5:<32 hex>, got %q", item.Checksum)
+				continue
+			}
+			// Vendor pages print digests in upper case: plan with the canonical form, which is
+			// the artifact cache's key.
+			item.Checksum = sum.String()
 		}
 		var matched []*inst
 		for _, in := range pl.insts {
@@ -359,8 +366,8 @@ func (pl *planning) explicit() {
 		}
 		var urlTargets []*inst
 		for _, in := range matched {
-			if item.Vendor != "" && NormalizeVendor(item.Vendor) != NormalizeVendor(in.c.Vendor) && NormalizeVendor(item.Vendor) != NormalizeVendor(pl.srv.Vendor) ||
-				item.Model != "" && NormalizeModel(item.Model) != NormalizeModel(in.c.Model) && NormalizeModel(item.Model) != NormalizeModel(pl.srv.Model) {
+			if item.Vendor != "" && firmware.NormalizeVendor(item.Vendor) != firmware.NormalizeVendor(in.c.Vendor) && firmware.NormalizeVendor(item.Vendor) != firmware.NormalizeVendor(pl.srv.Vendor) ||
+				item.Model != "" && firmware.NormalizeModel(item.Model) != firmware.NormalizeModel(in.c.Model) && firmware.NormalizeModel(item.Model) != firmware.NormalizeModel(pl.srv.Model) {
 				pl.skip(in, ReasonNotApplicable, "vendor/model mismatch: item is for %s %s, component is %s %s", item.Vendor, item.Model, in.c.Vendor, in.c.Model)
 				continue
 			}
@@ -374,7 +381,7 @@ func (pl *planning) explicit() {
 					pl.skip(in, ReasonMethodMismatch, "firmware %s installs %s, task is %s", rec.fw.ID, rec.method, pl.req.Method)
 					continue
 				}
-			} else if rec != nil && !strings.EqualFold(rec.fw.Checksum, item.Checksum) {
+			} else if rec != nil && !sameChecksum(rec.fw.Checksum, item.Checksum) {
 				// The operator's image is not the catalog's: keep the catalog record for its
 				// requirements only when the bytes are the same.
 				rec = nil
@@ -391,13 +398,20 @@ func (pl *planning) explicit() {
 		if item.Serial == "" && item.Model == "" {
 			models := map[string]bool{}
 			for _, in := range urlTargets {
-				models[NormalizeVendor(in.c.Vendor)+"/"+NormalizeModel(in.c.Model)] = true
+				models[firmware.NormalizeVendor(in.c.Vendor)+"/"+firmware.NormalizeModel(in.c.Model)] = true
 			}
 			if len(models) > 1 {
 				pl.fail(task.CodeAmbiguousFirmware, subject, "one URL for %d different %s models; name a serial or model", len(models), item.Component)
 			}
 		}
 	}
+}
+
+// sameChecksum reports whether two checksum strings name the same digest.
+func sameChecksum(a, b string) bool {
+	x, err1 := firmware.ParseChecksum(a)
+	y, err2 := firmware.ParseChecksum(b)
+	return err1 == nil && err2 == nil && x == y
 }
 
 func invalidActions(f task.Firmware) string {
@@ -455,8 +469,8 @@ func (pl *planning) findSet() (*inventory.FirmwareSet, error) {
 			return nil, e
 		}
 	}
-	if v, ok := set.Labels["vendor"]; ok && NormalizeVendor(v) != NormalizeVendor(pl.srv.Vendor) ||
-		hasLabel(set, "model") && NormalizeModel(set.Labels["model"]) != NormalizeModel(pl.srv.Model) {
+	if v, ok := set.Labels["vendor"]; ok && firmware.NormalizeVendor(v) != firmware.NormalizeVendor(pl.srv.Vendor) ||
+		hasLabel(set, "model") && firmware.NormalizeModel(set.Labels["model"]) != firmware.NormalizeModel(pl.srv.Model) {
 		return nil, refuse(task.CodeServerModelMismatch, "set %s is for %s %s, server is %s %s",
 			set.ID, set.Labels["vendor"], set.Labels["model"], pl.srv.Vendor, pl.srv.Model)
 	}
@@ -468,11 +482,11 @@ func hasLabel(s *inventory.FirmwareSet, k string) bool { _, ok := s.Labels[k]; r
 // resolve finds the one set labelled with the server's vendor and model. Several candidates are
 // narrowed to those labelled default="true"; exactly one must remain.
 func (pl *planning) resolve() (*inventory.FirmwareSet, error) {
-	sv, sm := NormalizeVendor(pl.srv.Vendor), NormalizeModel(pl.srv.Model)
+	sv, sm := firmware.NormalizeVendor(pl.srv.Vendor), firmware.NormalizeModel(pl.srv.Model)
 	var cands []*inventory.FirmwareSet
 	for _, s := range pl.ix.cat.Sets {
 		if s != nil && hasLabel(s, "vendor") && hasLabel(s, "model") &&
-			NormalizeVendor(s.Labels["vendor"]) == sv && NormalizeModel(s.Labels["model"]) == sm {
+			firmware.NormalizeVendor(s.Labels["vendor"]) == sv && firmware.NormalizeModel(s.Labels["model"]) == sm {
 			cands = append(cands, s)
 		}
 	}
@@ -627,14 +641,14 @@ func requirer(in *inst, changed bool) string {
 }
 
 // versionOf returns in's version in a state where changed says whether it has been flashed.
-func versionOf(in *inst, changed bool) (Version, error) {
+func versionOf(in *inst, changed bool) (firmware.Version, error) {
 	if changed && in.step != nil {
 		return in.step.to, in.step.toErr
 	}
 	return in.old, in.oldErr
 }
 
-func check(c Constraint, v Version, verr error) (bool, error) {
+func check(c firmware.Constraint, v firmware.Version, verr error) (bool, error) {
 	if verr != nil {
 		return false, verr
 	}
@@ -643,7 +657,7 @@ func check(c Constraint, v Version, verr error) (bool, error) {
 
 type bound struct {
 	who *inst // the requirer, at its final version
-	c   Constraint
+	c   firmware.Constraint
 }
 
 // unsatisfiable refuses when two requirements in force after the plan admit no common known
@@ -667,7 +681,7 @@ func (pl *planning) unsatisfiable() error {
 		if len(bs) < 2 {
 			continue
 		}
-		cands := []Version{}
+		cands := []firmware.Version{}
 		if j.oldErr == nil {
 			cands = append(cands, j.old)
 		}
@@ -679,7 +693,7 @@ func (pl *planning) unsatisfiable() error {
 				cands = append(cands, r.ver)
 			}
 		}
-		ok := func(c Constraint, v Version) bool { s, err := c.Check(v); return err == nil && s }
+		ok := func(c firmware.Constraint, v firmware.Version) bool { s, err := c.Check(v); return err == nil && s }
 		for a := range bs {
 			for b := a + 1; b < len(bs); b++ {
 				if !touched[a] && !touched[b] {
@@ -713,7 +727,7 @@ type orderEdge struct {
 func (pl *planning) order() ([]*step, error) {
 	steps := slices.Clone(pl.steps)
 	slices.SortStableFunc(steps, func(a, b *step) int {
-		if r := rank(a.in.slug) - rank(b.in.slug); r != 0 {
+		if r := firmware.Rank(a.in.slug) - firmware.Rank(b.in.slug); r != 0 {
 			return r
 		}
 		return a.in.pos - b.in.pos
@@ -925,7 +939,7 @@ func (pl *planning) output(order []*step) *task.Plan {
 	for _, s := range order {
 		st := task.Step{
 			Component: s.in.c.Slug, Serial: s.in.c.Serial, Vendor: s.in.c.Vendor, Model: s.in.c.Model,
-			FromVersion: s.in.c.Version, ToVersion: s.to.Raw, Method: s.method,
+			FromVersion: s.in.c.Version, ToVersion: s.to.Raw, Scheme: string(s.to.Scheme), Method: s.method,
 			Force: s.force, Downgrade: s.flags.downgrade, Reinstall: s.flags.reinstall,
 			Irreversible: len(s.in.oldRecs) == 0,
 			PreActions:   slices.Clone(s.item.PreActions), PostActions: slices.Clone(s.item.PostActions),
@@ -933,6 +947,9 @@ func (pl *planning) output(order []*step) *task.Plan {
 		}
 		if s.rec != nil {
 			st.FirmwareID, st.Filename, st.URL, st.Checksum = s.rec.fw.ID, s.rec.fw.Filename, s.rec.fw.URL, s.rec.fw.Checksum
+		}
+		if sum, err := firmware.ParseChecksum(st.Checksum); err == nil {
+			st.Checksum = sum.String()
 		}
 		if st.Filename == "" {
 			st.Filename = baseName(st.URL)

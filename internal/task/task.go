@@ -118,12 +118,16 @@ type Installed struct {
 
 // Step is one component instance to flash, in plan order.
 type Step struct {
-	Component    string   `json:"component"`
-	Serial       string   `json:"serial,omitempty"`
-	Vendor       string   `json:"vendor,omitempty"`
-	Model        string   `json:"model,omitempty"`
-	FromVersion  string   `json:"from_version"`
-	ToVersion    string   `json:"to_version"`
+	Component   string `json:"component"`
+	Serial      string `json:"serial,omitempty"`
+	Vendor      string `json:"vendor,omitempty"`
+	Model       string `json:"model,omitempty"`
+	FromVersion string `json:"from_version"`
+	ToVersion   string `json:"to_version"`
+	// Scheme is the version scheme of the component's firmware line ("dotted", "semver"…), so
+	// that verification compares the version read back exactly as planning compared it
+	// (firmware.Same). Empty for plans stored before it existed: compare the text.
+	Scheme       string   `json:"scheme,omitempty"`
 	FirmwareID   string   `json:"firmware_id,omitempty"`
 	Filename     string   `json:"filename,omitempty"`
 	URL          string   `json:"url"`

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/flasher-dev/flasher/internal/inventory/file"
+	"github.com/flasher-dev/flasher/internal/plan"
 )
 
 func TestAddImage(t *testing.T) {
@@ -60,7 +61,7 @@ func TestExtendAddsToWrittenAndServedInventory(t *testing.T) {
 	if err := f.WriteInventory(path); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := file.Load(path)
+	snap, err := file.Load(path, plan.Lint)
 	if err != nil {
 		t.Fatalf("file.Load of the extended inventory: %v", err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/jacobweinstock/registrar"
 
 	"github.com/flasher-dev/flasher/internal/inventory/file"
+	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/sim/redfish"
 )
 
@@ -46,7 +47,7 @@ func TestInventoryFileLoads(t *testing.T) {
 	f := startFleet(t, Config{N: 6, InventoryPath: path})
 
 	// The inventory package's own strict loader must accept what the fleet writes.
-	snap, err := file.Load(path)
+	snap, err := file.Load(path, plan.Lint)
 	if err != nil {
 		t.Fatalf("file.Load: %v", err)
 	}

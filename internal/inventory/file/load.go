@@ -23,8 +23,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/inventory"
-	"github.com/flasher-dev/flasher/internal/plan"
 )
 
 // Problem is one reason an inventory was rejected, at a file and line.
@@ -125,9 +125,22 @@ func seqItem[T any](it item[T], key string, i int) pos {
 	return field(it, key)
 }
 
+// Lint checks a catalog as a whole (cycles, schemes, constraints, duplicates) once every record
+// is read. The planner provides it; the wiring passes it in, so this package does not depend on
+// the planner. An error with a FirmwareRecord() string method is reported at that record's
+// file and line.
+type Lint func(*inventory.Catalog) []error
+
+// recordError is a lint error that names the firmware record it concerns.
+type recordError interface {
+	error
+	FirmwareRecord() string
+}
+
 // Load reads and validates an inventory from a YAML file, or from every *.yaml and *.yml file of
-// a directory merged in file-name order. It returns a *LoadError listing every problem.
-func Load(p string) (*Snapshot, error) {
+// a directory merged in file-name order, then runs lint (when not nil) over the catalog. It
+// returns a *LoadError listing every problem.
+func Load(p string, lint Lint) (*Snapshot, error) {
 	files, err := inventoryFiles(p)
 	if err != nil {
 		return nil, err
@@ -136,7 +149,7 @@ func Load(p string) (*Snapshot, error) {
 	for _, f := range files {
 		l.readFile(f)
 	}
-	snap := l.validate()
+	snap := l.validate(lint)
 	if len(l.problems) > 0 {
 		sort.SliceStable(l.problems, func(i, j int) bool {
 			a, b := l.problems[i], l.problems[j]
@@ -327,9 +340,20 @@ func checkBMCAddress(addr string) error {
 	return nil
 }
 
-func (l *loader) validate() *Snapshot {
+func (l *loader) validate(lint Lint) *Snapshot {
 	snap := &Snapshot{Files: l.files, byID: map[string]*inventory.Server{}, catalog: &inventory.Catalog{}, creds: l.creds}
+	l.validateServers(snap)
+	fwPos := l.validateFirmware(snap)
+	l.validateSets(snap, fwPos)
+	// Catalog-wide rules need every record and are only meaningful on records that each passed.
+	if len(l.problems) == 0 && lint != nil {
+		l.lintCatalog(snap, lint, fwPos)
+	}
+	return snap
+}
 
+// validateServers checks each server and its components and adds it to snap.
+func (l *loader) validateServers(snap *Snapshot) {
 	seen := map[string]pos{}
 	for _, it := range l.servers {
 		d := it.doc
@@ -342,50 +366,68 @@ func (l *loader) validate() *Snapshot {
 			continue
 		}
 		seen[d.ID] = it.at
-		if strings.TrimSpace(d.Vendor) == "" || strings.TrimSpace(d.Model) == "" {
-			l.problem(it.at, "server %s: vendor and model are required", d.ID)
-		}
-		if d.BMC.Address == "" {
-			l.problem(field(it, "bmc"), "server %s: bmc.address is required", d.ID)
-		} else if err := checkBMCAddress(d.BMC.Address); err != nil {
-			l.problem(field(it, "bmc"), "server %s: %v", d.ID, err)
-		}
-		if d.BMC.Credentials == "" {
-			l.problem(field(it, "bmc"), "server %s: bmc.credentials is required", d.ID)
-		} else if _, ok := l.creds[d.BMC.Credentials]; !ok {
-			l.problem(field(it, "bmc"), "server %s: credentials %q are not defined", d.ID, d.BMC.Credentials)
-		}
-		if fp := strings.ReplaceAll(d.BMC.Fingerprint, ":", ""); fp != "" {
-			if b, err := hex.DecodeString(fp); err != nil || len(b) != 32 {
-				l.problem(field(it, "bmc"), "server %s: bmc.fingerprint must be a sha256 (64 hex digits)", d.ID)
-			}
-		}
+		l.checkServer(it)
 		srv := &inventory.Server{
 			ID: d.ID, Name: d.Name, Facility: d.Facility, Vendor: d.Vendor, Model: d.Model, Serial: d.Serial,
 			BMC: inventory.BMC{Address: d.BMC.Address, CredentialRef: d.BMC.Credentials, CAFile: d.BMC.CAFile,
 				Fingerprint: d.BMC.Fingerprint, InsecureSkipVerify: d.BMC.InsecureSkipVerify},
 		}
-		serials := map[string]bool{}
-		for i, c := range d.Components {
-			at := seqItem(it, "components", i)
-			if strings.TrimSpace(c.Slug) == "" || strings.TrimSpace(c.Version) == "" {
-				l.problem(at, "server %s: component %d: slug and version are required", d.ID, i)
-			}
-			if c.Serial != "" {
-				k := plan.NormalizeSlug(c.Slug) + "\x00" + c.Serial
-				if serials[k] {
-					l.problem(at, "server %s: two %s components with serial %q", d.ID, c.Slug, c.Serial)
-				}
-				serials[k] = true
-			}
-			srv.Components = append(srv.Components, inventory.Component{Slug: c.Slug, Vendor: c.Vendor, Model: c.Model,
-				Serial: c.Serial, Version: c.Version, InBand: c.InBand, OutOfBand: c.OutOfBand})
-		}
+		srv.Components = l.components(it)
 		snap.servers = append(snap.servers, srv)
 		snap.byID[srv.ID] = srv
 	}
 	sort.Slice(snap.servers, func(i, j int) bool { return snap.servers[i].ID < snap.servers[j].ID })
+}
 
+// checkServer checks a server's own fields: identity and how to reach its BMC.
+func (l *loader) checkServer(it item[ServerDoc]) {
+	d := it.doc
+	if strings.TrimSpace(d.Vendor) == "" || strings.TrimSpace(d.Model) == "" {
+		l.problem(it.at, "server %s: vendor and model are required", d.ID)
+	}
+	if d.BMC.Address == "" {
+		l.problem(field(it, "bmc"), "server %s: bmc.address is required", d.ID)
+	} else if err := checkBMCAddress(d.BMC.Address); err != nil {
+		l.problem(field(it, "bmc"), "server %s: %v", d.ID, err)
+	}
+	if d.BMC.Credentials == "" {
+		l.problem(field(it, "bmc"), "server %s: bmc.credentials is required", d.ID)
+	} else if _, ok := l.creds[d.BMC.Credentials]; !ok {
+		l.problem(field(it, "bmc"), "server %s: credentials %q are not defined", d.ID, d.BMC.Credentials)
+	}
+	if fp := strings.ReplaceAll(d.BMC.Fingerprint, ":", ""); fp != "" {
+		if b, err := hex.DecodeString(fp); err != nil || len(b) != 32 {
+			l.problem(field(it, "bmc"), "server %s: bmc.fingerprint must be a sha256 (64 hex digits)", d.ID)
+		}
+	}
+}
+
+// components checks and converts a server's components.
+func (l *loader) components(it item[ServerDoc]) []inventory.Component {
+	d := it.doc
+	var out []inventory.Component
+	serials := map[string]bool{}
+	for i, c := range d.Components {
+		at := seqItem(it, "components", i)
+		if strings.TrimSpace(c.Slug) == "" || strings.TrimSpace(c.Version) == "" {
+			l.problem(at, "server %s: component %d: slug and version are required", d.ID, i)
+		}
+		if c.Serial != "" {
+			k := firmware.NormalizeSlug(c.Slug) + "\x00" + c.Serial
+			if serials[k] {
+				l.problem(at, "server %s: two %s components with serial %q", d.ID, c.Slug, c.Serial)
+			}
+			serials[k] = true
+		}
+		out = append(out, inventory.Component{Slug: c.Slug, Vendor: c.Vendor, Model: c.Model,
+			Serial: c.Serial, Version: c.Version, InBand: c.InBand, OutOfBand: c.OutOfBand})
+	}
+	return out
+}
+
+// validateFirmware checks each catalog record and adds it to snap. It returns where each
+// record is, for the sets' references and the lint's problems.
+func (l *loader) validateFirmware(snap *Snapshot) map[string]pos {
 	fwPos := map[string]pos{}
 	for _, it := range l.firmware {
 		d := it.doc
@@ -398,59 +440,72 @@ func (l *loader) validate() *Snapshot {
 			continue
 		}
 		fwPos[d.ID] = it.at
-		bad := func(key, format string, args ...any) {
-			l.problem(field(it, key), "firmware %s: "+format, append([]any{d.ID}, args...)...)
-		}
-		if strings.TrimSpace(d.Vendor) == "" {
-			bad("vendor", "vendor is required")
-		}
-		if strings.TrimSpace(d.Component) == "" {
-			bad("component", "component is required")
-		}
-		if len(d.Models) == 0 {
-			bad("models", "at least one model is required: firmware is never matched by vendor alone")
-		}
-		if sc, err := plan.ParseScheme(d.Scheme); err != nil {
-			bad("scheme", "%v", err.(*plan.Error).Message)
-		} else if _, err := sc.Parse(d.Version); err != nil {
-			bad("version", "version %q does not parse under scheme %s: %s", d.Version, sc, err.(*plan.Error).Message)
-		}
-		if d.URL == "" {
-			bad("url", "url is required")
-		} else if err := checkURL(d.URL); err != nil {
-			bad("url", "%v", err)
-		}
-		if !plan.ValidChecksum(d.Checksum) {
-			bad("checksum", "checksum %q is not sha256:<64 hex>, sha512:<128 hex> or md5:<32 hex>", d.Checksum)
-		}
-		if d.Method != "out-of-band" && d.Method != "in-band" {
-			bad("method", "method %q is not out-of-band or in-band", d.Method)
-		}
-		f := &inventory.Firmware{ID: d.ID, Vendor: d.Vendor, Models: slices.Clone(d.Models), Component: d.Component,
-			Version: d.Version, Scheme: d.Scheme, Filename: d.Filename, URL: d.URL, Checksum: d.Checksum,
-			InBand: d.Method == "in-band", After: slices.Clone(d.After), Tag: d.Tag}
-		if f.Filename == "" {
-			if u, err := url.Parse(d.URL); err == nil {
-				f.Filename = path.Base(u.Path)
-			}
-		}
-		for i, r := range d.Requires {
-			if strings.TrimSpace(r.Component) == "" {
-				l.problem(seqItem(it, "requires", i), "firmware %s: requirement %d has no component", d.ID, i)
-			}
-			if _, err := plan.ParseConstraint(r.Constraint); err != nil {
-				l.problem(seqItem(it, "requires", i), "firmware %s: requirement on %s: %s", d.ID, r.Component, err.(*plan.Error).Message)
-			}
-			f.Requires = append(f.Requires, inventory.Requirement{Component: r.Component, Constraint: r.Constraint})
-		}
-		for i, a := range d.After {
-			if strings.TrimSpace(a) == "" {
-				l.problem(seqItem(it, "after", i), "firmware %s: empty order hint", d.ID)
-			}
-		}
-		snap.catalog.Firmware = append(snap.catalog.Firmware, f)
+		snap.catalog.Firmware = append(snap.catalog.Firmware, l.firmwareRecord(it))
 	}
+	return fwPos
+}
 
+// firmwareRecord checks one catalog record's fields and converts it.
+func (l *loader) firmwareRecord(it item[FirmwareDoc]) *inventory.Firmware {
+	d := it.doc
+	bad := func(key, format string, args ...any) {
+		l.problem(field(it, key), "firmware %s: "+format, append([]any{d.ID}, args...)...)
+	}
+	if strings.TrimSpace(d.Vendor) == "" {
+		bad("vendor", "vendor is required")
+	}
+	if strings.TrimSpace(d.Component) == "" {
+		bad("component", "component is required")
+	}
+	if len(d.Models) == 0 {
+		bad("models", "at least one model is required: firmware is never matched by vendor alone")
+	}
+	if sc, err := firmware.ParseScheme(d.Scheme); err != nil {
+		bad("scheme", "%v", err)
+	} else if _, err := sc.Parse(d.Version); err != nil {
+		bad("version", "version %q does not parse under scheme %s: %v", d.Version, sc, err)
+	}
+	if d.URL == "" {
+		bad("url", "url is required")
+	} else if err := checkURL(d.URL); err != nil {
+		bad("url", "%v", err)
+	}
+	checksum := d.Checksum
+	if sum, err := firmware.ParseChecksum(d.Checksum); err != nil {
+		bad("checksum", "checksum %q is not sha256:<64 hex>, sha512:<128 hex> or md5:<32 hex>", d.Checksum)
+	} else {
+		checksum = sum.String() // vendor pages print upper-case digests; keep one form
+	}
+	if d.Method != "out-of-band" && d.Method != "in-band" {
+		bad("method", "method %q is not out-of-band or in-band", d.Method)
+	}
+	f := &inventory.Firmware{ID: d.ID, Vendor: d.Vendor, Models: slices.Clone(d.Models), Component: d.Component,
+		Version: d.Version, Scheme: d.Scheme, Filename: d.Filename, URL: d.URL, Checksum: checksum,
+		InBand: d.Method == "in-band", After: slices.Clone(d.After), Tag: d.Tag}
+	if f.Filename == "" {
+		if u, err := url.Parse(d.URL); err == nil {
+			f.Filename = path.Base(u.Path)
+		}
+	}
+	for i, r := range d.Requires {
+		if strings.TrimSpace(r.Component) == "" {
+			l.problem(seqItem(it, "requires", i), "firmware %s: requirement %d has no component", d.ID, i)
+		}
+		if _, err := firmware.ParseConstraint(r.Constraint); err != nil {
+			l.problem(seqItem(it, "requires", i), "firmware %s: requirement on %s: %v", d.ID, r.Component, err)
+		}
+		f.Requires = append(f.Requires, inventory.Requirement{Component: r.Component, Constraint: r.Constraint})
+	}
+	for i, a := range d.After {
+		if strings.TrimSpace(a) == "" {
+			l.problem(seqItem(it, "after", i), "firmware %s: empty order hint", d.ID)
+		}
+	}
+	return f
+}
+
+// validateSets checks each firmware set against the catalog and adds it to snap.
+func (l *loader) validateSets(snap *Snapshot, fwPos map[string]pos) {
 	setIDs, setNames := map[string]pos{}, map[string]pos{}
 	for _, it := range l.sets {
 		d := it.doc
@@ -484,18 +539,22 @@ func (l *loader) validate() *Snapshot {
 		}
 		snap.catalog.Sets = append(snap.catalog.Sets, &inventory.FirmwareSet{ID: d.ID, Name: d.Name, Labels: labels, Firmware: slices.Clone(d.Firmware)})
 	}
+}
 
-	// Catalog-wide rules (cycles, schemes, constraints) need every record; the lint names the
-	// record, and the record's position names the file and line.
-	if len(l.problems) == 0 {
-		for _, err := range plan.Lint(snap.catalog) {
-			var le *plan.LintError
-			if errors.As(err, &le) {
-				l.problem(fwPos[le.FirmwareID], "%v", le.Err)
-			} else {
-				l.problem(pos{l.files[0], 0}, "%v", err)
+// lintCatalog runs the catalog-wide rules; the lint names the record, and the record's position
+// names the file and line.
+func (l *loader) lintCatalog(snap *Snapshot, lint Lint, fwPos map[string]pos) {
+	for _, err := range lint(snap.catalog) {
+		var re recordError
+		if errors.As(err, &re) {
+			// The position already names the record: say only what is wrong with it.
+			what := errors.Unwrap(re)
+			if what == nil {
+				what = re
 			}
+			l.problem(fwPos[re.FirmwareRecord()], "%v", what)
+		} else {
+			l.problem(pos{l.files[0], 0}, "%v", err)
 		}
 	}
-	return snap
 }

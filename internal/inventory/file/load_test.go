@@ -21,7 +21,7 @@ const samplePath = "../../../deploy/inventory/sample.yaml"
 
 func TestSample(t *testing.T) {
 	var logs bytes.Buffer
-	src, err := NewSource(samplePath, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	src, err := NewSource(samplePath, WithLint(plan.Lint), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
 		t.Fatalf("sample rejected: %v", err)
 	}
@@ -198,7 +198,7 @@ func TestLoadErrors(t *testing.T) {
 				write(t, dir, name, body)
 				target = dir
 			}
-			_, err := Load(target)
+			_, err := Load(target, plan.Lint)
 			var le *LoadError
 			if !errors.As(err, &le) {
 				t.Fatalf("Load = %v, want *LoadError", err)
@@ -224,13 +224,13 @@ func TestLoadGoodAndDirectory(t *testing.T) {
 	write(t, dir, "c.yaml", "firmware_sets:\n  - id: set3\n    name: three\n    firmware: [f1]\n---\nfirmware_sets:\n  - id: set4\n    name: four\n    firmware: [f9]\n")
 	write(t, dir, "notes.txt", "not yaml: [")
 	// The second document's line numbers are the file's, not the document's.
-	_, err := Load(dir)
+	_, err := Load(dir, plan.Lint)
 	var le *LoadError
 	if !errors.As(err, &le) || len(le.Problems) != 1 || le.Problems[0].Line != 9 || !strings.HasSuffix(le.Problems[0].File, "c.yaml") {
 		t.Fatalf("multi-document problem = %v", err)
 	}
 	write(t, dir, "c.yaml", "firmware_sets:\n  - id: set3\n    name: three\n    firmware: [f1]\n---\nfirmware_sets:\n  - id: set4\n    name: four\n    firmware: [f1]\n")
-	snap, err := Load(dir)
+	snap, err := Load(dir, plan.Lint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestSourceReload(t *testing.T) {
 	p := write(t, dir, "inv.yaml", good)
 	results := make(chan error, 16)
 	var logs bytes.Buffer
-	src, err := NewSource(p, WithPollInterval(10*time.Millisecond), WithReloadHook(func(err error) { results <- err }),
+	src, err := NewSource(p, WithLint(plan.Lint), WithPollInterval(10*time.Millisecond), WithReloadHook(func(err error) { results <- err }),
 		WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ type Source struct {
 	log      *slog.Logger
 	interval time.Duration
 	hook     func(error)
+	lint     Lint
 
 	snap atomic.Pointer[Snapshot]
 
@@ -53,6 +54,10 @@ func WithPollInterval(d time.Duration) Option { return func(s *Source) { s.inter
 
 // WithReloadHook calls f after every reload attempt with its result, for metrics and tests.
 func WithReloadHook(f func(error)) Option { return func(s *Source) { s.hook = f } }
+
+// WithLint checks every catalog the source loads with lint; a reload whose catalog fails it is
+// rejected like any other invalid inventory. The planner's Lint is what the server passes.
+func WithLint(lint Lint) Option { return func(s *Source) { s.lint = lint } }
 
 // NewSource loads the inventory at path (a file or a directory). The first load must succeed:
 // there is no previous inventory to keep.
@@ -90,7 +95,7 @@ func (s *Source) Reload() error {
 	s.mu.Lock()
 	stamp, _ := fileStamp(s.path)
 	s.stamp = stamp
-	snap, err := Load(s.path)
+	snap, err := Load(s.path, s.lint)
 	if err != nil {
 		s.lastErr = err
 		s.stats.Failures++

@@ -10,8 +10,8 @@ import (
 
 	fleetdbapi "github.com/metal-toolbox/fleetdb/pkg/api/v1"
 
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/inventory"
-	"github.com/flasher-dev/flasher/internal/plan"
 )
 
 // Attribute namespaces read and written in fleetdb. They are the ones fleetdb's own inventory
@@ -60,24 +60,27 @@ func Slug(s string) string {
 // record's install_inband, as fleetdb stores no per-component method.
 var outOfBandOnly = map[string]bool{"BMC": true, "BIOS": true, "CPLD": true}
 
-// dottedRE is an all-numeric dotted version: "7.00.00.171", "2.11.4", "3.50", "42".
-var dottedRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
+// dottedRE is how a dotted version starts: "7.00.00.171", "42", "v2.14.0", or dotted fields
+// with a build suffix, "2.14.0-dev-0-g1f2e3d4". A date ("2023-05-16") has no dot before its
+// dash and stays opaque rather than becoming the number 2023 with a suffix.
+var dottedRE = regexp.MustCompile(`^[vV]?[0-9]+((\.[0-9]+)*$|(\.[0-9]+)+[-+_])`)
 
 // Scheme is the version scheme given to a fleetdb firmware record, which has none of its own:
 // an override for "vendor/component" or "component" (folded) from the configuration, else
-// "dotted" when the version is all-numeric dot-separated fields (semver-shaped versions
-// included: they order the same), else "opaque" (equality only).
+// "dotted" when the version is dot-separated integers as vendors write them (a "v" prefix, zero
+// padding and a build suffix included; semver-shaped versions order the same), else "opaque"
+// (equality only).
 func Scheme(overrides map[string]string, vendor, component, version string) string {
-	if sc, ok := overrides[plan.NormalizeVendor(vendor)+"/"+strings.ToLower(component)]; ok {
+	if sc, ok := overrides[firmware.NormalizeVendor(vendor)+"/"+strings.ToLower(component)]; ok {
 		return sc
 	}
 	if sc, ok := overrides[strings.ToLower(component)]; ok {
 		return sc
 	}
-	if dottedRE.MatchString(version) {
-		return string(plan.SchemeDotted)
+	if _, err := firmware.SchemeDotted.Parse(version); err == nil && dottedRE.MatchString(strings.TrimSpace(version)) {
+		return string(firmware.SchemeDotted)
 	}
-	return string(plan.SchemeOpaque)
+	return string(firmware.SchemeOpaque)
 }
 
 var hexRE = regexp.MustCompile(`^[0-9a-f]+$`)
@@ -203,7 +206,7 @@ func (c *converted) add(rec fleetdbapi.ServerComponent) {
 	}
 	key := strings.ToLower(slug) + "\x00" + strings.ToLower(comp.Serial)
 	if comp.Serial == "" || strings.EqualFold(comp.Serial, "unknown") || comp.Serial == "0" {
-		key = strings.ToLower(slug) + "\x00\x00" + plan.NormalizeVendor(comp.Vendor) + "\x00" + strings.ToLower(comp.Model)
+		key = strings.ToLower(slug) + "\x00\x00" + firmware.NormalizeVendor(comp.Vendor) + "\x00" + strings.ToLower(comp.Model)
 	}
 	i, dup := c.seen[key]
 	if !dup {
@@ -242,7 +245,7 @@ func (c *converted) done() *inventory.Server {
 	}
 	sort.SliceStable(s.Components, func(i, j int) bool {
 		a, b := s.Components[i], s.Components[j]
-		if ra, rb := plan.Rank(a.Slug), plan.Rank(b.Slug); ra != rb {
+		if ra, rb := firmware.Rank(a.Slug), firmware.Rank(b.Slug); ra != rb {
 			return ra < rb
 		}
 		if a.Slug != b.Slug {
@@ -253,9 +256,9 @@ func (c *converted) done() *inventory.Server {
 	return s
 }
 
-// firmware converts a firmware record; ok is false for records missing what a plan needs
+// catalogRecord converts a firmware record; ok is false for records missing what a plan needs
 // (component or version).
-func firmware(rec fleetdbapi.ComponentFirmwareVersion, overrides map[string]string) (*inventory.Firmware, bool) {
+func catalogRecord(rec fleetdbapi.ComponentFirmwareVersion, overrides map[string]string) (*inventory.Firmware, bool) {
 	fw := &inventory.Firmware{
 		ID: rec.UUID.String(), Vendor: strings.TrimSpace(rec.Vendor), Component: Slug(rec.Component),
 		Version: strings.TrimSpace(rec.Version), Filename: strings.TrimSpace(rec.Filename),

@@ -58,7 +58,13 @@ func TestScheme(t *testing.T) {
 		{"Gigabyte", "BIOS", "MZ62-HD0-YF_C17_F01e", "opaque"},
 		{"Intel", "Drive", "123", "opaque"},
 		{"Intel", "NIC", "42", "dotted"},
-		{"Micron", "NIC", "v1.2", "opaque"},
+		{"Micron", "NIC", "v1.2", "dotted"},
+		{"OpenBMC", "BMC", "v2.14.0", "dotted"},
+		{"OpenBMC", "BMC", "2.14.0-dev-0-g1f2e3d4", "dotted"},
+		{"Supermicro", "BMC", "02.10.02", "dotted"},
+		{"Supermicro", "BMC", "02.10.02 ", "dotted"},
+		{"Gigabyte", "CPLD", "2023-05-16", "opaque"},
+		{"Gigabyte", "CPLD", "20230516", "dotted"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.vendor+"/"+tt.version, func(t *testing.T) {

@@ -449,7 +449,7 @@ func (s *Source) fetchCatalog(ctx context.Context) (*inventory.Catalog, error) {
 			return
 		}
 		byID[id] = true
-		fw, ok := firmware(rec, s.cfg.Schemes)
+		fw, ok := catalogRecord(rec, s.cfg.Schemes)
 		if !ok {
 			dropped++
 			return

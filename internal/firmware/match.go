@@ -1,9 +1,6 @@
-package plan
+package firmware
 
-import (
-	"regexp"
-	"strings"
-)
+import "strings"
 
 // vendorAliases maps the vendor strings that BMCs, SMBIOS and catalogs report for one company
 // to one name. Matching is exact after this mapping: never by substring, so "Dell" never matches
@@ -46,10 +43,7 @@ func fold(s string) string {
 		}
 		prevSpace = space
 	}
-	if clean && !prevSpace {
-		return s
-	}
-	if clean && s == "" {
+	if clean && (!prevSpace || s == "") {
 		return s
 	}
 	return strings.Join(strings.Fields(strings.ToLower(s)), " ")
@@ -80,17 +74,9 @@ var defaultOrder = map[string]int{
 }
 
 // Rank is a component slug's place in the default install order; unknown slugs go last.
-func Rank(slug string) int { return rank(NormalizeSlug(slug)) }
-
-func rank(normalized string) int {
-	if r, ok := defaultOrder[normalized]; ok {
+func Rank(slug string) int {
+	if r, ok := defaultOrder[NormalizeSlug(slug)]; ok {
 		return r
 	}
 	return len(defaultOrder)
 }
-
-var checksumRE = regexp.MustCompile(`^(sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|md5:[0-9a-fA-F]{32})$`)
-
-// ValidChecksum reports whether s is "sha256:<64 hex>", "sha512:<128 hex>" or "md5:<32 hex>"
-// (md5 only because fleetdb records carry it).
-func ValidChecksum(s string) bool { return checksumRE.MatchString(s) }

@@ -1,6 +1,8 @@
-package artifact
+package firmware
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -14,6 +16,7 @@ func TestParseChecksum(t *testing.T) {
 	}{
 		{"sha256:" + hex64, "sha256:" + hex64},
 		{"SHA256:" + strings.ToUpper(hex64), "sha256:" + hex64},
+		{"sha256:" + strings.ToUpper(hex64), "sha256:" + hex64},
 		{"sha512:" + strings.Repeat("0f", 64), "sha512:" + strings.Repeat("0f", 64)},
 		{"md5:" + strings.Repeat("12", 16), "md5:" + strings.Repeat("12", 16)},
 		{"sha256:" + hex64[:62], ""},
@@ -21,6 +24,7 @@ func TestParseChecksum(t *testing.T) {
 		{"sha256:" + hex64[:62] + "zz", ""},
 		{"md5:" + hex64, ""},
 		{"sha1:" + strings.Repeat("12", 20), ""},
+		{"crc32:deadbeef", ""},
 		{hex64, ""},
 		{"", ""},
 		{" sha256:" + hex64, ""},
@@ -41,12 +45,31 @@ func TestParseChecksum(t *testing.T) {
 	}
 }
 
+func TestChecksumMatches(t *testing.T) {
+	sum := sha256.Sum256([]byte("firmware"))
+	// Copied from a vendor page in upper case: parsed to the same checksum.
+	c, err := ParseChecksum("SHA256:" + strings.ToUpper(hex.EncodeToString(sum[:])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := c.NewHash()
+	h.Write([]byte("firmware"))
+	if !c.Matches(h) {
+		t.Fatalf("%s does not match its own bytes", c)
+	}
+	h = c.NewHash()
+	h.Write([]byte("firmwarE"))
+	if c.Matches(h) {
+		t.Fatalf("%s matches other bytes", c)
+	}
+}
+
 func FuzzParseChecksum(f *testing.F) {
 	for _, s := range []string{
 		"sha256:" + strings.Repeat("ab", 32),
 		"sha512:" + strings.Repeat("CD", 64),
 		"md5:" + strings.Repeat("01", 16),
-		"md5:", ":", "sha256:zz", "",
+		"md5:", ":", "sha256:zz", "", "crc32:deadbeef",
 	} {
 		f.Add(s)
 	}
@@ -58,8 +81,7 @@ func FuzzParseChecksum(f *testing.F) {
 			}
 			return
 		}
-		size, ok := algorithms[c.Algo]
-		if !ok || !validHex(c.Hex, size) {
+		if size := c.Algo.Size(); size == 0 || len(c.Hex) != 2*size || strings.ToLower(c.Hex) != c.Hex {
 			t.Fatalf("accepted %q as %+v", s, c)
 		}
 		again, err := ParseChecksum(c.String())
