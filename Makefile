@@ -74,9 +74,10 @@ run: build
 demo:
 	./scripts/demo.sh
 
-## test: run every test.
+## test: run every test, the PostgreSQL ones against a throwaway PostgreSQL 15 that
+## scripts/test-postgres.sh starts (installing the Debian package when missing) and stops.
 test: tools
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	./scripts/test-postgres.sh $(GO) test -count=1 -timeout 20m $(PKGS)
 
 ## lint: go vet, gofmt, staticcheck, buf lint and buf format.
 lint: tools proto-deps
@@ -91,7 +92,7 @@ bench: build
 	@for d in bench/*/; do [ "$$d" = bench/internal/ ] && continue; echo; echo "## $$d"; $(GO) run ./$$d || exit 1; done
 
 cover:
-	$(GO) test -count=1 -coverprofile=cover.out $(PKGS) && $(GO) tool cover -func=cover.out | tail -1
+	./scripts/test-postgres.sh $(GO) test -count=1 -coverprofile=cover.out $(PKGS) && $(GO) tool cover -func=cover.out | tail -1
 
 clean:
 	rm -rf $(BIN) third_party cover.out var

@@ -12,7 +12,10 @@ type Config struct {
 	HTTPListen string `flag:"http-listen" usage:"HTTP listen address for /metrics, /healthz and /readyz"`
 	DataDir    string `flag:"data-dir" usage:"directory for the SQLite database and the artifact cache"`
 	Database   string `flag:"database" usage:"SQLite database file (default <data-dir>/flasher.db)"`
-	Inventory  string `flag:"inventory" usage:"inventory YAML file or directory (empty: no inventory, tasks are not planned)"`
+	Store      string `flag:"store" usage:"task store: empty for SQLite at -database, or postgres://user@host/db for replicas sharing PostgreSQL (the audit trail moves there too)"`
+
+	StorePasswordFile string `flag:"store-password-file" usage:"file holding the PostgreSQL password, kept out of the -store DSN"`
+	Inventory         string `flag:"inventory" usage:"inventory YAML file or directory (empty: no inventory, tasks are not planned)"`
 
 	FleetdbURL          string        `flag:"fleetdb-url" usage:"use fleetdb (serverservice) at this URL as the inventory instead of -inventory"`
 	FleetdbTokenFile    string        `flag:"fleetdb-token-file" usage:"file holding the bearer token for fleetdb"`

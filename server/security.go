@@ -26,8 +26,9 @@ type security struct {
 
 // newSecurity builds TLS (unless -insecure), the token and certificate authentication with
 // per-method scopes and the audit trail. The audit interceptor runs outside authentication so
-// refused calls are recorded too.
-func newSecurity(ctx context.Context, cfg Config, log *slog.Logger) (*security, error) {
+// refused calls are recorded too. The trail goes to auditStore, or, when it is nil, to the SQLite
+// file -audit-db.
+func newSecurity(ctx context.Context, cfg Config, log *slog.Logger, auditStore audit.Store) (*security, error) {
 	sec := &security{close: func() error { return nil }}
 	var agents *auth.AgentVerifier
 	if !cfg.Insecure {
@@ -77,11 +78,16 @@ func newSecurity(ctx context.Context, cfg Config, log *slog.Logger) (*security, 
 		}
 	}
 
-	store, err := audit.OpenSQLite(ctx, cfg.AuditDB)
-	if err != nil {
-		return nil, fmt.Errorf("audit log %s: %w", cfg.AuditDB, err)
+	store := auditStore
+	if store == nil {
+		st, err := audit.OpenSQLite(ctx, cfg.AuditDB)
+		if err != nil {
+			return nil, fmt.Errorf("audit log %s: %w", cfg.AuditDB, err)
+		}
+		store = st
 	}
 	sec.close = store.Close
+	var err error
 	if sec.trail, err = audit.New(audit.Config{Store: store, Logger: log}); err != nil {
 		store.Close()
 		return nil, err

@@ -33,7 +33,6 @@ import (
 	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/scheduler"
 	"github.com/flasher-dev/flasher/internal/store"
-	"github.com/flasher-dev/flasher/internal/store/sqlite"
 	"github.com/flasher-dev/flasher/internal/task"
 	"github.com/flasher-dev/flasher/internal/watch"
 )
@@ -68,26 +67,26 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 	if cfg.AuditDB == "" {
 		cfg.AuditDB = filepath.Join(cfg.DataDir, "audit.db")
 	}
-	sec, err := newSecurity(ctx, cfg, log)
+	s := &server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	st, auditStore, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s.store = st
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	sec, err := newSecurity(ctx, cfg, log, auditStore)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			sec.close()
-		}
-	}()
-	s := &server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
-	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: cfg.Database})
-	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", cfg.Database, err)
-	}
-	s.store = st
-	defer func() {
-		if err != nil {
-			st.Close()
 		}
 	}()
 
@@ -306,10 +305,20 @@ func (s *server) httpHandler() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !s.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
+		}
+		// A shared database this replica cannot reach makes it not ready: its executors stop
+		// at their next write, and the load balancer should send calls elsewhere.
+		if p, ok := s.store.(interface{ Ping(context.Context) error }); ok {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			if err := p.Ping(ctx); err != nil {
+				http.Error(w, "not ready: store unreachable", http.StatusServiceUnavailable)
+				return
+			}
 		}
 		fmt.Fprintln(w, "ready")
 	})

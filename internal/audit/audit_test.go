@@ -19,6 +19,8 @@ import (
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/audit"
 	"github.com/flasher-dev/flasher/internal/auth"
+	"github.com/flasher-dev/flasher/internal/store/postgres"
+	"github.com/flasher-dev/flasher/internal/store/postgres/pgtest"
 )
 
 // TestStores runs the same checks against every Store.
@@ -31,6 +33,15 @@ func TestStores(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { s.Close() })
+			return s
+		},
+		"postgres": func(t *testing.T) audit.Store {
+			st, err := postgres.Open(context.Background(), postgres.Config{DSN: pgtest.DSN(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := audit.NewPostgres(st.Pool(), st.Name())
+			t.Cleanup(func() { s.Close(); st.Close() })
 			return s
 		},
 	}

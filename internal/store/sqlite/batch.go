@@ -89,7 +89,7 @@ func (s *Store) applyFast(c *rawConn, batch []*op, results []result) (cur int64,
 			if t.RequestID != "" {
 				if id, ok := owners[t.RequestID]; ok {
 					st := known[id]
-					existing, err := decodeTask(st.body, st.rev)
+					existing, err := store.DecodeTask(st.body, st.rev)
 					if err != nil {
 						return 0, false, fmt.Errorf("task for request %s: %w", t.RequestID, err)
 					}
@@ -303,7 +303,7 @@ func updateTasks(c *rawConn, rs []*taskRow) error {
 // record appends an operation's event and change-log entry at rev.
 func record(c *rawConn, o *op, rev int64) error {
 	ev := o.ev
-	if _, err := c.exec(sqlInsertEvent, o.t.ID, rev, timeToNanos(ev.Time), string(ev.Kind),
+	if _, err := c.exec(sqlInsertEvent, o.t.ID, rev, store.UnixNanos(ev.Time), string(ev.Kind),
 		string(ev.From), string(ev.To), ev.Message); err != nil {
 		return fmt.Errorf("task %s (server %s): record event: %w", o.t.ID, o.t.ServerID, err)
 	}

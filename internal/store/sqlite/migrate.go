@@ -4,65 +4,31 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/flasher-dev/flasher/internal/store"
 )
 
-// ErrSchemaTooNew is returned by Open for a database migrated by a newer binary: running on a
-// schema this binary does not know could lose data, so it refuses to start.
-var ErrSchemaTooNew = errors.New("database schema is newer than this binary")
+// ErrSchemaTooNew is store.ErrSchemaTooNew, kept under this name for callers of this package.
+var ErrSchemaTooNew = store.ErrSchemaTooNew
 
 //go:embed migrations/*.sql
 var embeddedMigrations embed.FS
 
-// migration is one numbered schema change, from a file named NNNN_description.sql.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// loadMigrations reads the migrations in dir of fsys. Versions must run 1, 2, 3, ... without
-// gaps, so a missing file is caught at start rather than as a half-built schema.
-func loadMigrations(fsys fs.FS, dir string) ([]migration, error) {
-	entries, err := fs.ReadDir(fsys, dir)
+// loadMigrations reads the migrations in dir of fsys.
+func loadMigrations(fsys fs.FS, dir string) ([]store.Migration, error) {
+	ms, err := store.LoadMigrations(fsys, dir)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite store: read migrations: %w", err)
-	}
-	var ms []migration
-	for _, e := range entries {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".sql") {
-			continue
-		}
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("sqlite store: migration %q: name must be NNNN_description.sql", e.Name())
-		}
-		body, err := fs.ReadFile(fsys, path.Join(dir, e.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("sqlite store: migration %q: %w", e.Name(), err)
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(body)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("sqlite store: migration %q: expected version %d", m.name, i+1)
-		}
+		return nil, fmt.Errorf("sqlite store: %w", err)
 	}
 	return ms, nil
 }
 
 // migrate brings the schema up to the last of ms in one immediate transaction, so two processes
 // starting on the same file cannot both apply a migration.
-func migrate(ctx context.Context, conn *sql.Conn, ms []migration, now time.Time) (err error) {
+func migrate(ctx context.Context, conn *sql.Conn, ms []store.Migration, now time.Time) (err error) {
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return fmt.Errorf("sqlite store: migrate: %w", err)
 	}
@@ -86,12 +52,12 @@ func migrate(ctx context.Context, conn *sql.Conn, ms []migration, now time.Time)
 		return fmt.Errorf("sqlite store: schema version %d, this binary knows up to %d: %w", current, len(ms), ErrSchemaTooNew)
 	}
 	for _, m := range ms[current:] {
-		if _, err := conn.ExecContext(ctx, m.sql); err != nil {
-			return fmt.Errorf("sqlite store: migration %s: %w", m.name, err)
+		if _, err := conn.ExecContext(ctx, m.SQL); err != nil {
+			return fmt.Errorf("sqlite store: migration %s: %w", m.Name, err)
 		}
 		if _, err := conn.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-			m.version, m.name, now.UTC().Format(time.RFC3339Nano)); err != nil {
-			return fmt.Errorf("sqlite store: migration %s: %w", m.name, err)
+			m.Version, m.Name, now.UTC().Format(time.RFC3339Nano)); err != nil {
+			return fmt.Errorf("sqlite store: migration %s: %w", m.Name, err)
 		}
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {

@@ -48,7 +48,7 @@ func TestEmbeddedMigrationsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) == 0 || ms[0].version != 1 {
+	if len(ms) == 0 || ms[0].Version != 1 {
 		t.Fatalf("embedded migrations = %+v, want 1..n", ms)
 	}
 }
@@ -60,11 +60,11 @@ func TestMigrationVersioning(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A second migration, as a later release would ship it.
-	v2 := migration{version: len(embedded) + 1, name: "next_add_note.sql", sql: "ALTER TABLE tasks ADD COLUMN note TEXT NOT NULL DEFAULT ''"}
-	newer := append(append([]migration(nil), embedded...), v2)
+	v2 := store.Migration{Version: len(embedded) + 1, Name: "next_add_note.sql", SQL: "ALTER TABLE tasks ADD COLUMN note TEXT NOT NULL DEFAULT ''"}
+	newer := append(append([]store.Migration(nil), embedded...), v2)
 
 	path := filepath.Join(t.TempDir(), "flasher.db")
-	openWith := func(ms []migration) error {
+	openWith := func(ms []store.Migration) error {
 		s, err := open(ctx, Config{Path: path}, ms)
 		if err != nil {
 			return err
@@ -74,7 +74,7 @@ func TestMigrationVersioning(t *testing.T) {
 
 	steps := []struct {
 		name    string
-		ms      []migration
+		ms      []store.Migration
 		wantErr error
 		want    int // schema version after the step
 	}{
@@ -105,8 +105,8 @@ func TestMigrationFailureLeavesSchemaAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "flasher.db")
-	broken := append(append([]migration(nil), embedded...),
-		migration{version: len(embedded) + 1, name: "broken.sql", sql: "CREATE TABLE extra (x INTEGER); THIS IS NOT SQL"})
+	broken := append(append([]store.Migration(nil), embedded...),
+		store.Migration{Version: len(embedded) + 1, Name: "broken.sql", SQL: "CREATE TABLE extra (x INTEGER); THIS IS NOT SQL"})
 	if s, err := open(ctx, Config{Path: path}, broken); err == nil {
 		s.Close()
 		t.Fatal("Open with a broken migration succeeded")

@@ -53,7 +53,7 @@ func writeObservations(exec func(query string, args ...any) error, obs []store.O
 	touched := map[key]bool{}
 	for _, o := range obs {
 		args := []any{o.ServerID, o.Instance, o.Component, o.Vendor, o.Model, o.Serial, o.Version, string(o.Source),
-			timeToNanos(o.ObservedAt), o.TaskID, o.CollectID}
+			store.UnixNanos(o.ObservedAt), o.TaskID, o.CollectID}
 		if err := exec(sqlObserveCurrent, args...); err != nil {
 			return fmt.Errorf("sqlite store: observation of server %s, %s: %w", o.ServerID, o.Instance, err)
 		}
@@ -124,7 +124,7 @@ func (s *Store) queryObservations(ctx context.Context, query string, args ...any
 			&src, &ns, &o.TaskID, &o.CollectID); err != nil {
 			return nil, fmt.Errorf("sqlite store: read observations: %w", err)
 		}
-		o.Source, o.ObservedAt = store.Source(src), nanosToTime(ns)
+		o.Source, o.ObservedAt = store.Source(src), store.FromUnixNanos(ns)
 		out = append(out, o)
 	}
 	if err := rows.Err(); err != nil {

@@ -3,15 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"slices"
 	"strings"
-	"time"
 
 	"github.com/flasher-dev/flasher/internal/store"
 	"github.com/flasher-dev/flasher/internal/task"
@@ -31,7 +26,7 @@ func (s *Store) GetTask(ctx context.Context, id string) (*task.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: get task %s: %w", id, err)
 	}
-	t, err := decodeTask(body, rev)
+	t, err := store.DecodeTask(body, rev)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: task %s: %w", id, err)
 	}
@@ -53,7 +48,7 @@ func (s *Store) ListTasks(ctx context.Context, f store.Filter, pageSize int, pag
 	var after int64
 	if pageToken != "" {
 		var ok bool
-		if after, ok = decodePageToken(pageToken, f); !ok {
+		if after, ok = store.DecodePageToken(pageToken, f); !ok {
 			return nil, "", fmt.Errorf("sqlite store: list tasks: %w", store.ErrInvalidPageToken)
 		}
 	}
@@ -94,14 +89,14 @@ func (s *Store) ListTasks(ctx context.Context, f store.Filter, pageSize int, pag
 	)
 	for rows.Next() {
 		if len(out) == pageSize {
-			return out, encodePageToken(last, f), nil
+			return out, store.EncodePageToken(last, f), nil
 		}
 		var body []byte
 		var rev int64
 		if err := rows.Scan(&last, &body, &rev); err != nil {
 			return nil, "", fmt.Errorf("sqlite store: list tasks: %w", err)
 		}
-		t, err := decodeTask(body, rev)
+		t, err := store.DecodeTask(body, rev)
 		if err != nil {
 			return nil, "", fmt.Errorf("sqlite store: list tasks: %w", err)
 		}
@@ -133,7 +128,7 @@ func (s *Store) Events(ctx context.Context, taskID string) ([]task.Event, error)
 		if err := rows.Scan(&ev.Revision, &ns, &kind, &from, &to, &ev.Message); err != nil {
 			return nil, fmt.Errorf("sqlite store: events of task %s: %w", taskID, err)
 		}
-		ev.Time = nanosToTime(ns)
+		ev.Time = store.FromUnixNanos(ns)
 		ev.Kind, ev.From, ev.To = task.EventKind(kind), task.State(from), task.State(to)
 		out = append(out, ev)
 	}
@@ -182,7 +177,7 @@ func (s *Store) Changes(ctx context.Context, after int64, limit int) (_ []store.
 		if err := rows.Scan(&c.Revision, &body, &evBody); err != nil {
 			return nil, fmt.Errorf("sqlite store: changes after %d: %w", after, err)
 		}
-		if c.Task, err = decodeTask(body, c.Revision); err != nil {
+		if c.Task, err = store.DecodeTask(body, c.Revision); err != nil {
 			return nil, fmt.Errorf("sqlite store: change %d: %w", c.Revision, err)
 		}
 		if err := json.Unmarshal(evBody, &c.Event); err != nil {
@@ -207,73 +202,6 @@ func (s *Store) Revision(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("sqlite store %s: revision: %w", s.cfg.Path, err)
 	}
 	return rev, nil
-}
-
-// decodeTask decodes a stored task. The revision column is authoritative: the JSON is encoded
-// before the writer assigns the revision.
-func decodeTask(body []byte, rev int64) (*task.Task, error) {
-	t := new(task.Task)
-	if err := json.Unmarshal(body, t); err != nil {
-		return nil, fmt.Errorf("decode task: %w", err)
-	}
-	t.Revision = rev
-	return t, nil
-}
-
-// timeToNanos stores the zero time as 0: UnixNano of the zero time is out of range.
-func timeToNanos(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func nanosToTime(ns int64) time.Time {
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns).UTC()
-}
-
-const pageTokenVersion = 1
-
-func encodePageToken(seq int64, f store.Filter) string {
-	b := make([]byte, 0, 17)
-	b = append(b, pageTokenVersion)
-	b = binary.BigEndian.AppendUint64(b, uint64(seq))
-	b = binary.BigEndian.AppendUint64(b, pageTokenSum(seq, f))
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodePageToken(tok string, f store.Filter) (int64, bool) {
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || len(b) != 17 || b[0] != pageTokenVersion {
-		return 0, false
-	}
-	seq := int64(binary.BigEndian.Uint64(b[1:9]))
-	if seq < 0 || binary.BigEndian.Uint64(b[9:]) != pageTokenSum(seq, f) {
-		return 0, false
-	}
-	return seq, true
-}
-
-// pageTokenSum binds a token to its position and filter. It is a checksum, not a secret:
-// tokens must stay valid across restarts, and they reveal nothing a client cannot list.
-func pageTokenSum(seq int64, f store.Filter) uint64 {
-	h := fnv.New64a()
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(seq))
-	h.Write(b[:])
-	states := make([]string, len(f.States))
-	for i, st := range f.States {
-		states[i] = string(st)
-	}
-	slices.Sort(states)
-	for _, part := range append([]string{"flasher-page", f.ServerID, string(f.Method), f.Requester}, states...) {
-		h.Write([]byte(part))
-		h.Write([]byte{0})
-	}
-	return h.Sum64()
 }
 
 // uninterrupted returns a context for one read that a cancellation cannot interrupt half way.

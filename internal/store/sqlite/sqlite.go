@@ -71,18 +71,14 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu                    sync.Mutex
-	subs                  map[chan struct{}]struct{}
+	store.Signals // Subscribe
+
 	commits, committedOps atomic.Int64 // for Stats
 	fallbacks             atomic.Int64 // for Stats
 
 	// savepointsOnly makes the writer skip the batched fast path, so tests can compare the
 	// two paths on the same batches.
 	savepointsOnly bool
-
-	// signalled is the latest revision subscribers have been told about; the writer and the
-	// poller both advance it, so each commit is signalled once whoever notices it first.
-	signalled atomic.Int64
 }
 
 var _ store.Store = (*Store)(nil)
@@ -97,7 +93,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return open(ctx, cfg, ms)
 }
 
-func open(ctx context.Context, cfg Config, ms []migration) (*Store, error) {
+func open(ctx context.Context, cfg Config, ms []store.Migration) (*Store, error) {
 	s, w, conn, err := openStore(ctx, cfg, ms)
 	if err != nil {
 		return nil, err
@@ -121,7 +117,7 @@ func open(ctx context.Context, cfg Config, ms []migration) (*Store, error) {
 
 // openStore opens the database and prepares the writer without starting any goroutine; the
 // caller owns w and conn.
-func openStore(ctx context.Context, cfg Config, ms []migration) (_ *Store, _ *writer, _ *sql.Conn, err error) {
+func openStore(ctx context.Context, cfg Config, ms []store.Migration) (_ *Store, _ *writer, _ *sql.Conn, err error) {
 	if cfg.Path == "" {
 		return nil, nil, nil, errors.New("sqlite store: Config.Path is empty")
 	}
@@ -206,7 +202,6 @@ func openStore(ctx context.Context, cfg Config, ms []migration) (_ *Store, _ *wr
 		rdb:  rdb,
 		ops:  make(chan *op),
 		quit: make(chan struct{}),
-		subs: make(map[chan struct{}]struct{}),
 	}
 	rev, err := s.Revision(ctx)
 	if err != nil {
@@ -214,7 +209,7 @@ func openStore(ctx context.Context, cfg Config, ms []migration) (_ *Store, _ *wr
 		rdb.Close()
 		return nil, nil, nil, err
 	}
-	s.signalled.Store(rev)
+	s.SetSignalled(rev)
 	return s, w, conn, nil
 }
 
@@ -334,43 +329,6 @@ func (s *Store) submit(o *op) result {
 	}
 }
 
-// Subscribe implements store.Store.
-func (s *Store) Subscribe() (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	s.mu.Lock()
-	s.subs[ch] = struct{}{}
-	s.mu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			s.mu.Lock()
-			delete(s.subs, ch)
-			s.mu.Unlock()
-		})
-	}
-}
-
-// signal tells subscribers about revision rev if nobody has yet.
-func (s *Store) signal(rev int64) {
-	for {
-		old := s.signalled.Load()
-		if rev <= old {
-			return
-		}
-		if s.signalled.CompareAndSwap(old, rev) {
-			break
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for ch := range s.subs {
-		select {
-		case ch <- struct{}{}:
-		default: // a signal is already pending; the subscriber will read everything new
-		}
-	}
-}
-
 // poll notices commits by other processes sharing the file, which the writer cannot see.
 func (s *Store) poll() {
 	tick := time.NewTicker(s.cfg.PollInterval)
@@ -387,7 +345,7 @@ func (s *Store) poll() {
 			return
 		case <-tick.C:
 			if rev, err := s.Revision(ctx); err == nil {
-				s.signal(rev)
+				s.Signal(rev)
 			}
 		}
 	}

@@ -173,7 +173,7 @@ func (s *Store) commit(w *writer, batch []*op) {
 		o.res <- results[i]
 	}
 	if committed {
-		s.signal(cur)
+		s.Signal(cur)
 	}
 }
 
@@ -267,7 +267,7 @@ func (s *Store) create(ctx context.Context, w *writer, o *op, rev int64) result 
 		err := w.byRequest.QueryRowContext(ctx, t.RequestID).Scan(&body, &existingRev)
 		switch {
 		case err == nil:
-			existing, err := decodeTask(body, existingRev)
+			existing, err := store.DecodeTask(body, existingRev)
 			if err != nil {
 				return result{err: fmt.Errorf("sqlite store: task for request %s: %w", t.RequestID, err)}
 			}
@@ -318,7 +318,7 @@ func (s *Store) update(ctx context.Context, w *writer, o *op, rev int64) result 
 // record appends the operation's event and change-log entry at rev.
 func (s *Store) record(ctx context.Context, w *writer, o *op, rev int64) error {
 	ev := o.ev
-	if _, err := w.insertEvent.ExecContext(ctx, o.t.ID, rev, timeToNanos(ev.Time), string(ev.Kind),
+	if _, err := w.insertEvent.ExecContext(ctx, o.t.ID, rev, store.UnixNanos(ev.Time), string(ev.Kind),
 		string(ev.From), string(ev.To), ev.Message); err != nil {
 		return fmt.Errorf("sqlite store: task %s (server %s): record event: %w", o.t.ID, o.t.ServerID, err)
 	}

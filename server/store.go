@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/flasher-dev/flasher/internal/audit"
+	"github.com/flasher-dev/flasher/internal/store"
+	"github.com/flasher-dev/flasher/internal/store/postgres"
+	"github.com/flasher-dev/flasher/internal/store/sqlite"
+)
+
+// isPostgres reports whether a -store value names a PostgreSQL database.
+func isPostgres(spec string) bool {
+	return strings.HasPrefix(spec, "postgres://") || strings.HasPrefix(spec, "postgresql://")
+}
+
+// openStore opens the task store -store names: SQLite at -database (the default), or the
+// PostgreSQL database several replicas share. With PostgreSQL the audit trail lives in the same
+// database and is returned; with SQLite the audit store is nil and the trail keeps its own file.
+func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.Store, audit.Store, error) {
+	switch {
+	case cfg.Store == "" || cfg.Store == "sqlite":
+		st, err := sqlite.Open(ctx, sqlite.Config{Path: cfg.Database})
+		if err != nil {
+			return nil, nil, fmt.Errorf("open store %s: %w", cfg.Database, err)
+		}
+		log.Info("store: SQLite", "path", cfg.Database)
+		return st, nil, nil
+	case isPostgres(cfg.Store):
+		password, err := readSecret(cfg.StorePasswordFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("store password: %w", err)
+		}
+		st, err := postgres.Open(ctx, postgres.Config{DSN: cfg.Store, Password: password, Logger: log})
+		if err != nil {
+			return nil, nil, fmt.Errorf("open store: %w", err)
+		}
+		log.Info("store: PostgreSQL", "database", st.Name())
+		return st, audit.NewPostgres(st.Pool(), st.Name()), nil
+	default:
+		return nil, nil, fmt.Errorf("-store %s: want empty (SQLite at -database) or a postgres:// DSN", postgres.Redact(cfg.Store))
+	}
+}
