@@ -13,10 +13,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
+	"os"
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -47,7 +48,10 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// MaxAttempts bounds installs of one step that were interrupted (0: 2).
 	MaxAttempts int
-	Logger      *slog.Logger
+	// ToolPoll bounds how often the agent checks whether a vendor tool left running by an
+	// earlier agent process has exited (0: 1s).
+	ToolPoll time.Duration
+	Logger   *slog.Logger
 }
 
 // Agent is a running flasher-agent.
@@ -57,6 +61,7 @@ type Agent struct {
 	client flasherv1.AgentServiceClient
 	state  *State
 	host   Host
+	pid    int
 
 	mu     sync.Mutex
 	stream flasherv1.AgentService_ConnectClient // the live stream, nil between streams
@@ -89,12 +94,15 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 2
 	}
+	if cfg.ToolPoll <= 0 {
+		cfg.ToolPoll = time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	return &Agent{
 		cfg: cfg, log: cfg.Logger.With("component", "agent"),
-		client: flasherv1.NewAgentServiceClient(cfg.Conn), state: st, host: cfg.Host,
+		client: flasherv1.NewAgentServiceClient(cfg.Conn), state: st, host: cfg.Host, pid: os.Getpid(),
 		tasks: map[string]*taskRun{},
 	}, nil
 }
@@ -109,52 +117,46 @@ func (a *Agent) callCtx(ctx context.Context) context.Context {
 
 // Run holds the stream until ctx ends, reconnecting with jittered exponential backoff that
 // resets after every stream the server welcomed. Running tasks outlive streams; Run waits for
-// them (they stop at ctx's end) before it returns.
+// them (they stop at ctx's end) before it returns. Run holds the state dir for this process: a
+// second agent on the same state dir does not start.
 func (a *Agent) Run(ctx context.Context) error {
+	release, err := a.state.lockAgent()
+	if err != nil {
+		return err
+	}
+	defer release()
 	defer a.wg.Wait()
-	failures := 0
+	bo := a.reconnectBackoff(a.cfg.BackoffMin)
+	// A refused identity stays refused until an operator fixes it: retry at the slow end.
+	refused := a.reconnectBackoff(a.cfg.BackoffMax)
 	for {
 		welcomed, err := a.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if welcomed {
-			failures = 0
+			bo.Reset()
 		}
+		wait := bo.NextBackOff()
 		switch status.Code(err) {
 		case codes.Unauthenticated, codes.PermissionDenied:
-			// Permanent until an operator fixes the identity; keep trying slowly.
 			a.log.Error("server refused the agent's identity", "err", err)
-			failures = max(failures, 8)
+			wait = refused.NextBackOff()
 		case codes.AlreadyExists:
 			a.log.Warn("another agent holds this server's stream; retrying", "err", err)
 		default:
-			a.log.Warn("stream ended; reconnecting", "err", err)
+			a.log.Warn("stream ended; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
-		if err := a.waitBackoff(ctx, failures); err != nil {
+		if err := sleep(ctx, wait); err != nil {
 			return nil
 		}
-		failures++
 	}
 }
 
-// waitBackoff waits the n-th retry's delay: exponential from BackoffMin, capped at BackoffMax,
-// with full jitter over its upper half so restarted agents do not reconnect in lockstep.
-func (a *Agent) waitBackoff(ctx context.Context, n int) error {
-	d := a.cfg.BackoffMin
-	for i := 0; i < n && d < a.cfg.BackoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, a.cfg.BackoffMax)
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+// reconnectBackoff doubles from initial up to BackoffMax, each wait drawn within ±50% so
+// restarted agents do not reconnect in lockstep.
+func (a *Agent) reconnectBackoff(initial time.Duration) *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: initial, MaxInterval: a.cfg.BackoffMax, Multiplier: 2, RandomizationFactor: 0.5}
 }
 
 // session runs one stream: hello, welcome, then heartbeats and the server's messages.

@@ -57,13 +57,14 @@ func (a *Agent) fetchImage(ctx context.Context, checksum, filename string, size 
 	part := filepath.Join(dir, ".partial")
 	const attempts = 5
 	var lastErr error
+	bo := a.reconnectBackoff(a.cfg.BackoffMin)
 	for i := 0; i < attempts; i++ {
 		if err := a.download(ctx, checksum, part); err != nil {
 			if ctx.Err() != nil {
 				return "", ctx.Err()
 			}
 			lastErr = err
-			if err := a.waitBackoff(ctx, i); err != nil {
+			if err := sleep(ctx, bo.NextBackOff()); err != nil {
 				return "", err
 			}
 			continue

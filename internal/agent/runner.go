@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -48,170 +49,264 @@ func (a *Agent) assigned(ctx context.Context, stream flasherv1.AgentService_Conn
 	_ = a.sendOn(stream, &flasherv1.ConnectRequest{Msg: &flasherv1.ConnectRequest_Ack{Ack: &flasherv1.AssignmentAck{TaskId: as.GetTaskId()}}})
 }
 
+// run is one task being applied: the assignment, its record in the state dir and the cancel
+// flag. Each of its methods is one step of runTask; a method that returns false has ended the
+// task (with a result) or stopped it (ctx ended: the next agent process continues from the
+// state dir).
+type run struct {
+	a   *Agent
+	as  *flasherv1.Assignment
+	tr  *taskRun
+	rec *TaskRecord
+	log *slog.Logger
+}
+
 // runTask applies an assignment, step by step, recording each install in the state dir before
 // and after it runs. It returns without a result only when ctx ends (or the host is rebooting):
 // the next agent process continues from the state dir.
 func (a *Agent) runTask(ctx context.Context, as *flasherv1.Assignment, tr *taskRun) {
-	id := as.GetTaskId()
-	log := a.log.With("task", id)
-	rec, err := a.state.Load(id)
-	if err != nil {
-		a.sendResult(&TaskRecord{TaskID: id}, &Result{Outcome: "failed", Code: CodeAgentState, Message: err.Error()})
+	r := &run{a: a, as: as, tr: tr, log: a.log.With("task", as.GetTaskId())}
+	if !r.open() {
 		return
+	}
+	for i, st := range as.GetSteps() {
+		if !r.step(ctx, i, st) {
+			return
+		}
+	}
+	r.conclude(ctx)
+}
+
+// open loads the task's record, or creates it from the assignment. A task that ended here
+// already is reported again; an assignment that differs from the record is refused.
+func (r *run) open() bool {
+	id := r.as.GetTaskId()
+	rec, err := r.a.state.Load(id)
+	if err != nil {
+		r.a.sendResult(&TaskRecord{TaskID: id}, &Result{Outcome: "failed", Code: CodeAgentState, Message: err.Error()})
+		return false
 	}
 	if rec == nil {
 		rec = &TaskRecord{TaskID: id}
-		for _, st := range as.GetSteps() {
+		for _, st := range r.as.GetSteps() {
 			rec.Steps = append(rec.Steps, StepRecord{Component: st.GetComponent(), Serial: st.GetSerial(), Checksum: st.GetChecksum(), ToVersion: st.GetToVersion(), State: stepPending})
 		}
-		if err := a.state.Save(rec); err != nil {
-			log.Error("state dir", "err", err)
-			return // without a record the agent cannot promise not to install twice
-		}
-	} else if !sameSteps(rec, as) {
-		a.finish(rec, &Result{Outcome: "failed", Code: CodeAssignmentChanged, Message: "the assignment differs from the one recorded for this task"})
-		return
+		r.rec = rec
+		return r.save() // without a record the agent cannot promise not to install twice
+	}
+	r.rec = rec
+	if !sameSteps(rec, r.as) {
+		r.a.finish(rec, &Result{Outcome: "failed", Code: CodeAssignmentChanged, Message: "the assignment differs from the one recorded for this task"})
+		return false
 	}
 	if rec.Result != nil {
-		log.Info("task already ended here; reporting its result again", "outcome", rec.Result.Outcome)
-		a.sendResult(rec, rec.Result)
-		return
+		r.log.Info("task already ended here; reporting its result again", "outcome", rec.Result.Outcome)
+		r.a.sendResult(rec, rec.Result)
+		return false
 	}
+	return true
+}
 
-	for i, st := range as.GetSteps() {
-		sr := &rec.Steps[i]
-		if sr.State == stepApplied {
-			a.progress(id, sr, flasherv1.StepState_STEP_STATE_SUCCEEDED, "done", 100, "applied earlier: "+sr.Message)
-			continue
+// save records the task; a task whose record cannot be written stops.
+func (r *run) save() bool {
+	if err := r.a.state.Save(r.rec); err != nil {
+		r.log.Error("state dir", "err", err)
+		return false
+	}
+	return true
+}
+
+func (r *run) fail(code, component, msg string) bool {
+	r.a.finish(r.rec, &Result{Outcome: "failed", Code: code, Component: component, Message: msg})
+	return false
+}
+
+func (r *run) cancelled(at string) bool {
+	r.a.finish(r.rec, &Result{Outcome: "cancelled", CancelledAt: at})
+	return false
+}
+
+// step applies step i: it waits for any vendor tool still running, settles an interrupted
+// install, downloads the image and installs it.
+func (r *run) step(ctx context.Context, i int, st *flasherv1.AssignedStep) bool {
+	sr := &r.rec.Steps[i]
+	if sr.State == stepApplied {
+		r.a.progress(r.rec.TaskID, sr, flasherv1.StepState_STEP_STATE_SUCCEEDED, "done", 100, "applied earlier: "+sr.Message)
+		return true
+	}
+	name := strings.TrimSpace(st.GetComponent() + " " + st.GetSerial())
+	if r.tr.cancel.Load() {
+		return r.cancelled("before " + name)
+	}
+	lock, err := r.a.lockApply(ctx, func(pids []int, prev *ApplyRecord) { r.waitingForTool(sr, pids, prev) })
+	if err != nil {
+		if ctx.Err() == nil {
+			return r.fail(CodeAgentState, st.GetComponent(), err.Error())
 		}
-		name := strings.TrimSpace(st.GetComponent() + " " + st.GetSerial())
-		if tr.cancel.Load() {
-			a.finish(rec, &Result{Outcome: "cancelled", CancelledAt: "before " + name})
-			return
+		return false
+	}
+	defer lock.close()
+	if sr.State == stepStarted {
+		applied, ok := r.settleInterrupted(ctx, sr, st)
+		if !ok || applied {
+			return ok
 		}
-		if sr.State == stepStarted {
-			// Interrupted (crash, kill, power loss) while the tool ran: the host says whether it
-			// took the image. Applied → never run again.
-			done, err := a.checkInterrupted(ctx, sr, st)
+	}
+	r.a.progress(r.rec.TaskID, sr, flasherv1.StepState_STEP_STATE_RUNNING, "download", 0, fmt.Sprintf("downloading %s (%d bytes)", st.GetFilename(), st.GetSize()))
+	path, err := r.a.fetchImage(ctx, st.GetChecksum(), st.GetFilename(), st.GetSize())
+	if ctx.Err() != nil {
+		return false
+	}
+	if err != nil {
+		return r.fail(CodeImageUnavailable, st.GetComponent(), fmt.Sprintf("%s: %v", name, err))
+	}
+	if r.tr.cancel.Load() {
+		return r.cancelled("before " + name + " install (image downloaded)")
+	}
+	return r.install(ctx, i, st, sr, name, path, lock)
+}
+
+// waitingForTool reports that the step waits for vendor tools an earlier agent process left
+// running: starting another tool now could flash the component twice at once.
+func (r *run) waitingForTool(sr *StepRecord, pids []int, prev *ApplyRecord) {
+	msg := fmt.Sprintf("waiting for the vendor tool still running from an earlier install (pids %v) to exit", pids)
+	if prev != nil {
+		msg = fmt.Sprintf("waiting for the vendor tool of install %s (%s %s, started %s by agent pid %d; pids %v) to exit",
+			prev.InstallID, prev.Component, prev.Serial, prev.StartedAt.Format(time.RFC3339), prev.AgentPID, pids)
+	}
+	r.log.Warn(msg)
+	r.a.progress(r.rec.TaskID, sr, flasherv1.StepState_STEP_STATE_RUNNING, "wait", 0, msg)
+}
+
+// settleInterrupted decides a step that was interrupted (crash, kill, power loss) while its tool
+// ran, now that no tool runs: the host says whether it took the image. Applied → never run
+// again. ok is false when the task ended or stopped.
+func (r *run) settleInterrupted(ctx context.Context, sr *StepRecord, st *flasherv1.AssignedStep) (applied, ok bool) {
+	done, err := r.a.checkInterrupted(ctx, sr, st)
+	if ctx.Err() != nil {
+		return false, false
+	}
+	if err != nil {
+		return false, r.fail(CodeInstallInterrupted, st.GetComponent(), err.Error())
+	}
+	if !done {
+		return false, true
+	}
+	if !r.save() {
+		return false, false
+	}
+	r.a.progress(r.rec.TaskID, sr, flasherv1.StepState_STEP_STATE_SUCCEEDED, "verify", 100, sr.Message)
+	return true, true
+}
+
+// install runs the vendor tool under the apply lock, recorded as started before it runs and
+// as applied or failed after, then verifies the version when no reboot is needed.
+func (r *run) install(ctx context.Context, i int, st *flasherv1.AssignedStep, sr *StepRecord, name, path string, lock *applyLock) bool {
+	sr.State = stepStarted
+	sr.Attempts++
+	sr.InstallID = fmt.Sprintf("%s/%d/%d", r.rec.TaskID, i, sr.Attempts)
+	sr.StartedAt = time.Now().UTC()
+	if !r.save() {
+		return false
+	}
+	if err := r.a.state.writeApplyRecord(ApplyRecord{TaskID: r.rec.TaskID, InstallID: sr.InstallID, Component: sr.Component,
+		Serial: sr.Serial, AgentPID: r.a.pid, StartedAt: sr.StartedAt}); err != nil {
+		return r.fail(CodeAgentState, st.GetComponent(), err.Error())
+	}
+	if err := lock.inheritable(); err != nil {
+		return r.fail(CodeAgentState, st.GetComponent(), err.Error())
+	}
+	r.a.progress(r.rec.TaskID, sr, flasherv1.StepState_STEP_STATE_RUNNING, "install", 20, fmt.Sprintf("installing %s %s → %s", name, st.GetFromVersion(), st.GetToVersion()))
+	reboot, err := r.a.host.Install(ctx, Install{
+		Slug: st.GetComponent(), Vendor: st.GetVendor(), Model: st.GetModel(), Serial: st.GetSerial(),
+		File: path, Force: st.GetForce(),
+	})
+	if ctx.Err() != nil {
+		// Shutting down: the tool was stopped or abandoned (it keeps the apply lock while it
+		// runs). The record stays "started" and the next process asks the host what happened.
+		r.log.Warn("stopped during install", "target", name, "err", err)
+		return false
+	}
+	sr.FinishedAt = time.Now().UTC()
+	if err != nil {
+		sr.State, sr.Message = stepFailed, err.Error()
+		return r.fail(CodeInstallFailed, st.GetComponent(), fmt.Sprintf("%s: %v", name, err))
+	}
+	sr.State, sr.RebootRequired = stepApplied, reboot
+	sr.Message = "applied"
+	if reboot {
+		sr.Message = "applied; active after a host reboot"
+	}
+	if !r.save() {
+		return false
+	}
+	if !reboot {
+		if err := r.a.verify(ctx, sr); err != nil {
 			if ctx.Err() != nil {
-				return
+				return false
 			}
-			if err != nil {
-				a.finish(rec, &Result{Outcome: "failed", Code: CodeInstallInterrupted, Component: st.GetComponent(), Message: err.Error()})
-				return
-			}
-			if done {
-				if err := a.state.Save(rec); err != nil {
-					log.Error("state dir", "err", err)
-					return
-				}
-				a.progress(id, sr, flasherv1.StepState_STEP_STATE_SUCCEEDED, "verify", 100, sr.Message)
-				continue
-			}
+			return r.fail(CodeVerifyFailed, st.GetComponent(), fmt.Sprintf("%s: %v", name, err))
 		}
-
-		a.progress(id, sr, flasherv1.StepState_STEP_STATE_RUNNING, "download", 0, fmt.Sprintf("downloading %s (%d bytes)", st.GetFilename(), st.GetSize()))
-		path, err := a.fetchImage(ctx, st.GetChecksum(), st.GetFilename(), st.GetSize())
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			a.finish(rec, &Result{Outcome: "failed", Code: CodeImageUnavailable, Component: st.GetComponent(), Message: fmt.Sprintf("%s: %v", name, err)})
-			return
-		}
-		if tr.cancel.Load() {
-			a.finish(rec, &Result{Outcome: "cancelled", CancelledAt: "before " + name + " install (image downloaded)"})
-			return
-		}
-
-		sr.State = stepStarted
-		sr.Attempts++
-		sr.InstallID = fmt.Sprintf("%s/%d/%d", id, i, sr.Attempts)
-		sr.StartedAt = time.Now().UTC()
-		if err := a.state.Save(rec); err != nil {
-			log.Error("state dir", "err", err)
-			return
-		}
-		a.progress(id, sr, flasherv1.StepState_STEP_STATE_RUNNING, "install", 20, fmt.Sprintf("installing %s %s → %s", name, st.GetFromVersion(), st.GetToVersion()))
-		reboot, err := a.host.Install(ctx, Install{
-			Slug: st.GetComponent(), Vendor: st.GetVendor(), Model: st.GetModel(), Serial: st.GetSerial(),
-			File: path, Force: st.GetForce(),
-		})
-		if ctx.Err() != nil {
-			// Shutting down: the tool was stopped or abandoned. The record stays "started" and
-			// the next process asks the host what happened.
-			log.Warn("stopped during install", "component", name, "err", err)
-			return
-		}
-		sr.FinishedAt = time.Now().UTC()
-		if err != nil {
-			sr.State, sr.Message = stepFailed, err.Error()
-			a.finish(rec, &Result{Outcome: "failed", Code: CodeInstallFailed, Component: st.GetComponent(), Message: fmt.Sprintf("%s: %v", name, err)})
-			return
-		}
-		sr.State, sr.RebootRequired = stepApplied, reboot
-		sr.Message = "applied"
-		if reboot {
-			sr.Message = "applied; active after a host reboot"
-		}
-		if err := a.state.Save(rec); err != nil {
-			log.Error("state dir", "err", err)
-			return
-		}
-		if !reboot {
-			if err := a.verify(ctx, sr); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				a.finish(rec, &Result{Outcome: "failed", Code: CodeVerifyFailed, Component: st.GetComponent(), Message: fmt.Sprintf("%s: %v", name, err)})
-				return
-			}
-		}
-		a.progress(id, sr, flasherv1.StepState_STEP_STATE_SUCCEEDED, "install", 100, sr.Message)
 	}
+	r.a.progress(r.rec.TaskID, sr, flasherv1.StepState_STEP_STATE_SUCCEEDED, "install", 100, sr.Message)
+	return true
+}
 
+// conclude ends a task whose steps all ran: it verifies after the reboot this task asked for,
+// reboots when the task allows it, or reports the pending reboot, then reports the result.
+func (r *run) conclude(ctx context.Context) {
 	var pending []string
-	for _, sr := range rec.Steps {
+	for _, sr := range r.rec.Steps {
 		if sr.RebootRequired {
 			pending = append(pending, strings.TrimSpace(sr.Component+" "+sr.Serial))
 		}
 	}
-	if len(pending) > 0 {
-		if rec.RebootStarted {
-			// This process started after the reboot this task asked for: check the versions.
-			for i := range rec.Steps {
-				sr := &rec.Steps[i]
-				if !sr.RebootRequired {
-					continue
-				}
-				if err := a.verify(ctx, sr); err != nil {
-					if ctx.Err() != nil {
-						return
-					}
-					a.finish(rec, &Result{Outcome: "failed", Code: CodeVerifyFailed, Component: sr.Component, Message: fmt.Sprintf("after reboot: %v", err)})
-					return
-				}
-				sr.Message = "applied; active after reboot"
-			}
-		} else if as.GetAllowReboot() && a.cfg.Reboot != nil {
-			rec.RebootStarted = true
-			if err := a.state.Save(rec); err != nil {
-				log.Error("state dir", "err", err)
-				return
-			}
-			a.report(&flasherv1.ConnectRequest{Msg: &flasherv1.ConnectRequest_RebootRequired{RebootRequired: &flasherv1.RebootRequired{TaskId: id, Components: pending, Rebooting: true}}})
-			log.Info("rebooting the host", "components", pending)
-			if err := a.cfg.Reboot(ctx); err != nil {
-				rec.RebootStarted = false
-				a.finish(rec, &Result{Outcome: "failed", Code: CodeRebootFailed, Message: err.Error()})
-			}
-			// The host goes down; the next agent process verifies and reports.
+	switch {
+	case len(pending) == 0:
+	case r.rec.RebootStarted:
+		if !r.verifyAfterReboot(ctx) {
 			return
-		} else {
-			a.report(&flasherv1.ConnectRequest{Msg: &flasherv1.ConnectRequest_RebootRequired{RebootRequired: &flasherv1.RebootRequired{TaskId: id, Components: pending}}})
 		}
+	case r.as.GetAllowReboot() && r.a.cfg.Reboot != nil:
+		r.reboot(ctx, pending)
+		return // the host goes down; the next agent process verifies and reports
+	default:
+		r.a.report(&flasherv1.ConnectRequest{Msg: &flasherv1.ConnectRequest_RebootRequired{RebootRequired: &flasherv1.RebootRequired{TaskId: r.rec.TaskID, Components: pending}}})
 	}
-	a.finish(rec, &Result{Outcome: "succeeded"})
+	r.a.finish(r.rec, &Result{Outcome: "succeeded"})
+}
+
+// verifyAfterReboot checks the versions in the agent process that started after the reboot
+// this task asked for.
+func (r *run) verifyAfterReboot(ctx context.Context) bool {
+	for i := range r.rec.Steps {
+		sr := &r.rec.Steps[i]
+		if !sr.RebootRequired {
+			continue
+		}
+		if err := r.a.verify(ctx, sr); err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			return r.fail(CodeVerifyFailed, sr.Component, fmt.Sprintf("after reboot: %v", err))
+		}
+		sr.Message = "applied; active after reboot"
+	}
+	return true
+}
+
+// reboot records that the reboot started, tells the server and reboots the host.
+func (r *run) reboot(ctx context.Context, pending []string) {
+	r.rec.RebootStarted = true
+	if !r.save() {
+		return
+	}
+	r.a.report(&flasherv1.ConnectRequest{Msg: &flasherv1.ConnectRequest_RebootRequired{RebootRequired: &flasherv1.RebootRequired{TaskId: r.rec.TaskID, Components: pending, Rebooting: true}}})
+	r.log.Info("rebooting the host", "components", pending)
+	if err := r.a.cfg.Reboot(ctx); err != nil {
+		r.rec.RebootStarted = false
+		r.fail(CodeRebootFailed, "", err.Error())
+	}
 }
 
 // checkInterrupted decides an interrupted step from the host's inventory: at the target version

@@ -356,6 +356,23 @@ func Build(ctx context.Context, outDir string) (string, error) {
 	return out, nil
 }
 
+// TestMain builds the stand-in into a temporary directory, stores its path in *binary, runs the
+// tests (m.Run of a testing.M) and removes the directory. A test package calls it from its
+// TestMain and passes WithBinary(*binary) to NewHost.
+func TestMain(m interface{ Run() int }, binary *string) int {
+	dir, err := os.MkdirTemp("", "flasher-hosttool-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *binary, err = Build(context.Background(), dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
 var built struct {
 	once sync.Once
 	path string

@@ -23,22 +23,7 @@ import (
 // binary is the stand-in built once for the whole test binary.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hosttools-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary, err = hosttools.Build(context.Background(), dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(hosttools.TestMain(m, &binary)) }
 
 // newHost creates a simulated host and points ironlib at it for the rest of the test.
 func newHost(t *testing.T, p hosttools.Profile, opts ...hosttools.Option) *hosttools.Host {

@@ -30,6 +30,8 @@ type state struct {
 	// Applied counts installs that changed (or claimed to change) a component, per slug.
 	Applied map[string]int `json:"applied"`
 	History []Install      `json:"history"`
+	// Runs records every update run, finished or not (see ToolRun).
+	Runs []ToolRun `json:"runs,omitempty"`
 }
 
 // Install records one applied update.

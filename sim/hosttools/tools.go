@@ -75,18 +75,30 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 70
 	}
 	r := &run{tool: tool, args: rest, cfg: cfg, spec: sp, stdin: stdin, stdout: stdout, stderr: stderr}
-	if err := r.exec(); err != nil {
-		var ee *exitError
-		if errors.As(err, &ee) {
-			if ee.msg != "" {
-				fmt.Fprintln(stderr, ee.msg)
-			}
-			return ee.code
+	err = r.exec()
+	var ee *exitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		if ee.msg != "" {
+			fmt.Fprintln(stderr, ee.msg)
 		}
+	default:
 		fmt.Fprintf(stderr, "%s: %v\n", tool, err)
-		return 1
 	}
-	return 0
+	return exitCode(err)
+}
+
+// exitCode is the exit code Main gives err.
+func exitCode(err error) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	}
+	return 1
 }
 
 func isTool(name string) bool {
@@ -181,7 +193,14 @@ func hasFlag(args []string, names ...string) bool {
 	return false
 }
 
-func (r *run) exec() error {
+func (r *run) exec() (err error) {
+	if r.isUpdate() {
+		end, berr := r.beginRun()
+		if berr != nil {
+			return berr
+		}
+		defer func() { end(exitCode(err)) }()
+	}
 	f, armed, err := takeFault(r.cfg.StateDir, r.tool, r.op())
 	if err != nil {
 		return err
