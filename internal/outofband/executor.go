@@ -147,6 +147,8 @@ func (x *Executor) Execute(ctx context.Context, t *task.Task, r task.Reporter) e
 		log:  x.log.With("task", t.ID, "server", t.ServerID, "bmc", target.Key()),
 		prev: map[instKey]task.Progress{}, cur: map[instKey]task.Progress{}, applied: map[string]bool{},
 		written: map[instKey]time.Time{},
+		// Until the live re-plan, a failure reports changes against the stored plan's snapshot.
+		plan: t.Plan,
 	}
 	for _, p := range t.Progress {
 		rn.prev[keyOf(p.Component, p.Serial)] = p
@@ -258,7 +260,7 @@ func (rn *run) recordPower(ctx context.Context) error {
 
 // replan plans the task against the versions the BMC reports now.
 func (rn *run) replan(ctx context.Context) (*task.Plan, error) {
-	if err := rn.readInventory(ctx); err != nil {
+	if err := rn.readInventoryReady(ctx); err != nil {
 		return nil, rn.failure(ctx, "", "read the BMC inventory", err)
 	}
 	cat, err := rn.x.cfg.Inventory.Catalog(ctx)
@@ -275,6 +277,29 @@ func (rn *run) replan(ctx context.Context) (*task.Plan, error) {
 		return nil, task.Fail(task.CodePlanRefused, "", err.Error(), err)
 	}
 	return p, nil
+}
+
+// readInventoryReady reads the inventory, retrying what a BMC still coming up answers (no
+// connection, an empty inventory) for up to BMCReboot when this task may have rebooted it,
+// else for LoginAttempts reads.
+func (rn *run) readInventoryReady(ctx context.Context) error {
+	start := time.Now()
+	wait := newBackoff(rn.to)
+	for attempt := 1; ; attempt++ {
+		err := rn.readInventory(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		c := classify(err)
+		transient := errors.Is(err, errEmptyInventory) || c == classUnreachable || c == classTimeout
+		if !transient || (rn.touched && time.Since(start) > rn.to.BMCReboot) || (!rn.touched && attempt >= rn.to.LoginAttempts) {
+			return err
+		}
+		rn.log.Warn("BMC inventory not readable yet", "attempt", attempt, "err", err)
+		if err := sleep(ctx, wait.NextBackOff()); err != nil {
+			return err
+		}
+	}
 }
 
 func (rn *run) readInventory(ctx context.Context) error {
