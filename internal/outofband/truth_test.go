@@ -108,8 +108,13 @@ func TestCancelWhileInstalling(t *testing.T) {
 	}
 	evs := f.events(id)
 	last := evs[len(evs)-1]
-	if !strings.Contains(last.Message, job.JobID) || strings.Contains(last.Message, "nothing was changed") {
-		t.Errorf("cancel event %q, want it to name job %s still on the BMC", last.Message, job.JobID)
+	// The job is deleted if it had not started applying, else named as still on the BMC.
+	deleted := strings.Contains(last.Message, job.JobID+" deleted")
+	if !strings.Contains(last.Message, job.JobID) || (strings.Contains(last.Message, "nothing was changed") && !deleted) {
+		t.Errorf("cancel event %q, want it to say what became of job %s", last.Message, job.JobID)
+	}
+	if pending := b.Counters().JobsDeleted == 0; pending == deleted {
+		t.Errorf("cancel event %q disagrees with the BMC (jobs deleted: %d)", last.Message, b.Counters().JobsDeleted)
 	}
 }
 
