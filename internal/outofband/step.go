@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flasher-dev/flasher/internal/artifact"
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
@@ -60,7 +61,7 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 	// One image often updates every matching instance (both NICs of a model): a later step for
 	// an instance the same image already brought to version is done.
 	if rn.applied[st.Checksum] {
-		if c := findComponent(rn.live, st.Component, st.Serial); c != nil && c.Version == st.ToVersion {
+		if c := findComponent(rn.live, st.Component, st.Serial); c != nil && firmware.Same(firmware.Scheme(st.Scheme), c.Version, st.ToVersion) {
 			rn.done = append(rn.done, fmt.Sprintf("%s %s→%s", name, st.FromVersion, st.ToVersion))
 			return rn.progress(st, task.Progress{State: task.StepSucceeded, Step: "verified", Percent: 100,
 				Message: fmt.Sprintf("at %s: the image installed for an earlier step of this task updated it too", st.ToVersion)})

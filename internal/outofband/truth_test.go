@@ -201,3 +201,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestVerifyComparesByScheme: a BMC that reports the new version in another form of the same
+// version (a leading zero, a "v") is verified, not failed after the whole verify wait.
+func TestVerifyComparesByScheme(t *testing.T) {
+	for _, tc := range []struct{ img, component, reports string }{
+		{"dell-bmc-7", "BMC", "07.00.00.171"},
+		{"dell-bios-2.19.1", "BIOS", "v2.19.1"},
+	} {
+		t.Run(tc.component, func(t *testing.T) {
+			cfg := dellConfig("dell-scheme-" + tc.component)
+			b := startBMC(t, cfg)
+			if err := b.SetFault(redfish.OpInstall, redfish.Fault{Kind: redfish.KindReportsAs, Message: tc.reports}); err != nil {
+				t.Fatal(err)
+			}
+			f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b}}, dellImages, nil)
+			id := f.create(firmwareSpec("srv-1", f.item(tc.img, false)))
+			tk := f.env.WaitState(t, id, 30*time.Second, task.StateSucceeded, task.StateFailed)
+			if tk.State != task.StateSucceeded {
+				t.Fatalf("state %s %+v, want SUCCEEDED: %s is the wanted version", tk.State, tk.Failure, tc.reports)
+			}
+			if v := b.InstalledVersion(tc.component); v != tc.reports {
+				t.Fatalf("the BMC reports %s; the test proves nothing", v)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
@@ -160,7 +161,7 @@ func (rn *run) verify(ctx context.Context, st task.Step, to Timeouts) error {
 		prevGot, prevErr := got, lastErr
 		got, found, lastErr = rn.readVersion(ctx, st)
 		wentAway = wentAway || lastErr != nil
-		if lastErr == nil && found && sameVersion(got, st.ToVersion) {
+		if lastErr == nil && found && firmware.Same(firmware.Scheme(st.Scheme), got, st.ToVersion) {
 			break
 		}
 		if lastErr != nil && ctx.Err() != nil {
@@ -230,6 +231,3 @@ func (rn *run) readVersion(ctx context.Context, st task.Step) (string, bool, err
 	}
 	return "", false, nil
 }
-
-// sameVersion compares two version strings as BMCs report them.
-func sameVersion(a, b string) bool { return strings.TrimSpace(a) == strings.TrimSpace(b) }

@@ -56,6 +56,10 @@ const (
 	KindStuck FaultKind = "stuck"
 	// KindUnchanged completes the install task but leaves the installed version as it was.
 	KindUnchanged FaultKind = "unchanged"
+	// KindReportsAs completes the install, and the component then reports its new version in
+	// another form, Fault.Message ("07.00.00.171" for 7.00.00.171, "v2.19.1" for 2.19.1), as
+	// firmware generations of one vendor do.
+	KindReportsAs FaultKind = "reports-as"
 	// KindLeftover puts a Scheduled job for Fault.Component (default BIOS) in the queue, as a
 	// job left behind by an earlier update that never saw a host reboot.
 	KindLeftover FaultKind = "leftover"
@@ -93,7 +97,7 @@ var validKinds = map[Op][]FaultKind{
 	OpPoll:     {KindStatus, KindHang, KindDelay, KindDrop},
 	OpPower:    {KindStatus, KindHang, KindDelay, KindDrop},
 	OpBMCReset: {KindStatus, KindHang, KindDelay, KindDrop},
-	OpInstall:  {KindException, KindKilled, KindStuck, KindUnchanged},
+	OpInstall:  {KindException, KindKilled, KindStuck, KindUnchanged, KindReportsAs},
 	OpReboot:   {KindDuration},
 	OpQueue:    {KindLeftover},
 }

@@ -200,12 +200,16 @@ func (b *BMC) advanceLocked(now time.Time) {
 }
 
 func (b *BMC) applyLocked(t *task) {
+	version := t.version
+	if t.fault == KindReportsAs && t.faultMsg != "" {
+		version = t.faultMsg
+	}
 	for _, i := range t.targets {
 		c := &b.comps[i]
-		if c.Version == t.version {
+		if c.Version == version {
 			continue
 		}
-		c.Previous, c.Version = c.Version, t.version
+		c.Previous, c.Version = c.Version, version
 		b.counters.component(t.slug, func(cc *ComponentCounters) { cc.VersionChanges++ })
 		b.logf("%s %s now at %s (was %s)", c.Slug, c.ID, c.Version, c.Previous)
 	}
