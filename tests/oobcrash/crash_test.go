@@ -201,14 +201,13 @@ func changes(before, now []redfish.Component) []string {
 
 // server is the flasher-server process under test.
 type server struct {
-	t          *testing.T
-	bin, log   string
-	args       []string
-	cmd        *exec.Cmd
-	conn       *grpc.ClientConn
-	watch      flasherv1.TaskService_WatchTasksClient
-	stopWatch  context.CancelFunc
-	lastChange int64
+	t         *testing.T
+	bin, log  string
+	args      []string
+	cmd       *exec.Cmd
+	conn      *grpc.ClientConn
+	watch     flasherv1.TaskService_WatchTasksClient
+	stopWatch context.CancelFunc
 }
 
 func (s *server) start() {
