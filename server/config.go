@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"time"
+
+	"github.com/flasher-dev/flasher/internal/outofband"
 )
 
 // Config is flasher-server's configuration. Every field can be set by flag, YAML file
@@ -53,7 +56,23 @@ type Config struct {
 	ArtifactSchemes  []string `flag:"artifact-schemes" usage:"URL schemes images may be downloaded with (comma-separated)"`
 	ArtifactHosts    []string `flag:"artifact-hosts" usage:"hosts images may be downloaded from: names, *.domain, host:port, IPs or CIDRs (comma-separated; empty denies all)"`
 
-	BMCPollInterval time.Duration `flag:"bmc-poll-interval" usage:"time between two polls of a BMC's firmware job (real BMCs: seconds; simulators: less)"`
+	BMCPollInterval    time.Duration `flag:"bmc-poll-interval" usage:"first wait between two polls of a BMC's firmware job or version (real BMCs: seconds; simulators: less)"`
+	BMCMaxPollInterval time.Duration `flag:"bmc-max-poll-interval" usage:"polls of an unchanged job grow by half up to this (a few requests a minute per BMC)"`
+	BMCConnectTimeout  time.Duration `flag:"bmc-connect-timeout" usage:"bound of one BMC login"`
+	BMCCallTimeout     time.Duration `flag:"bmc-call-timeout" usage:"bound of one ordinary BMC call (power, job status, reset)"`
+	BMCInventoryTime   time.Duration `flag:"bmc-inventory-timeout" usage:"bound of one BMC inventory read"`
+	BMCUploadTimeout   time.Duration `flag:"bmc-upload-timeout" usage:"bound of one firmware upload"`
+	BMCInstallTimeout  time.Duration `flag:"bmc-install-timeout" usage:"bound of the wait for one BMC job, host power cycle included"`
+	BMCVerifyTimeout   time.Duration `flag:"bmc-verify-timeout" usage:"bound of the wait for the new version once the job ended"`
+	BMCRebootTimeout   time.Duration `flag:"bmc-reboot-timeout" usage:"bound of the wait for a BMC to come back after its update or a reset"`
+	BMCUnknownState    time.Duration `flag:"bmc-unknown-state-timeout" usage:"a job in a state Flasher does not know fails after this"`
+	BMCLoginAttempts   int           `flag:"bmc-login-attempts" usage:"logins per connect (transient failures only)"`
+	BMCUploadAttempts  int           `flag:"bmc-upload-attempts" usage:"uploads per component (lost connections only; the BMC's job queue is read first)"`
+	BMCPollErrors      int           `flag:"bmc-poll-errors" usage:"consecutive failed job polls tolerated"`
+	BMCReadyReads      int           `flag:"bmc-ready-reads" usage:"successful reads in a row that make a rebooted BMC ready"`
+	BMCBackoff         time.Duration `flag:"bmc-backoff" usage:"first wait between BMC retries (doubles, jittered)"`
+	BMCMaxBackoff      time.Duration `flag:"bmc-max-backoff" usage:"longest wait between BMC retries"`
+	BMCOverrides       []string      `flag:"bmc-overrides" usage:"per vendor/component bounds, VENDOR[/COMPONENT]:FIELD=VALUE;... e.g. dell/BIOS:install=2h;max-poll-interval=1m (comma-separated; FIELD is a bmc-* flag name without bmc- and -timeout)"`
 
 	AllowUnauthenticatedAgents bool          `flag:"allow-unauthenticated-agents" usage:"INSECURE: trust the x-flasher-server-id header of agents instead of a client certificate"`
 	AgentConnectTimeout        time.Duration `flag:"agent-connect-timeout" usage:"how long an in-band task waits for its agent before failing AGENT_UNAVAILABLE"`
@@ -84,4 +103,24 @@ func defaultConfig() Config {
 		AgentConnectTimeout: 5 * time.Minute,
 		AgentLostTimeout:    10 * time.Minute,
 	}
+}
+
+// bmcPolicy is the out-of-band executor's bounds from the bmc-* settings; zero values keep the
+// executor's defaults (docs/outofband.md).
+func (c Config) bmcPolicy() (outofband.Policy, error) {
+	p := outofband.Policy{Defaults: outofband.Timeouts{
+		Connect: c.BMCConnectTimeout, Call: c.BMCCallTimeout, Inventory: c.BMCInventoryTime, Upload: c.BMCUploadTimeout,
+		Install: c.BMCInstallTimeout, PollInterval: c.BMCPollInterval, MaxPollInterval: c.BMCMaxPollInterval,
+		UnknownState: c.BMCUnknownState, Verify: c.BMCVerifyTimeout, BMCReboot: c.BMCRebootTimeout,
+		LoginAttempts: c.BMCLoginAttempts, UploadAttempts: c.BMCUploadAttempts, PollErrors: c.BMCPollErrors,
+		ReadyReads: c.BMCReadyReads, Backoff: c.BMCBackoff, MaxBackoff: c.BMCMaxBackoff,
+	}}
+	for _, s := range c.BMCOverrides {
+		o, err := outofband.ParseOverride(s)
+		if err != nil {
+			return outofband.Policy{}, fmt.Errorf("-bmc-overrides: %w", err)
+		}
+		p.Overrides = append(p.Overrides, o)
+	}
+	return p, nil
 }

@@ -135,9 +135,12 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 			return nil, fmt.Errorf("artifact cache: %w", err)
 		}
 		s.images = images
+		policy, err := cfg.bmcPolicy()
+		if err != nil {
+			return nil, err
+		}
 		oob, err := outofband.New(outofband.Config{
-			Inventory: inv, Images: images, Recorder: recorder, Logger: log,
-			Policy: outofband.Policy{Defaults: outofband.Timeouts{PollInterval: cfg.BMCPollInterval}},
+			Inventory: inv, Images: images, Recorder: recorder, Logger: log, Policy: policy,
 		})
 		if err != nil {
 			return nil, err

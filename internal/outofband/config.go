@@ -1,6 +1,8 @@
 package outofband
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -137,4 +139,80 @@ func (p Policy) For(vendor, component string) Timeouts {
 		}
 	}
 	return out
+}
+
+// timeoutFields names every field of Timeouts the way flags, YAML and overrides spell them.
+var timeoutFields = []struct {
+	name string
+	dur  func(*Timeouts) *time.Duration
+	n    func(*Timeouts) *int
+}{
+	{name: "connect", dur: func(t *Timeouts) *time.Duration { return &t.Connect }},
+	{name: "call", dur: func(t *Timeouts) *time.Duration { return &t.Call }},
+	{name: "inventory", dur: func(t *Timeouts) *time.Duration { return &t.Inventory }},
+	{name: "upload", dur: func(t *Timeouts) *time.Duration { return &t.Upload }},
+	{name: "install", dur: func(t *Timeouts) *time.Duration { return &t.Install }},
+	{name: "poll-interval", dur: func(t *Timeouts) *time.Duration { return &t.PollInterval }},
+	{name: "max-poll-interval", dur: func(t *Timeouts) *time.Duration { return &t.MaxPollInterval }},
+	{name: "unknown-state", dur: func(t *Timeouts) *time.Duration { return &t.UnknownState }},
+	{name: "verify", dur: func(t *Timeouts) *time.Duration { return &t.Verify }},
+	{name: "reboot", dur: func(t *Timeouts) *time.Duration { return &t.BMCReboot }},
+	{name: "backoff", dur: func(t *Timeouts) *time.Duration { return &t.Backoff }},
+	{name: "max-backoff", dur: func(t *Timeouts) *time.Duration { return &t.MaxBackoff }},
+	{name: "login-attempts", n: func(t *Timeouts) *int { return &t.LoginAttempts }},
+	{name: "upload-attempts", n: func(t *Timeouts) *int { return &t.UploadAttempts }},
+	{name: "poll-errors", n: func(t *Timeouts) *int { return &t.PollErrors }},
+	{name: "ready-reads", n: func(t *Timeouts) *int { return &t.ReadyReads }},
+}
+
+// ParseOverride reads one override, "VENDOR[/COMPONENT]:FIELD=VALUE;FIELD=VALUE…", e.g.
+// "dell/BIOS:install=2h;max-poll-interval=1m". VENDOR matches as in Override ("*" or "" for
+// every vendor); FIELD is a Timeouts field in flag spelling (connect, call, inventory, upload,
+// install, poll-interval, max-poll-interval, unknown-state, verify, reboot, backoff,
+// max-backoff, login-attempts, upload-attempts, poll-errors, ready-reads).
+func ParseOverride(s string) (Override, error) {
+	who, settings, ok := strings.Cut(strings.TrimSpace(s), ":")
+	if !ok || strings.TrimSpace(settings) == "" {
+		return Override{}, fmt.Errorf("BMC override %q: want VENDOR[/COMPONENT]:FIELD=VALUE;…", s)
+	}
+	var o Override
+	o.Vendor, o.Component, _ = strings.Cut(strings.TrimSpace(who), "/")
+	o.Vendor, o.Component = strings.TrimSpace(o.Vendor), strings.TrimSpace(o.Component)
+	if o.Vendor == "*" {
+		o.Vendor = ""
+	}
+	for _, kv := range strings.Split(settings, ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return Override{}, fmt.Errorf("BMC override %q: %q is not FIELD=VALUE", s, kv)
+		}
+		if err := o.Timeouts.Set(strings.TrimSpace(k), strings.TrimSpace(v)); err != nil {
+			return Override{}, fmt.Errorf("BMC override %q: %w", s, err)
+		}
+	}
+	return o, nil
+}
+
+// Set sets one field by its flag spelling; durations and counts must be positive.
+func (t *Timeouts) Set(name, value string) error {
+	for _, f := range timeoutFields {
+		if f.name != name {
+			continue
+		}
+		if f.dur != nil {
+			d, err := time.ParseDuration(value)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("%s: %q is not a positive duration", name, value)
+			}
+			*f.dur(t) = d
+			return nil
+		}
+		n, err := strconv.Atoi(value)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("%s: %q is not a positive count", name, value)
+		}
+		*f.n(t) = n
+		return nil
+	}
+	return fmt.Errorf("unknown timeout field %q", name)
 }

@@ -62,3 +62,29 @@ func TestWithinAbandonsHungCalls(t *testing.T) {
 		t.Fatalf("err %v after %s, want a deadline error at once", err, time.Since(began))
 	}
 }
+
+func TestParseOverride(t *testing.T) {
+	o, err := ParseOverride("dell/BIOS:install=2h;max-poll-interval=1m;poll-errors=9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Vendor != "dell" || o.Component != "BIOS" || o.Timeouts.Install != 2*time.Hour ||
+		o.Timeouts.MaxPollInterval != time.Minute || o.Timeouts.PollErrors != 9 {
+		t.Fatalf("override %+v", o)
+	}
+	p := Policy{Overrides: []Override{o}}
+	if got := p.For("Dell Inc.", "bios").Install; got != 2*time.Hour {
+		t.Errorf("Dell BIOS install bound %s, want 2h", got)
+	}
+	if got := p.For("Dell Inc.", "BMC").Install; got != DefaultTimeouts.Install {
+		t.Errorf("Dell BMC install bound %s, want the default", got)
+	}
+	if o, err := ParseOverride("*:reboot=20m"); err != nil || o.Vendor != "" || o.Timeouts.BMCReboot != 20*time.Minute {
+		t.Errorf("every-vendor override %+v, %v", o, err)
+	}
+	for _, bad := range []string{"dell", "dell:install", "dell:install=-1s", "dell:nope=1s", "dell:poll-errors=0"} {
+		if _, err := ParseOverride(bad); err == nil {
+			t.Errorf("ParseOverride(%q) accepted", bad)
+		}
+	}
+}
