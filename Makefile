@@ -4,10 +4,12 @@ GO ?= go
 BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 export GONOSUMDB := github.com/bmc-toolbox,github.com/metal-toolbox
+# Pure Go everywhere (modernc SQLite needs no cgo): every binary is static and runs on any base.
+export CGO_ENABLED := 0
 PROTOVALIDATE_VERSION := v0.14.0
 PKGS := ./...
 
-.PHONY: all build run demo test test-short generate generate-check lint tools proto-deps bench clean fuzz cover
+.PHONY: debian-packages all build run demo test test-short generate generate-check lint tools proto-deps bench clean fuzz cover
 
 all: build
 
@@ -23,8 +25,19 @@ $(BIN)/.plugins-stamp: go.mod go.sum
 	$(GO) build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	@touch $@
 
-## tools: install the pinned buf, protoc plugins, grpcurl and staticcheck into bin/.
-tools: $(BIN)/.tools-stamp $(BIN)/.plugins-stamp
+# The Python client is generated with Debian's protoc and grpc_python_plugin, whose versions match
+# Debian's python3-protobuf and python3-grpcio (used by its test). Installed only when missing.
+DEBIAN_PACKAGES := protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf
+debian-packages:
+	@if ! command -v protoc >/dev/null || ! command -v grpc_python_plugin >/dev/null || \
+	   ! /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null; then \
+	  echo "installing $(DEBIAN_PACKAGES)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
+	fi
+
+## tools: install the pinned buf, protoc plugins, grpcurl and staticcheck into bin/, and the
+## Debian packages the Python client needs.
+tools: $(BIN)/.tools-stamp $(BIN)/.plugins-stamp debian-packages
 
 ## proto-deps: copy buf/validate/validate.proto from the pinned Go module (no BSR needed).
 proto-deps:
@@ -40,11 +53,13 @@ generate: tools proto-deps
 	rm -rf gen/flasher
 	buf generate
 	buf generate --template buf.gen.doc.yaml
+	rm -rf clients/python/flasher_api
+	buf generate --template buf.gen.python.yaml
 
 ## generate-check: fail when gen/ or the proto formatting is stale.
 generate-check: generate
-	@git diff --exit-code -- gen proto docs/api.md || { echo "gen/, proto/ or docs/api.md is stale: run make generate and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- gen proto docs/api.md)" || { git status --porcelain -- gen proto docs/api.md; echo "untracked generated files"; exit 1; }
+	@git diff --exit-code -- gen proto docs/api.md clients/python || { echo "gen/, proto/, docs/api.md or clients/python is stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen proto docs/api.md clients/python)" || { git status --porcelain -- gen proto docs/api.md clients/python; echo "untracked generated files"; exit 1; }
 
 ## breaking: check the API for breaking changes against main.
 breaking: tools proto-deps
