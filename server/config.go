@@ -48,8 +48,8 @@ type Config struct {
 	JWKSURL     string  `flag:"jwks-url" usage:"JWKS of the OIDC issuer"`
 	JWKSFile    string  `flag:"jwks-file" usage:"JWKS file instead of -jwks-url"`
 	AuditDB     string  `flag:"audit-db" usage:"audit log database (default <data-dir>/audit.db)"`
-	CreateRate  float64 `flag:"create-rate" usage:"CreateTask calls per second allowed per identity"`
-	CreateBurst int     `flag:"create-burst" usage:"CreateTask burst allowed per identity"`
+	CreateRate  float64 `flag:"create-rate" usage:"CreateTask calls per second allowed per identity (per connection without client authentication)"`
+	CreateBurst int     `flag:"create-burst" usage:"CreateTask burst allowed per identity (per connection without client authentication)"`
 
 	ArtifactDir      string   `flag:"artifact-dir" usage:"firmware image cache (default <data-dir>/artifacts)"`
 	ArtifactMaxBytes int64    `flag:"artifact-max-bytes" usage:"size cap of the image cache; least recently used images not in use are evicted"`

@@ -568,3 +568,36 @@ func TestDeployConfig(t *testing.T) {
 		t.Fatalf("deploy/config/server.yaml read as %+v", cfg)
 	}
 }
+
+// TestCreateRateWithoutClientAuth: without client authentication every caller is anonymous,
+// and -create-rate/-create-burst still hold, per connection.
+func TestCreateRateWithoutClientAuth(t *testing.T) {
+	addr, _ := startInProcess(t, "-create-rate", "0.001", "-create-burst", "2")
+	create := func(c flasherv1.TaskServiceClient, n int) error {
+		_, err := c.CreateTask(context.Background(), &flasherv1.CreateTaskRequest{Task: &flasherv1.TaskSpec{
+			ServerId: fmt.Sprintf("srv-%d", n), Method: flasherv1.Method_METHOD_OUT_OF_BAND,
+			Install: &flasherv1.TaskSpec_Firmware{Firmware: &flasherv1.FirmwareList{Items: []*flasherv1.Firmware{{Component: "BIOS", Version: "2.19.1"}}}},
+		}})
+		return err
+	}
+	var clients []flasherv1.TaskServiceClient
+	for range 2 {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		clients = append(clients, flasherv1.NewTaskServiceClient(conn))
+	}
+	for i, c := range clients {
+		for n := range 2 {
+			if err := create(c, 10*i+n); err != nil {
+				t.Fatalf("connection %d, call %d within the burst: %v", i, n, err)
+			}
+		}
+		err := create(c, 10*i+2)
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "connection") {
+			t.Errorf("connection %d past the burst: %v, want ResourceExhausted naming the connection", i, err)
+		}
+	}
+}

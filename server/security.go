@@ -99,12 +99,18 @@ func newSecurity(ctx context.Context, cfg Config, log *slog.Logger, auditStore a
 			return nil, errors.New("no client authentication: give -token-file (`flasher-server ca token` makes entries) or -jwt-issuer with -jwks-url/-jwks-file")
 		}
 		log.Warn("no client authentication (-token-file, -jwt-issuer): every caller is anonymous and may do anything; use only on a trusted host")
-		sec.unary, sec.stream = sec.trail.Unary(), sec.trail.Stream()
+		// Without identities, -create-rate holds per connection.
+		limits, err := auth.NewCallLimits(createLimits(cfg), nil)
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		sec.unary, sec.stream = auth.ChainUnary(sec.trail.Unary(), limits.Unary()), sec.trail.Stream()
 		return sec, nil
 	}
 	authn, err := auth.New(auth.Config{
 		Tokens: tokens, JWT: jwt, Agents: agents, InsecureAgents: cfg.AllowUnauthenticatedAgents, Logger: log,
-		RateLimits: map[string]auth.RateLimit{auth.CreateTaskMethod: {PerSecond: cfg.CreateRate, Burst: cfg.CreateBurst}},
+		RateLimits: createLimits(cfg),
 	})
 	if err != nil {
 		store.Close()
@@ -113,4 +119,9 @@ func newSecurity(ctx context.Context, cfg Config, log *slog.Logger, auditStore a
 	sec.unary = auth.ChainUnary(sec.trail.Unary(), authn.Unary())
 	sec.stream = auth.ChainStream(sec.trail.Stream(), authn.Stream())
 	return sec, nil
+}
+
+// createLimits is -create-rate and -create-burst.
+func createLimits(cfg Config) map[string]auth.RateLimit {
+	return map[string]auth.RateLimit{auth.CreateTaskMethod: {PerSecond: cfg.CreateRate, Burst: cfg.CreateBurst}}
 }

@@ -3,17 +3,14 @@ package auth
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // CreateTaskMethod is the full name of the call RateLimits usually names.
@@ -41,7 +38,7 @@ type Config struct {
 	AgentRecheck time.Duration
 	// Policy maps methods to rules (nil: DefaultPolicy).
 	Policy Policy
-	// RateLimits limits calls per identity, by full method name.
+	// RateLimits limits calls per identity, by full method name (see CallLimits).
 	RateLimits map[string]RateLimit
 	// Now is the clock of the rate limiters (nil: time.Now).
 	Now    func() time.Time
@@ -51,7 +48,7 @@ type Config struct {
 // Authenticator is the authentication and authorization step of the interceptor chain.
 type Authenticator struct {
 	cfg    Config
-	limits map[string]*RateLimiter
+	limits *CallLimits
 	log    *slog.Logger
 }
 
@@ -69,14 +66,11 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.AgentRecheck == 0 {
 		cfg.AgentRecheck = 30 * time.Second
 	}
-	a := &Authenticator{cfg: cfg, limits: map[string]*RateLimiter{}, log: cfg.Logger.With("component", "auth")}
-	for m, l := range cfg.RateLimits {
-		if l.PerSecond <= 0 {
-			return nil, fmt.Errorf("auth: rate limit for %s: per-second rate must be positive", m)
-		}
-		a.limits[m] = NewRateLimiter(l, cfg.Now)
+	limits, err := NewCallLimits(cfg.RateLimits, cfg.Now)
+	if err != nil {
+		return nil, err
 	}
-	return a, nil
+	return &Authenticator{cfg: cfg, limits: limits, log: cfg.Logger.With("component", "auth")}, nil
 }
 
 // Unary is the unary server interceptor.
@@ -171,16 +165,7 @@ func (a *Authenticator) Authorize(ctx context.Context, fullMethod string) (conte
 		a.log.InfoContext(ctx, "call denied", "method", fullMethod, "identity", id.Name, "missing_scope", rule.Scope)
 		return ctx, status.Errorf(codes.PermissionDenied, "%s needs scope %q, which %q does not hold", fullMethod, rule.Scope, id.Name)
 	}
-	if l := a.limits[fullMethod]; l != nil {
-		if ok, wait := l.Allow(id.Name); !ok {
-			st := status.Newf(codes.ResourceExhausted, "%s: rate limit for %q exceeded; retry in %s", fullMethod, id.Name, wait.Round(time.Millisecond))
-			if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(wait)}); err == nil {
-				st = d
-			}
-			return ctx, st.Err()
-		}
-	}
-	return ctx, nil
+	return ctx, a.limits.Check(ctx, fullMethod)
 }
 
 // authenticateToken reads the bearer token. Error texts are safe to return to the client:

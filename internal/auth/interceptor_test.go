@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/flasher-dev/flasher/internal/auth"
@@ -211,5 +213,47 @@ func TestInsecureAgents(t *testing.T) {
 	}
 	if _, err := auth.New(auth.Config{}); err == nil {
 		t.Fatal("an authenticator with no source at all was built")
+	}
+}
+
+// TestCallLimitsPerIdentityOrConnection: an identity has one bucket whatever connection it
+// uses; anonymous callers have one per connection.
+func TestCallLimitsPerIdentityOrConnection(t *testing.T) {
+	now := time.Unix(1000, 0)
+	limits, err := auth.NewCallLimits(map[string]auth.RateLimit{auth.CreateTaskMethod: {PerSecond: 1, Burst: 1}}, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := func(port int, name string) context.Context {
+		ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}})
+		if name != "" {
+			ctx = auth.WithIdentity(ctx, auth.Identity{Name: name})
+		}
+		return ctx
+	}
+	steps := []struct {
+		ctx    context.Context
+		method string
+		ok     bool
+	}{
+		{from(1, ""), auth.CreateTaskMethod, true},
+		{from(1, ""), auth.CreateTaskMethod, false}, // same connection
+		{from(2, ""), auth.CreateTaskMethod, true},  // another connection
+		{from(1, ""), "/flasher.v1.TaskService/GetTask", true},
+		{from(3, "alice"), auth.CreateTaskMethod, true},
+		{from(4, "alice"), auth.CreateTaskMethod, false}, // same identity, another connection
+	}
+	for i, s := range steps {
+		err := limits.Check(s.ctx, s.method)
+		if (err == nil) != s.ok || err != nil && status.Code(err) != codes.ResourceExhausted {
+			t.Errorf("step %d: %v, want allowed=%v", i, err, s.ok)
+		}
+	}
+	now = now.Add(time.Second)
+	if err := limits.Check(from(1, ""), auth.CreateTaskMethod); err != nil {
+		t.Errorf("after a second: %v", err)
+	}
+	if _, err := auth.NewCallLimits(map[string]auth.RateLimit{auth.CreateTaskMethod: {}}, nil); err == nil {
+		t.Error("a zero rate was accepted")
 	}
 }
