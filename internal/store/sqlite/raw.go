@@ -16,6 +16,12 @@ import (
 // statement on every execution (its prepared statements keep only the text) and allocates C
 // memory for every bound string; here each statement is compiled once and kept, and bound
 // strings are copied into one reused buffer. A rawConn belongs to one goroutine.
+//
+// It is kept because it pays for its unsafe code: bench/store (64 callers, 20,000 tasks,
+// median of 3 interleaved runs) measured the same batched path through database/sql, with
+// every statement prepared once on the writer's connection, at 454 CreateTask/s and 184 µs of
+// CPU per call against 1,482/s and 100 µs here, and 537 UpdateTask/s, 173 µs against
+// 2,684/s, 73 µs.
 type rawConn struct {
 	tls   *libc.TLS
 	db    uintptr
