@@ -15,6 +15,8 @@ import (
 	"github.com/metal-toolbox/ironlib/model"
 	"github.com/metal-toolbox/ironlib/utils"
 	"github.com/sirupsen/logrus"
+
+	"github.com/flasher-dev/flasher/internal/firmware"
 )
 
 // Component is one component instance of the host.
@@ -146,7 +148,10 @@ func (h *Ironlib) Inventory(ctx context.Context) (*Inventory, error) {
 	if err != nil {
 		return nil, err
 	}
-	inv := FromDevice(dev)
+	inv, err := FromDevice(dev)
+	if err != nil {
+		return nil, fmt.Errorf("ironlib: %w", err)
+	}
 	inv.Hostname, _ = os.Hostname()
 	inv.OS = osRelease()
 	return inv, nil
@@ -184,44 +189,18 @@ func (h *Ironlib) Install(ctx context.Context, in Install) (bool, error) {
 	return reboot, nil
 }
 
-// FromDevice converts ironlib's device into the agent's inventory.
-func FromDevice(d *common.Device) *Inventory {
+// FromDevice converts ironlib's device into the agent's inventory, with the slugs the planner
+// and the out-of-band path use (firmware.FlattenHost).
+func FromDevice(d *common.Device) (*Inventory, error) {
+	parts, err := firmware.FlattenHost(d)
+	if err != nil {
+		return nil, err
+	}
 	inv := &Inventory{Vendor: d.Vendor, Model: d.Model, Serial: d.Serial}
-	add := func(slug string, c common.Common) {
-		v := ""
-		if c.Firmware != nil {
-			v = c.Firmware.Installed
-		}
-		inv.Components = append(inv.Components, Component{Slug: slug, Vendor: c.Vendor, Model: c.Model, Serial: c.Serial, Version: v})
+	for _, p := range parts {
+		inv.Components = append(inv.Components, Component(p))
 	}
-	if d.BIOS != nil {
-		add(common.SlugBIOS, d.BIOS.Common)
-	}
-	if d.BMC != nil {
-		add(common.SlugBMC, d.BMC.Common)
-	}
-	for _, c := range d.CPLDs {
-		add(common.SlugCPLD, c.Common)
-	}
-	for _, c := range d.TPMs {
-		add(common.SlugTPM, c.Common)
-	}
-	for _, c := range d.NICs {
-		add(common.SlugNIC, c.Common)
-	}
-	for _, c := range d.Drives {
-		add(common.SlugDrive, c.Common)
-	}
-	for _, c := range d.StorageControllers {
-		add(common.SlugStorageController, c.Common)
-	}
-	for _, c := range d.PSUs {
-		add(common.SlugPSU, c.Common)
-	}
-	for _, c := range d.GPUs {
-		add(common.SlugGPU, c.Common)
-	}
-	return inv
+	return inv, nil
 }
 
 func osRelease() string {

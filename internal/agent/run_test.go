@@ -8,6 +8,7 @@ import (
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/agent"
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/sim/hosttools"
 )
 
@@ -44,6 +45,11 @@ func TestInstallsAndReportsReboot(t *testing.T) {
 	}
 	if hello.GetHost().GetModel() == "" || len(hello.GetComponents()) == 0 {
 		t.Errorf("hello %v: want the host's model and components", hello)
+	}
+	for _, c := range hello.GetComponents() {
+		if firmware.Rank(c.GetSlug()) == firmware.Rank("no such slug") {
+			t.Errorf("hello component %v: slug unknown to the planner's install order", c)
+		}
 	}
 }
 

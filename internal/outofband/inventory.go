@@ -5,6 +5,7 @@ import (
 
 	"github.com/bmc-toolbox/common"
 
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/inventory"
 )
 
@@ -12,12 +13,12 @@ import (
 // update-method flags of the source's matching instance.
 func liveComponents(src *inventory.Server, dev *common.Device) []inventory.Component {
 	var out []inventory.Component
-	add := func(slug string, c common.Common) {
-		if c.Firmware == nil || c.Firmware.Installed == "" {
-			return
+	for _, c := range firmware.Flatten(dev) {
+		if c.Version == "" {
+			continue
 		}
-		comp := inventory.Component{Slug: slug, Vendor: c.Vendor, Model: c.Model, Serial: c.Serial, Version: c.Firmware.Installed}
-		if known := findComponent(src.Components, slug, c.Serial); known != nil {
+		comp := inventory.Component{Slug: c.Slug, Vendor: c.Vendor, Model: c.Model, Serial: c.Serial, Version: c.Version}
+		if known := findComponent(src.Components, c.Slug, c.Serial); known != nil {
 			comp.InBand, comp.OutOfBand = known.InBand, known.OutOfBand
 			if comp.Vendor == "" {
 				comp.Vendor = known.Vendor
@@ -27,33 +28,6 @@ func liveComponents(src *inventory.Server, dev *common.Device) []inventory.Compo
 			}
 		}
 		out = append(out, comp)
-	}
-	if dev.BMC != nil {
-		add(common.SlugBMC, dev.BMC.Common)
-	}
-	if dev.BIOS != nil {
-		add(common.SlugBIOS, dev.BIOS.Common)
-	}
-	for _, c := range dev.CPLDs {
-		add(common.SlugCPLD, c.Common)
-	}
-	for _, c := range dev.Drives {
-		add(common.SlugDrive, c.Common)
-	}
-	for _, c := range dev.StorageControllers {
-		add(common.SlugStorageController, c.Common)
-	}
-	for _, c := range dev.NICs {
-		add(common.SlugNIC, c.Common)
-	}
-	for _, c := range dev.PSUs {
-		add("PSU", c.Common)
-	}
-	for _, c := range dev.TPMs {
-		add(common.SlugTPM, c.Common)
-	}
-	for _, c := range dev.GPUs {
-		add(common.SlugGPU, c.Common)
 	}
 	return out
 }
