@@ -259,6 +259,9 @@ func (s *Store) UpdateTask(ctx context.Context, t *task.Task, expected int64, ev
 		return 0, err
 	}
 	o.expected = expected
+	if l, ok := store.FenceFrom(ctx); ok {
+		o.fence = &l
+	}
 	r := s.submit(o)
 	if r.err != nil {
 		return 0, r.err

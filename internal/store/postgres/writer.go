@@ -28,8 +28,9 @@ type op struct {
 	t        *task.Task // a copy, safe from the caller's later changes
 	body     []byte     // t as JSON
 	ev       task.Event
-	evBody   []byte // ev as JSON
-	expected int64  // opUpdate: the revision the caller read
+	evBody   []byte       // ev as JSON
+	expected int64        // opUpdate: the revision the caller read
+	fence    *store.Lease // opUpdate: commit only while this lease is held (store.WithFence)
 
 	res chan result // buffered: the writer never waits for a caller
 }
@@ -78,6 +79,24 @@ const (
 		INSERT INTO changes (revision, task_id, task, event) SELECT $8, id, $9, $15 FROM up
 	)
 	SELECT EXISTS (SELECT 1 FROM up), EXISTS (SELECT 1 FROM tasks WHERE id = $1)`
+
+	// sqlUpdateFenced is sqlUpdate made only while the writer's lease is held at its epoch and
+	// unexpired. FOR SHARE keeps the lease row from changing hands until this transaction
+	// ends, so a takeover either sees this write or prevents it.
+	sqlUpdateFenced = `WITH fence AS (
+		SELECT 1 FROM server_leases WHERE server_id = $16 AND task_id = $1 AND owner = $17 AND epoch = $18 AND expires_at > now()
+		FOR SHARE
+	), up AS (
+		UPDATE tasks SET server_id = $3, method = $4, state = $5, requester = $6, priority = $7, revision = $8, body = $9
+		WHERE id = $1 AND revision = $2 AND EXISTS (SELECT 1 FROM fence)
+		RETURNING id
+	), ev AS (
+		INSERT INTO task_events (task_id, revision, time_ns, kind, from_state, to_state, message)
+		SELECT id, $8, $10, $11, $12, $13, $14 FROM up
+	), ch AS (
+		INSERT INTO changes (revision, task_id, task, event) SELECT $8, id, $9, $15 FROM up
+	)
+	SELECT EXISTS (SELECT 1 FROM up), EXISTS (SELECT 1 FROM tasks WHERE id = $1), EXISTS (SELECT 1 FROM fence)`
 )
 
 // write is the writer goroutine: it commits every operation waiting at that moment in one
@@ -165,9 +184,13 @@ func (s *Store) commitBatch(ops []*op) ([]result, error) {
 		}
 		args := []any{t.ID, requestID, t.ServerID, string(t.Method), string(t.State), t.Requester, t.Priority, rev, o.body,
 			store.UnixNanos(ev.Time), string(ev.Kind), string(ev.From), string(ev.To), ev.Message, o.evBody}
-		if o.kind == opCreate {
+		switch {
+		case o.kind == opCreate:
 			b.Queue(sqlCreate, args...)
-		} else {
+		case o.fence != nil:
+			args[1] = o.expected
+			b.Queue(sqlUpdateFenced, append(args, o.fence.ServerID, o.fence.Owner, o.fence.Epoch)...)
+		default:
 			args[1] = o.expected
 			b.Queue(sqlUpdate, args...)
 		}
@@ -235,12 +258,20 @@ func readResult(br pgx.BatchResults, o *op, rev int64) (result, error) {
 		}
 	default:
 		var updated, exists bool
-		if err := br.QueryRow().Scan(&updated, &exists); err != nil {
+		fenced := true
+		dest := []any{&updated, &exists}
+		if o.fence != nil {
+			dest = append(dest, &fenced)
+		}
+		if err := br.QueryRow().Scan(dest...); err != nil {
 			return result{}, err
 		}
 		switch {
 		case updated:
 			return result{rev: rev}, nil
+		case exists && !fenced:
+			return result{err: fmt.Errorf("postgres store: task %s (server %s): epoch %d of %s: %w",
+				o.t.ID, o.fence.ServerID, o.fence.Epoch, o.fence.Owner, store.ErrLeaseLost)}, nil
 		case exists:
 			return result{err: fmt.Errorf("postgres store: task %s: expected revision %d: %w", o.t.ID, o.expected, store.ErrConflict)}, nil
 		default:
