@@ -17,8 +17,9 @@ type Config struct {
 	Database   string `flag:"database" usage:"SQLite database file (default <data-dir>/flasher.db)"`
 	Store      string `flag:"store" usage:"task store: empty for SQLite at -database, or postgres://user@host/db for replicas sharing PostgreSQL (the audit trail moves there too)"`
 
-	StorePasswordFile string `flag:"store-password-file" usage:"file holding the PostgreSQL password, kept out of the -store DSN"`
-	Inventory         string `flag:"inventory" usage:"inventory YAML file or directory (empty: no inventory, tasks are not planned)"`
+	StorePasswordFile string        `flag:"store-password-file" usage:"file holding the PostgreSQL password, kept out of the -store DSN"`
+	LeaseDuration     time.Duration `flag:"lease-duration" usage:"with PostgreSQL: how long a replica's lease on a running task lasts unrenewed (renewed every third); a dead replica's tasks are taken over after it"`
+	Inventory         string        `flag:"inventory" usage:"inventory YAML file or directory (empty: no inventory, tasks are not planned)"`
 
 	FleetdbURL          string        `flag:"fleetdb-url" usage:"use fleetdb (serverservice) at this URL as the inventory instead of -inventory"`
 	FleetdbTokenFile    string        `flag:"fleetdb-token-file" usage:"file holding the bearer token for fleetdb"`
@@ -86,6 +87,7 @@ func defaultConfig() Config {
 		HTTPListen:      "127.0.0.1:9091",
 		DataDir:         "var/flasher",
 		Worker:          host,
+		LeaseDuration:   15 * time.Second,
 		MaxActive:       256,
 		WatchKeep:       4096,
 		ChangeRetention: 100000,

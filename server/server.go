@@ -169,6 +169,9 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 		},
 		Worker: cfg.Worker,
 		Logger: log,
+		// With a shared database every task runs under a lease (internal/scheduler/lease.go).
+		Leases:        leasesOf(st),
+		LeaseDuration: cfg.LeaseDuration,
 	})
 	s.hub = watch.New(watch.Config{Store: st, Keep: cfg.WatchKeep, Logger: log})
 

@@ -44,3 +44,12 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.Store, 
 		return nil, nil, fmt.Errorf("-store %s: want empty (SQLite at -database) or a postgres:// DSN", postgres.Redact(cfg.Store))
 	}
 }
+
+// leasesOf returns the store's leases when several replicas may share it, else nil: a SQLite
+// file belongs to one process, which needs none.
+func leasesOf(st store.Store) store.Leases {
+	if l, ok := st.(*postgres.Store); ok {
+		return l
+	}
+	return nil
+}

@@ -31,6 +31,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Leases, when set, makes this scheduler one replica of several sharing Store: tasks run
+	// under leases (lease.go), and MaxActive and MaxActivePerMethod bound the whole cluster as
+	// well as this process.
+	Leases store.Leases
+	// LeaseDuration is how long a lease lasts unrenewed (0 means DefaultLeaseDuration).
+	LeaseDuration time.Duration
 }
 
 // Scheduler queues and runs tasks.
@@ -47,6 +53,8 @@ type Scheduler struct {
 	perMeth  map[task.Method]int
 	wake     chan struct{}
 	wg       sync.WaitGroup
+	// heldOff keeps servers leased by another replica from being tried again until then.
+	heldOff map[string]time.Time
 
 	// last holds the task as this process last committed it, for tasks not yet finished, so a
 	// change does not re-read what it just wrote. A change made elsewhere (another replica)
@@ -87,6 +95,9 @@ func New(cfg Config) *Scheduler {
 	if cfg.Worker == "" {
 		cfg.Worker = "flasher"
 	}
+	if cfg.LeaseDuration <= 0 {
+		cfg.LeaseDuration = DefaultLeaseDuration
+	}
 	return &Scheduler{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "scheduler"),
@@ -96,6 +107,7 @@ func New(cfg Config) *Scheduler {
 		active:   map[string]*run{},
 		perMeth:  map[task.Method]int{},
 		wake:     make(chan struct{}, 1),
+		heldOff:  map[string]time.Time{},
 		last:     map[string]*task.Task{},
 	}
 }
@@ -120,6 +132,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return fmt.Errorf("scheduler: load tasks: %w", err)
 	}
 	defer s.wg.Wait()
+	if s.leased() {
+		s.replicate(ctx)
+	}
 	for {
 		s.dispatch(ctx)
 		select {
@@ -142,7 +157,9 @@ func (s *Scheduler) load(ctx context.Context) error {
 			case task.StateQueued:
 				s.Submit(t)
 			case task.StateActive:
-				s.resume(ctx, t)
+				if !s.leased() { // with leases, ACTIVE tasks are adopted once their lease runs out
+					s.resume(ctx, t)
+				}
 			}
 		}
 		if next == "" {
@@ -177,14 +194,31 @@ func (s *Scheduler) Submit(t *task.Task) {
 	}
 	// The caller holds the task as stored: the claim starts from it without reading it back.
 	s.remember(t)
-	q := queued{id: t.ID, serverID: t.ServerID, method: t.Method, priority: t.Priority, created: t.CreatedAt}
+	s.enqueueLocked(t)
+	s.mu.Unlock()
+	s.poke()
+}
+
+// requeue queues a task again after a claim that could not take its server.
+func (s *Scheduler) requeue(q queued) {
+	s.mu.Lock()
+	if !s.queuedID[q.id] && s.active[q.id] == nil {
+		s.insertLocked(q)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Scheduler) enqueueLocked(t *task.Task) {
+	s.insertLocked(queued{id: t.ID, serverID: t.ServerID, method: t.Method, priority: t.Priority, created: t.CreatedAt})
+}
+
+// insertLocked puts q in the queue at its place.
+func (s *Scheduler) insertLocked(q queued) {
 	i := sort.Search(len(s.queue), func(i int) bool { return q.before(s.queue[i]) })
 	s.queue = append(s.queue, queued{})
 	copy(s.queue[i+1:], s.queue[i:])
 	s.queue[i] = q
-	s.queuedID[t.ID] = true
-	s.mu.Unlock()
-	s.poke()
+	s.queuedID[q.id] = true
 }
 
 func (s *Scheduler) poke() {
@@ -210,12 +244,21 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			t, err := s.claim(ctx, q.id)
+			var t *task.Task
+			var err error
+			if s.leased() {
+				t, err = s.claimLeased(ctx, q, r)
+			} else {
+				t, err = s.claim(ctx, q.id)
+			}
 			if err != nil || t == nil {
-				if err != nil && ctx.Err() == nil {
+				if err != nil && err != errHeldOff && ctx.Err() == nil {
 					s.log.Error("claim task", "task", q.id, "err", err)
 				}
 				s.release(q.id, q.serverID, q.method)
+				if errors.Is(err, errHeldOff) {
+					s.requeue(q)
+				}
 				return
 			}
 			r.cancel.Store(t.CancelRequested)
@@ -235,6 +278,12 @@ func (s *Scheduler) nextLocked() (queued, bool) {
 		}
 		if _, busy := s.busy[q.serverID]; busy {
 			continue
+		}
+		if until, ok := s.heldOff[q.serverID]; ok {
+			if time.Now().Before(until) {
+				continue
+			}
+			delete(s.heldOff, q.serverID)
 		}
 		if limit := s.cfg.MaxActivePerMethod[q.method]; limit > 0 && s.perMeth[q.method] >= limit {
 			continue
@@ -311,8 +360,12 @@ func (s *Scheduler) startLocked(ctx context.Context, t *task.Task) {
 
 func (s *Scheduler) execute(ctx context.Context, t *task.Task, r *run) {
 	defer s.release(t.ID, t.ServerID, t.Method)
-	err := safeExecute(ctx, s.cfg.Executors[t.Method], t.Clone(), r)
-	s.finish(ctx, t, err)
+	defer r.drop()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r.setStop(cancel)
+	err := safeExecute(rctx, s.cfg.Executors[t.Method], t.Clone(), r)
+	s.finish(ctx, t, err, r)
 }
 
 func safeExecute(ctx context.Context, e Executor, t *task.Task, r task.Reporter) (err error) {
@@ -325,18 +378,26 @@ func safeExecute(ctx context.Context, e Executor, t *task.Task, r task.Reporter)
 }
 
 // finish records how a task ended.
-func (s *Scheduler) finish(ctx context.Context, t *task.Task, execErr error) {
+func (s *Scheduler) finish(ctx context.Context, t *task.Task, execErr error, r *run) {
+	if r.isLost() {
+		return // another replica owns the task now; nothing more is written from here
+	}
+	lease, leased := r.leaseHeld()
 	failure, cancelled, shutdown := outcome(execErr)
 	if shutdown || ctx.Err() != nil {
-		// Leave the task ACTIVE: the executor resumes it at the next start.
+		// Leave the task ACTIVE: the executor resumes it at the next start, or, with leases,
+		// another replica does once this one lets its lease go.
 		s.log.Info("task left active for resume at next start", "task", t.ID)
+		if leased {
+			s.releaseLease(lease)
+		}
 		return
 	}
 	// Record the end with a context that outlives a shutdown begun meanwhile, so the outcome
 	// of work that finished is never lost.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	err := s.Mutate(wctx, t.ID, func(cur *task.Task) (task.Event, error) {
+	err := s.Mutate(r.fenced(wctx), t.ID, func(cur *task.Task) (task.Event, error) {
 		now := s.now()
 		switch {
 		case cancelled != nil:
@@ -347,9 +408,16 @@ func (s *Scheduler) finish(ctx context.Context, t *task.Task, execErr error) {
 			return cur.Succeed(now)
 		}
 	})
+	if errors.Is(err, store.ErrLeaseLost) {
+		r.loseLease("the outcome's write was refused")
+		return
+	}
 	if err != nil {
 		s.log.Error("record task outcome", "task", t.ID, "err", err)
 		return
+	}
+	if leased {
+		s.releaseLease(lease)
 	}
 	if failure != nil {
 		s.log.Warn("task failed", "task", t.ID, "server", t.ServerID, "code", failure.Code, "component", failure.Component, "message", failure.Message)
