@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +33,7 @@ const (
 	classAuth                 // 401/403
 	classStatus               // another HTTP error status
 	classShutdown             // our own context ended
+	classTLS                  // the BMC's certificate was refused: never retried
 )
 
 func classify(err error) errClass {
@@ -39,6 +42,9 @@ func classify(err error) errClass {
 	}
 	if errors.Is(err, context.Canceled) {
 		return classShutdown
+	}
+	if tlsCause(err) != "" {
+		return classTLS
 	}
 	var de *deadlineError
 	if errors.As(err, &de) || errors.Is(err, context.DeadlineExceeded) {
@@ -114,5 +120,52 @@ func bmcMessage(err error) string {
 			return fmt.Sprintf("HTTP %d: %s", ge.HTTPReturnedStatusCode, strings.Join(parts, "; "))
 		}
 	}
-	return err.Error()
+	// bmclib flattens gofish errors into text, Redfish error bodies included (JSON, sometimes
+	// quoted inside JSON): keep the BMC's own sentences, not the raw body.
+	msg := err.Error()
+	if !strings.Contains(msg, "{") {
+		return msg
+	}
+	var sentences []string
+	for _, m := range redfishMessageRe.FindAllStringSubmatch(msg, -1) {
+		if t := strings.TrimSpace(strings.ReplaceAll(m[1], `\"`, `"`)); t != "" && !slices.Contains(sentences, t) {
+			sentences = append(sentences, t)
+		}
+	}
+	if len(sentences) == 0 {
+		return msg
+	}
+	out := strings.Join(sentences, "; ")
+	if st := httpStatus(err); st != 0 {
+		out = fmt.Sprintf("HTTP %d: %s", st, out)
+	}
+	return out
+}
+
+// redfishMessageRe finds "Message"/"message" values in a Redfish error body, plain or quoted
+// inside another JSON string.
+var redfishMessageRe = regexp.MustCompile(`\\?"[Mm]essage\\?"\s*:\s*\\?"((?:[^"\\]|\\[^"])*)\\?"`)
+
+// tlsCause names why the BMC's certificate was refused, or "" when err is no TLS failure.
+// bmclib flattens errors into text, so the causes are recognised by Go's own wording.
+func tlsCause(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "not signed by the CA in"):
+		return "the certificate is not signed by the CA in the inventory's ca_file"
+	case strings.Contains(msg, "certificate signed by unknown authority"):
+		return "the certificate is not signed by a trusted CA (system roots; set ca_file or a fingerprint)"
+	case strings.Contains(msg, "fingerprint") && strings.Contains(msg, "does not match"):
+		return "the certificate's fingerprint does not match the one pinned in the inventory"
+	case strings.Contains(msg, "doesn't contain any IP SANs"), strings.Contains(msg, "certificate is valid for"),
+		strings.Contains(msg, "certificate is not valid for any names"):
+		return "the certificate does not name this BMC's address"
+	case strings.Contains(msg, "certificate has expired"), strings.Contains(msg, "is not yet valid"):
+		return "the certificate has expired or is not yet valid"
+	case strings.Contains(msg, "tls: failed to verify certificate"), strings.Contains(msg, "x509: "):
+		return "the certificate was refused"
+	case strings.Contains(msg, "remote error: tls: "), strings.Contains(msg, "tls: first record does not look like a TLS handshake"):
+		return "TLS handshake failed"
+	}
+	return ""
 }

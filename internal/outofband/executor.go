@@ -175,10 +175,10 @@ func (x *Executor) Execute(ctx context.Context, t *task.Task, r task.Reporter) e
 	}
 	rn.sess = sess
 	defer sess.Close()
-	if target.TLSUnverified() {
-		// Visible in the task, not only in the log: this flash trusted an unverified BMC.
+	if note := target.TLSNote(); note != "" {
+		// Visible in the task, not only in the log: how far this flash trusted the BMC.
 		_ = rn.r.Progress(ctx, task.Progress{Component: ProgressSession, State: task.StepSucceeded, Step: "login", Percent: 100,
-			Message: "TLS certificate of the BMC NOT verified (inventory: insecure_skip_verify)"})
+			Message: note})
 	}
 	return rn.finish(rctx, rn.run(rctx))
 }

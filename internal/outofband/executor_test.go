@@ -2,6 +2,9 @@ package outofband_test
 
 import (
 	"context"
+	"crypto/tls"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -215,40 +218,93 @@ func waitJob(t *testing.T, f *fixture, id, component string) task.Progress {
 }
 
 // TestBMCCertificateVerification: a BMC's certificate is verified unless the inventory marks it
-// insecure_skip_verify, which the task then shows; a pinned fingerprint is honoured.
+// insecure_skip_verify, which the task then shows; a pinned fingerprint is honoured; a CA file
+// verifies a factory certificate that names no host by its chain; every refusal is
+// BMC_TLS_FAILED naming its cause, without retries.
 func TestBMCCertificateVerification(t *testing.T) {
+	ca, err := redfish.NewCA("operator BMC CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := redfish.NewCA("another CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "bmc-ca.pem")
+	otherFile := filepath.Join(t.TempDir(), "other-ca.pem")
+	if err := os.WriteFile(caFile, ca.PEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(otherFile, other.PEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	noSAN, err := ca.ServerTLS() // a factory certificate: no IP or DNS name in it
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
-		mode       string
-		wantState  task.State
-		wantCode   task.Code
-		unverified bool
+		name, mode, caFile string
+		tls                *tls.Config
+		wantState          task.State
+		wantCode           task.Code
+		note, cause        string
 	}{
-		{"", task.StateSucceeded, "", true},
-		{"verify", task.StateFailed, task.CodeBMCUnreachable, false},
-		{"pin", task.StateSucceeded, "", false},
-		{"pin-wrong", task.StateFailed, task.CodeBMCUnreachable, false},
+		{name: "skip", mode: "", wantState: task.StateSucceeded, note: "NOT verified"},
+		{name: "system roots", mode: "verify", wantState: task.StateFailed, wantCode: task.CodeBMCTLSFailed, cause: "not signed by a trusted CA"},
+		{name: "pin", mode: "pin", wantState: task.StateSucceeded, note: "pinned fingerprint"},
+		{name: "pin wrong", mode: "pin-wrong", wantState: task.StateFailed, wantCode: task.CodeBMCTLSFailed, cause: "fingerprint does not match"},
+		{name: "ca file, no SAN", mode: "ca", caFile: caFile, tls: noSAN, wantState: task.StateSucceeded, note: "verified against the CA in ca_file"},
+		{name: "wrong ca file", mode: "ca", caFile: otherFile, tls: noSAN, wantState: task.StateFailed, wantCode: task.CodeBMCTLSFailed, cause: "not signed by the CA in the inventory's ca_file"},
 	}
 	for _, tc := range tests {
-		t.Run("tls="+tc.mode, func(t *testing.T) {
-			cfg := dellConfig("dell-tls-" + tc.mode)
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := dellConfig("dell-tls")
 			cfg.Components[0].Version = "7.00.00.171" // keep it short: no BMC reboot
+			cfg.TLS = tc.tls
 			b := startBMC(t, cfg)
-			f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b, tlsMode: tc.mode}}, dellImages, nil)
+			f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b, tlsMode: tc.mode, caFile: tc.caFile}}, dellImages, nil)
 			id := f.create(setSpec("srv-1", false))
 			tk := f.env.WaitState(t, id, 60*time.Second, task.StateSucceeded, task.StateFailed)
 			if tk.State != tc.wantState || (tc.wantCode != "" && tk.Failure.Code != tc.wantCode) {
 				t.Fatalf("task %s %+v, want %s %s", tk.State, tk.Failure, tc.wantState, tc.wantCode)
 			}
-			if tc.wantCode != "" && b.Counters().Components["BIOS"].Uploads != 0 {
-				t.Fatal("an image was uploaded to a BMC whose certificate did not verify")
+			if tc.wantCode != "" {
+				if !strings.Contains(tk.Failure.Message, tc.cause) || strings.Contains(tk.Failure.Message, "IP SAN") {
+					t.Errorf("failure %q, want the cause %q (and no IP-SAN story)", tk.Failure.Message, tc.cause)
+				}
+				if n := b.Counters().Logins; n > 0 {
+					t.Errorf("a BMC whose certificate was refused saw %d logins", n)
+				}
+				if b.Counters().Components["BIOS"].Uploads != 0 {
+					t.Fatal("an image was uploaded to a BMC whose certificate did not verify")
+				}
+				return
 			}
 			shown := false
 			for _, p := range tk.Progress {
-				shown = shown || (p.Component == outofband.ProgressSession && strings.Contains(p.Message, "NOT verified"))
+				shown = shown || (p.Component == outofband.ProgressSession && strings.Contains(p.Message, tc.note))
 			}
-			if shown != tc.unverified {
-				t.Fatalf("task says the certificate went unverified: %v, want %v (%+v)", shown, tc.unverified, tk.Progress)
+			if !shown {
+				t.Fatalf("task does not say %q: %+v", tc.note, tk.Progress)
 			}
 		})
+	}
+}
+
+// TestBusyBMC: a BMC answering 503 is busy, not refusing the login: BMC_BUSY after the retries.
+func TestBusyBMC(t *testing.T) {
+	cfg := dellConfig("dell-busy")
+	b := startBMC(t, cfg)
+	if err := b.SetFault(redfish.OpLogin, redfish.Fault{Kind: redfish.KindStatus, Status: 503, Message: "The service is temporarily unavailable."}); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b}}, dellImages, nil)
+	id := f.create(firmwareSpec("srv-1", f.item("dell-bios-2.19.1", false)))
+	tk := f.env.WaitState(t, id, time.Minute, task.StateFailed, task.StateSucceeded)
+	if tk.State != task.StateFailed || tk.Failure.Code != task.CodeBMCBusy {
+		t.Fatalf("state %s %+v, want FAILED BMC_BUSY", tk.State, tk.Failure)
+	}
+	if n := b.Counters().LoginFailures; n != testTimeouts.LoginAttempts {
+		t.Errorf("%d logins tried, want %d (busy is retried)", n, testTimeouts.LoginAttempts)
 	}
 }

@@ -139,11 +139,13 @@ func startImages(t *testing.T, imgs []catalogImage) *imageServer {
 // startBMC serves a simulated BMC over HTTPS on a loopback port.
 func startBMC(t *testing.T, cfg redfish.Config) *redfish.BMC {
 	t.Helper()
-	tlsCfg, err := redfish.SelfSignedTLS("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
+	if cfg.TLS == nil {
+		tlsCfg, err := redfish.SelfSignedTLS("127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.TLS = tlsCfg
 	}
-	cfg.TLS = tlsCfg
 	b, err := redfish.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -171,8 +173,9 @@ type server struct {
 	// tlsMode is how the inventory asks for the BMC's certificate to be checked: "" marks it
 	// insecure_skip_verify (a factory self-signed certificate, as the simulator has), "verify"
 	// sets nothing (verification against the system roots), "pin" pins its real fingerprint and
-	// "pin-wrong" another one.
+	// "pin-wrong" another one; "ca" names caFile as the BMC's CA.
 	tlsMode string
+	caFile  string
 }
 
 // writeInventory writes the YAML inventory of servers and the images' catalog, with one
@@ -198,6 +201,8 @@ func writeInventory(t *testing.T, imgs *imageServer, servers []server, catalog [
 			sd.BMC.Fingerprint = certFingerprint(t, addr)
 		case "pin-wrong":
 			sd.BMC.Fingerprint = strings.Repeat("ab", 32)
+		case "ca":
+			sd.BMC.CAFile = s.caFile
 		}
 		for _, c := range s.cfg.Components {
 			v := c.Version

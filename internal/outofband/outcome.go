@@ -216,9 +216,17 @@ func (rn *run) failure(ctx context.Context, component, what string, err error) e
 	}
 	var ce *connectError
 	if errors.As(err, &ce) {
+		if ce.class == classTLS {
+			return task.Fail(task.CodeBMCTLSFailed, component, what+": "+tlsCause(ce.err)+" ("+bmcMessage(ce.err)+"); not retried", err)
+		}
 		return task.Fail(ce.code(), component, what+": "+bmcMessage(ce.err)+fmt.Sprintf(" (%d attempt(s))", ce.attempts), err)
 	}
+	if httpStatus(err) == 503 {
+		return task.Fail(task.CodeBMCBusy, component, what+": the BMC is busy: "+bmcMessage(err), err)
+	}
 	switch classify(err) {
+	case classTLS:
+		return task.Fail(task.CodeBMCTLSFailed, component, what+": "+tlsCause(err)+" ("+bmcMessage(err)+")", err)
 	case classTimeout:
 		return task.Fail(task.CodeTimeout, component, what+": "+err.Error(), err)
 	case classUnreachable:

@@ -163,17 +163,42 @@ func (t Target) httpClient() (*http.Client, error) {
 			return nil
 		}
 	case t.bmc.CAFile != "" && !t.bmc.InsecureSkipVerify:
-		pem, err := os.ReadFile(t.bmc.CAFile)
+		pemData, err := os.ReadFile(t.bmc.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("BMC CA file: %w", err)
 		}
 		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
+		if !pool.AppendCertsFromPEM(pemData) {
 			return nil, fmt.Errorf("BMC CA file %s holds no certificate", t.bmc.CAFile)
 		}
-		tc.InsecureSkipVerify = false
-		tc.RootCAs = pool
-		tc.ServerName = t.Host
+		// The chain is verified against the CA first, so a wrong CA is reported as such. Factory
+		// BMC certificates name no host at all: for those the chain is what is verified (the task
+		// says so); a certificate that names hosts must name this one.
+		host := t.Host
+		tc.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			certs := make([]*x509.Certificate, 0, len(raw))
+			for _, r := range raw {
+				c, err := x509.ParseCertificate(r)
+				if err != nil {
+					return fmt.Errorf("BMC certificate: %w", err)
+				}
+				certs = append(certs, c)
+			}
+			if len(certs) == 0 {
+				return errors.New("BMC presented no certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, c := range certs[1:] {
+				inter.AddCert(c)
+			}
+			if _, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter}); err != nil {
+				return fmt.Errorf("BMC certificate not signed by the CA in %s: %w", t.bmc.CAFile, err)
+			}
+			if namesHosts(certs[0]) {
+				return certs[0].VerifyHostname(host)
+			}
+			return nil
+		}
 	case !t.bmc.InsecureSkipVerify:
 		tc.InsecureSkipVerify = false // the system roots
 		tc.ServerName = t.Host
@@ -203,6 +228,27 @@ func (k keepAlive) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // CloseIdleConnections lets http.Client.CloseIdleConnections reach the transport.
 func (k keepAlive) CloseIdleConnections() { k.tr.CloseIdleConnections() }
+
+// namesHosts reports whether a certificate names any host (SAN), as CA-issued ones do and
+// factory BMC certificates often do not.
+func namesHosts(c *x509.Certificate) bool {
+	return len(c.DNSNames) > 0 || len(c.IPAddresses) > 0 || len(c.URIs) > 0
+}
+
+// TLSNote says how the BMC's certificate is checked, for the task: "" when by the usual rules.
+func (t Target) TLSNote() string {
+	switch {
+	case t.Scheme != "https":
+		return ""
+	case t.TLSUnverified():
+		return "TLS certificate of the BMC NOT verified (inventory: insecure_skip_verify)"
+	case t.bmc.Fingerprint != "":
+		return "TLS certificate of the BMC verified by its pinned fingerprint"
+	case t.bmc.CAFile != "":
+		return "TLS certificate of the BMC verified against the CA in ca_file (a certificate naming no host is checked by its chain only)"
+	}
+	return ""
+}
 
 // TLSUnverified reports whether this BMC's certificate goes unverified (the inventory marks it
 // insecure_skip_verify and pins no fingerprint) over HTTPS.
@@ -268,9 +314,10 @@ func (ss *Session) connect(ctx context.Context) error {
 			return nil
 		}
 		last = err
-		switch classify(err) {
-		case classAuth:
-			return &connectError{class: classAuth, attempts: attempt, err: err}
+		switch c := classify(err); c {
+		case classAuth, classTLS:
+			// Retries cannot fix either, and repeated bad logins lock accounts.
+			return &connectError{class: c, attempts: attempt, err: err}
 		case classShutdown:
 			return err
 		}
@@ -294,7 +341,12 @@ func (e *connectError) Unwrap() error { return e.err }
 
 // code is the failure code of a failed login.
 func (e *connectError) code() task.Code {
+	if httpStatus(e.err) == 503 {
+		return task.CodeBMCBusy // busy (one update at a time, sessions exhausted), not refused
+	}
 	switch e.class {
+	case classTLS:
+		return task.CodeBMCTLSFailed
 	case classAuth, classStatus:
 		return task.CodeLoginFailed
 	case classTimeout:

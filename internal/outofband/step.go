@@ -179,6 +179,10 @@ func (rn *run) upload(ctx context.Context, st task.Step, to Timeouts, im *image)
 			return "", ctx.Err()
 		case errors.As(err, &ce):
 			return "", rn.failure(ctx, name, "reconnect for the upload", err)
+		case httpStatus(err) == 503:
+			return "", task.Fail(task.CodeBMCBusy, name, "the BMC is busy and took no image: "+bmcMessage(err), err)
+		case classify(err) == classTLS:
+			return "", rn.failure(ctx, name, "upload", err)
 		case classify(err) != classUnreachable && classify(err) != classTimeout:
 			return "", task.Fail(task.CodeUploadRejected, name, "the BMC refused the image: "+bmcMessage(err), err)
 		}

@@ -227,3 +227,41 @@ func TestVerifyComparesByScheme(t *testing.T) {
 		})
 	}
 }
+
+// TestEveryJobStateMapped: iDRAC's CompletedWithErrors is a failure, reported with the BMC's
+// words at once; a state Flasher does not know fails after UnknownState with the BMC's words,
+// not after the whole install bound.
+func TestEveryJobStateMapped(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault redfish.Fault
+		want  string
+	}{
+		{"CompletedWithErrors", redfish.Fault{Kind: redfish.KindCompletedWithErrors, Message: "Unable to update the firmware of BIOS."}, "CompletedWithErrors (\"Unable to update the firmware of BIOS\")"},
+		{"unknown state", redfish.Fault{Kind: redfish.KindState, Message: "Paused"}, "BMC job JID_700000000001 Paused"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := dellConfig("dell-state")
+			b := startBMC(t, cfg)
+			if err := b.SetFault(redfish.OpInstall, tc.fault); err != nil {
+				t.Fatal(err)
+			}
+			f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b}}, dellImages, nil)
+			f.env.Stop()
+			f.policy.Defaults.Install = time.Hour
+			f.policy.Defaults.UnknownState = time.Second
+			f.start()
+			began := time.Now()
+			id := f.create(firmwareSpec("srv-1", f.item("dell-bios-2.19.1", false)))
+			tk := f.env.WaitState(t, id, time.Minute, task.StateFailed, task.StateSucceeded)
+			if tk.State != task.StateFailed || tk.Failure.Code != task.CodeInstallFailed || !strings.Contains(tk.Failure.Message, tc.want) {
+				t.Fatalf("state %s %+v, want INSTALL_FAILED quoting %q", tk.State, tk.Failure, tc.want)
+			}
+			if took := time.Since(began); took > 20*time.Second {
+				t.Errorf("failed after %s", took)
+			}
+		})
+	}
+}

@@ -60,6 +60,13 @@ const (
 	// another form, Fault.Message ("07.00.00.171" for 7.00.00.171, "v2.19.1" for 2.19.1), as
 	// firmware generations of one vendor do.
 	KindReportsAs FaultKind = "reports-as"
+	// KindCompletedWithErrors ends the install as iDRAC does when part of an update failed:
+	// JobState CompletedWithErrors (Redfish TaskState Completed, TaskStatus Warning); nothing is
+	// applied.
+	KindCompletedWithErrors FaultKind = "completed-with-errors"
+	// KindState holds the install, once half done, in the state Fault.Message (a state a client
+	// may not know: "Paused", "UserIntervention"), never ending.
+	KindState FaultKind = "state"
 	// KindLeftover puts a Scheduled job for Fault.Component (default BIOS) in the queue, as a
 	// job left behind by an earlier update that never saw a host reboot.
 	KindLeftover FaultKind = "leftover"
@@ -97,7 +104,7 @@ var validKinds = map[Op][]FaultKind{
 	OpPoll:     {KindStatus, KindHang, KindDelay, KindDrop},
 	OpPower:    {KindStatus, KindHang, KindDelay, KindDrop},
 	OpBMCReset: {KindStatus, KindHang, KindDelay, KindDrop},
-	OpInstall:  {KindException, KindKilled, KindStuck, KindUnchanged, KindReportsAs},
+	OpInstall:  {KindException, KindKilled, KindStuck, KindUnchanged, KindReportsAs, KindCompletedWithErrors, KindState},
 	OpReboot:   {KindDuration},
 	OpQueue:    {KindLeftover},
 }

@@ -114,6 +114,24 @@ func (b *BMC) viewAt(t *task, now time.Time) view {
 			p = 50
 		}
 		return running(p)
+	case KindState:
+		if elapsed < t.dur/2 {
+			return running(pct(elapsed, t.dur))
+		}
+		ts := "Running"
+		if b.cfg.Personality == OpenBMC {
+			ts = t.faultMsg
+		}
+		return view{taskState: ts, jobState: t.faultMsg, percent: 50, message: "Job is " + t.faultMsg + "."}
+	case KindCompletedWithErrors:
+		if elapsed < t.dur {
+			return running(pct(elapsed, t.dur))
+		}
+		msg := t.faultMsg
+		if msg == "" {
+			msg = "Job completed with errors: the device did not accept the update."
+		}
+		return view{taskState: "Completed", jobState: "CompletedWithErrors", percent: 100, message: msg, end: t.created.Add(t.dur)}
 	}
 	if elapsed < t.dur {
 		return running(pct(elapsed, t.dur))
@@ -142,6 +160,9 @@ func finalView(t *task) view {
 	if t.final != "Completed" {
 		js = "Failed"
 	}
+	if t.final == "CompletedWithErrors" {
+		return view{taskState: "Completed", jobState: t.final, percent: 100, message: t.message, end: t.endTime}
+	}
 	return view{taskState: t.final, jobState: js, percent: 100, message: t.message, end: t.endTime}
 }
 
@@ -163,6 +184,9 @@ func (b *BMC) advanceLocked(now time.Time) {
 			continue
 		}
 		t.final, t.endTime, t.message = v.taskState, v.end, v.message
+		if v.jobState == "CompletedWithErrors" {
+			t.final = v.jobState
+		}
 		if t.leftover {
 			continue
 		}
@@ -338,6 +362,8 @@ func (b *BMC) taskJSON(t *task, now time.Time) map[string]any {
 	status := "OK"
 	if v.taskState == "Exception" || v.taskState == "Killed" {
 		status = "Critical"
+	} else if v.jobState == "CompletedWithErrors" {
+		status = "Warning"
 	}
 	end := "TIME_NA"
 	if !v.end.IsZero() {
