@@ -119,8 +119,10 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 		return nil, errors.New("-fleetdb-flag-tasks needs -fleetdb-url")
 	}
 	var agents *inband.Service
+	var planner *plan.SourcePlanner // one catalog index for the API's plans and both executors'
 	grpcOpts := append([]grpc.ServerOption(nil), sec.options...)
 	if inv != nil {
+		planner = plan.NewSourcePlanner(inv)
 		if cfg.ArtifactDir == "" {
 			cfg.ArtifactDir = filepath.Join(cfg.DataDir, "artifacts")
 		}
@@ -140,14 +142,14 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 			return nil, err
 		}
 		oob, err := outofband.New(outofband.Config{
-			Inventory: inv, Images: images, Recorder: recorder, Logger: log, Policy: policy,
+			Inventory: inv, Planner: planner, Images: images, Recorder: recorder, Logger: log, Policy: policy,
 		})
 		if err != nil {
 			return nil, err
 		}
 		executors[task.MethodOutOfBand] = oob
 		agents, err = inband.New(inband.Config{
-			Inventory: inv, Images: images, Recorder: recorder, Logger: log,
+			Inventory: inv, Planner: planner, Images: images, Recorder: recorder, Logger: log,
 			ConnectTimeout: cfg.AgentConnectTimeout, LostTimeout: cfg.AgentLostTimeout,
 		})
 		if err != nil {
@@ -186,7 +188,7 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 	auditapi.New(auditapi.Config{Log: sec.trail}).Register(s.grpc)
 	tasks := api.TaskConfig{Store: st, Queue: s.sched, Hub: s.hub, Logger: log, Heartbeat: cfg.WatchHeartbeat}
 	if inv != nil {
-		tasks.Planner = plan.NewSourcePlanner(inv)
+		tasks.Planner = planner
 		tasks.Inventory = inv
 		tasks.CheckURL = s.images.CheckURL
 		api.NewInventoryService(api.InventoryConfig{Source: inv, Logger: log}).Register(s.grpc)

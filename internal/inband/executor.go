@@ -2,7 +2,6 @@ package inband
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	"github.com/flasher-dev/flasher/internal/artifact"
 	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/inventory"
-	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
@@ -374,25 +372,15 @@ func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error 
 func (s *Service) replan(ctx context.Context, t *task.Task, sess *session) (*task.Plan, error) {
 	srv, err := s.cfg.Inventory.Server(ctx, t.ServerID)
 	if err != nil {
-		return nil, task.Fail(task.CodePlanRefused, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
-	}
-	cat, err := s.cfg.Inventory.Catalog(ctx)
-	if err != nil {
-		return nil, task.Fail(task.CodePlanRefused, "", fmt.Sprintf("firmware catalog: %v", err), err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, task.Fail(task.CodeInventoryError, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
 	}
 	sess.mu.Lock()
 	comps := append([]inventory.Component(nil), sess.comps...)
 	sess.mu.Unlock()
-	srv.Components = mergeFlags(comps, srv.Components)
-	p, err := s.planner.Plan(srv, cat, plan.RequestFor(t))
-	if err != nil {
-		var pe *plan.Error
-		if errors.As(err, &pe) {
-			return nil, task.Fail(pe.Code, "", fmt.Sprintf("server %s, against the agent's inventory: %s", t.ServerID, pe.Error()), err)
-		}
-		return nil, task.Fail(task.CodePlanRefused, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
-	}
-	return p, nil
+	return s.planner.Replan(ctx, t, srv, mergeFlags(comps, srv.Components), "the agent's inventory")
 }
 
 // mergeFlags keeps the inventory source's update methods for the components the agent reports:

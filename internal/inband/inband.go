@@ -42,6 +42,9 @@ var _ Images = (*artifact.Cache)(nil)
 type Config struct {
 	// Inventory gives the server record and the firmware catalog for re-planning. Required.
 	Inventory inventory.Source
+	// Planner re-plans against the agent's inventory; nil means plan.NewSourcePlanner(Inventory).
+	// Share the API's so that one catalog index serves every plan.
+	Planner *plan.SourcePlanner
 	// Images is the artifact cache agents download from. Required.
 	Images Images
 	// ConnectTimeout bounds how long a task waits for its server's agent to be connected when
@@ -77,7 +80,7 @@ type Service struct {
 	// started is when the service was created: a task started before it was claimed by an
 	// earlier process (see assignRecord).
 	started time.Time
-	planner *plan.Planner
+	planner *plan.SourcePlanner
 	reg     *Registry
 
 	mu   sync.Mutex
@@ -121,11 +124,14 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Planner == nil {
+		cfg.Planner = plan.NewSourcePlanner(cfg.Inventory)
+	}
 	return &Service{
 		cfg:     cfg,
 		started: cfg.Now(),
 		log:     cfg.Logger.With("component", "inband"),
-		planner: plan.New(),
+		planner: cfg.Planner,
 		reg:     newRegistry(),
 		runs:    map[string]*run{},
 		images:  map[string]map[string]int{},

@@ -38,8 +38,9 @@ type Config struct {
 	Inventory inventory.Source
 	// Images downloads and verifies images. Required.
 	Images ImageCache
-	// Planner re-plans against the live inventory; nil means plan.New().
-	Planner *plan.Planner
+	// Planner re-plans against the live inventory; nil means plan.NewSourcePlanner(Inventory).
+	// Share the API's so that one catalog index serves every plan.
+	Planner *plan.SourcePlanner
 	// Sessions is the BMC session layer; nil means a new one. Share one between executors that
 	// may reach the same BMCs so they take turns.
 	Sessions *Sessions
@@ -54,7 +55,7 @@ type Config struct {
 type Executor struct {
 	cfg      Config
 	log      *slog.Logger
-	planner  *plan.Planner
+	planner  *plan.SourcePlanner
 	sessions *Sessions
 }
 
@@ -70,7 +71,7 @@ func New(cfg Config) (*Executor, error) {
 	}
 	x := &Executor{cfg: cfg, log: cfg.Logger.With("component", "outofband"), planner: cfg.Planner, sessions: cfg.Sessions}
 	if x.planner == nil {
-		x.planner = plan.New()
+		x.planner = plan.NewSourcePlanner(cfg.Inventory)
 	}
 	if x.sessions == nil {
 		x.sessions = NewSessions(x.log)
@@ -263,20 +264,7 @@ func (rn *run) replan(ctx context.Context) (*task.Plan, error) {
 	if err := rn.readInventoryReady(ctx); err != nil {
 		return nil, rn.failure(ctx, "", "read the BMC inventory", err)
 	}
-	cat, err := rn.x.cfg.Inventory.Catalog(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, task.Fail(task.CodeInventoryError, "", "firmware catalog: "+err.Error(), err)
-	}
-	live := *rn.srv
-	live.Components = rn.live
-	p, err := rn.x.planner.Plan(&live, cat, plan.RequestFor(rn.t))
-	if err != nil {
-		return nil, task.Fail(task.CodePlanRefused, "", err.Error(), err)
-	}
-	return p, nil
+	return rn.x.planner.Replan(ctx, rn.t, rn.srv, rn.live, "the BMC's inventory")
 }
 
 // readInventoryReady reads the inventory, retrying what a BMC still coming up answers (no
