@@ -3,8 +3,13 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/flasher-dev/flasher/internal/firmware"
+	"github.com/flasher-dev/flasher/internal/inventory/fleetdb"
 	"github.com/flasher-dev/flasher/internal/outofband"
 )
 
@@ -25,6 +30,9 @@ type Config struct {
 	FleetdbTokenFile    string        `flag:"fleetdb-token-file" usage:"file holding the bearer token for fleetdb"`
 	FleetdbFlagTasks    bool          `flag:"fleetdb-flag-tasks" usage:"turn servers flagged with the sh.hollow.flasher.task attribute into tasks and write their status back"`
 	FleetdbFlagInterval time.Duration `flag:"fleetdb-flag-interval" usage:"how often flagged servers are polled"`
+	FleetdbBMCCAFile    string        `flag:"fleetdb-bmc-ca-file" usage:"CA certificate (PEM) that verifies the BMCs of servers from fleetdb (empty: system roots)"`
+	FleetdbBMCInsecure  []string      `flag:"fleetdb-bmc-insecure-skip-verify" usage:"fleetdb server UUIDs whose BMC certificates are not verified, or * for every server (comma-separated)"`
+	FleetdbSchemes      []string      `flag:"fleetdb-schemes" usage:"version schemes of fleetdb firmware, KEY=SCHEME with KEY vendor/component or component, e.g. dell/bios=semver,drive=opaque (comma-separated)"`
 	Worker              string        `flag:"worker" usage:"name of this replica in tasks it runs (default: host name)"`
 
 	MaxActive       int `flag:"max-active" usage:"maximum ACTIVE tasks in this replica"`
@@ -125,4 +133,40 @@ func (c Config) bmcPolicy() (outofband.Policy, error) {
 		p.Overrides = append(p.Overrides, o)
 	}
 	return p, nil
+}
+
+// fleetdbTLSAndSchemes turns the -fleetdb-bmc-* and -fleetdb-schemes settings into the fleetdb
+// source's, refusing an unknown scheme or a malformed entry.
+func (c Config) fleetdbTLSAndSchemes() (fleetdb.BMCTLS, map[string]string, error) {
+	tlsCfg := fleetdb.BMCTLS{CAFile: c.FleetdbBMCCAFile}
+	for _, id := range c.FleetdbBMCInsecure {
+		switch id = strings.TrimSpace(id); {
+		case id == "*":
+			tlsCfg.InsecureSkipVerify = true
+		case uuid.Validate(id) == nil:
+			tlsCfg.InsecureServers = append(tlsCfg.InsecureServers, id)
+		default:
+			return fleetdb.BMCTLS{}, nil, fmt.Errorf("-fleetdb-bmc-insecure-skip-verify: %q is neither a server UUID nor *", id)
+		}
+	}
+	var schemes map[string]string
+	for _, kv := range c.FleetdbSchemes {
+		key, name, ok := strings.Cut(kv, "=")
+		key = strings.ToLower(strings.TrimSpace(key))
+		if !ok || key == "" || strings.Count(key, "/") > 1 {
+			return fleetdb.BMCTLS{}, nil, fmt.Errorf("-fleetdb-schemes: %q is not KEY=SCHEME (KEY vendor/component or component)", kv)
+		}
+		sc, err := firmware.ParseScheme(name)
+		if err != nil {
+			return fleetdb.BMCTLS{}, nil, fmt.Errorf("-fleetdb-schemes %q: %w", kv, err)
+		}
+		if vendor, component, ok := strings.Cut(key, "/"); ok {
+			key = firmware.NormalizeVendor(vendor) + "/" + component
+		}
+		if schemes == nil {
+			schemes = map[string]string{}
+		}
+		schemes[key] = string(sc)
+	}
+	return tlsCfg, schemes, nil
 }

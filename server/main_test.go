@@ -601,3 +601,73 @@ func TestCreateRateWithoutClientAuth(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetdbBMCTLSAndSchemes: the BMC TLS and version-scheme settings of a fleetdb inventory
+// are set by flags; bad values stop the server at start.
+func TestFleetdbBMCTLSAndSchemes(t *testing.T) {
+	doc, err := sampleDocument()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdb, err := simfleetdb.New(simfleetdb.Config{Token: "fleetdb-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := fdb.SeedDocument(doc)
+	if err := fdb.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer fdb.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("fleetdb-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	insecureID := ids["r6515-01"].String()
+	fleetdbArgs := []string{"-fleetdb-url", fdb.URL(), "-fleetdb-token-file", tokenFile}
+	for _, bad := range [][]string{
+		{"-fleetdb-schemes", "bios=alphabetical"},
+		{"-fleetdb-schemes", "bios"},
+		{"-fleetdb-bmc-insecure-skip-verify", "r6515-01"},
+	} {
+		args := append([]string{"-grpc-listen", freeAddr(t), "-http-listen", freeAddr(t), "-data-dir", t.TempDir(), "-insecure"}, fleetdbArgs...)
+		if err := run(context.Background(), append(args, bad...), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("%v: %v, want a refusal naming the flag", bad, err)
+		}
+	}
+
+	addr, _ := startInProcess(t, append(fleetdbArgs, "-fleetdb-bmc-insecure-skip-verify", insecureID, "-fleetdb-schemes", "Dell Inc./BIOS=opaque")...)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	inv := flasherv1.NewInventoryServiceClient(conn)
+	servers, err := inv.ListServers(ctx, &flasherv1.ListServersRequest{})
+	if err != nil || len(servers.Servers) < 2 {
+		t.Fatalf("ListServers = %v, %v", servers, err)
+	}
+	for _, s := range servers.Servers {
+		if s.BmcInsecureSkipVerify != (s.Id == insecureID) {
+			t.Errorf("server %s: insecure_skip_verify %v", s.Name, s.BmcInsecureSkipVerify)
+		}
+	}
+	fw, err := inv.ListFirmware(ctx, &flasherv1.ListFirmwareRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dellBIOS int
+	for _, r := range fw.Firmware {
+		if strings.EqualFold(r.Component, "BIOS") && strings.HasPrefix(strings.ToLower(r.Vendor), "dell") {
+			dellBIOS++
+			if r.VersionScheme != "opaque" {
+				t.Errorf("Dell BIOS %s: scheme %q, want opaque", r.Version, r.VersionScheme)
+			}
+		} else if r.VersionScheme == "opaque" && r.Version == "2.19.1" {
+			t.Errorf("%s %s %s: opaque without an override", r.Vendor, r.Component, r.Version)
+		}
+	}
+	if dellBIOS == 0 {
+		t.Fatal("the sample catalog has no Dell BIOS record")
+	}
+}

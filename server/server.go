@@ -101,7 +101,11 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 		if err != nil {
 			return nil, fmt.Errorf("fleetdb token: %w", err)
 		}
-		src, err := fleetdb.New(fleetdb.Config{URL: cfg.FleetdbURL, Token: token})
+		bmcTLS, schemes, err := cfg.fleetdbTLSAndSchemes()
+		if err != nil {
+			return nil, err
+		}
+		src, err := fleetdb.New(fleetdb.Config{URL: cfg.FleetdbURL, Token: token, BMC: bmcTLS, Schemes: schemes})
 		if err != nil {
 			return nil, fmt.Errorf("fleetdb inventory: %w", err)
 		}

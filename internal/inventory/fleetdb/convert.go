@@ -172,7 +172,7 @@ func newConverted(rec fleetdbapi.Server, bmcTLS BMCTLS) *converted {
 	s := &inventory.Server{
 		ID: rec.UUID.String(), Name: strings.TrimSpace(rec.Name), Facility: strings.TrimSpace(rec.FacilityCode),
 		BMC: inventory.BMC{
-			CredentialRef: CredentialBMC, CAFile: bmcTLS.CAFile, InsecureSkipVerify: bmcTLS.InsecureSkipVerify,
+			CredentialRef: CredentialBMC, CAFile: bmcTLS.CAFile, InsecureSkipVerify: bmcTLS.insecure(rec.UUID.String()),
 		},
 	}
 	if m := attr(rec.Attributes, NSVendor); m != nil {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -56,10 +57,20 @@ type Config struct {
 	Now func() time.Time
 }
 
-// BMCTLS is how Flasher verifies BMC certificates for servers from fleetdb.
+// BMCTLS is how Flasher verifies BMC certificates for servers from fleetdb, which stores no
+// TLS setting of its own.
 type BMCTLS struct {
-	CAFile             string
+	// CAFile verifies every server's BMC certificate (empty: the system roots).
+	CAFile string
+	// InsecureSkipVerify turns verification off for every server; InsecureServers for the
+	// servers listed (fleetdb UUIDs) only.
 	InsecureSkipVerify bool
+	InsecureServers    []string
+}
+
+// insecure reports whether the BMC certificate of server id goes unverified.
+func (b BMCTLS) insecure(id string) bool {
+	return b.InsecureSkipVerify || slices.ContainsFunc(b.InsecureServers, func(s string) bool { return strings.EqualFold(s, id) })
 }
 
 // Source is the fleetdb inventory source. It is safe for concurrent use.
