@@ -6,16 +6,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"os"
 	"sync"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // MaxJWKSBytes bounds a JWKS document.
@@ -32,99 +32,79 @@ type jwk struct {
 	key crypto.PublicKey
 }
 
-type rawJWK struct {
+// jwkHead is the part of a JWK read before go-jose parses it, to skip keys Flasher does not
+// verify with.
+type jwkHead struct {
 	Kty string `json:"kty"`
 	Kid string `json:"kid"`
 	Use string `json:"use"`
 	Alg string `json:"alg"`
-	N   string `json:"n"`
-	E   string `json:"e"`
 	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Y   string `json:"y"`
 }
 
-// ParseJWKS parses a JSON Web Key Set. Keys of types Flasher does not verify with (oct, OKP,
-// other curves) and encryption keys are skipped; a malformed RSA or EC key fails the whole
-// set, so a broken provider configuration is noticed instead of half-used.
+// ParseJWKS parses a JSON Web Key Set with go-jose. Keys of types Flasher does not verify with
+// (oct, OKP, other curves) and encryption keys are skipped; a malformed RSA or P-256 key fails
+// the whole set, so a broken provider configuration is noticed instead of half-used. go-jose
+// checks that EC points are on the curve; RSA moduli must be 2048 to 8192 bits.
 func ParseJWKS(data []byte) (*KeySet, error) {
 	if len(data) > MaxJWKSBytes {
 		return nil, fmt.Errorf("jwks: larger than %d bytes", MaxJWKSBytes)
 	}
 	var doc struct {
-		Keys []rawJWK `json:"keys"`
+		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("jwks: %w", err)
 	}
 	ks := &KeySet{}
-	for i, r := range doc.Keys {
-		if r.Use != "" && r.Use != "sig" {
-			continue
+	for i, raw := range doc.Keys {
+		var h jwkHead
+		if err := json.Unmarshal(raw, &h); err != nil {
+			return nil, fmt.Errorf("jwks: key %d: %w", i, err)
 		}
-		var k jwk
-		var err error
+		alg := ""
 		switch {
-		case r.Kty == "RSA":
-			k, err = rsaJWK(r)
-		case r.Kty == "EC" && r.Crv == "P-256":
-			k, err = ecJWK(r)
-		default:
+		case h.Kty == "RSA":
+			alg = "RS256"
+		case h.Kty == "EC" && h.Crv == "P-256":
+			alg = "ES256"
+		}
+		if alg == "" || (h.Use != "" && h.Use != "sig") {
 			continue
 		}
-		if err != nil {
-			return nil, fmt.Errorf("jwks: key %d (kid %q): %w", i, truncate(r.Kid), err)
+		var k jose.JSONWebKey
+		if err := k.UnmarshalJSON(raw); err != nil {
+			return nil, fmt.Errorf("jwks: key %d (kid %q): %w", i, truncate(h.Kid), err)
 		}
-		if r.Alg != "" && r.Alg != k.alg {
+		if err := checkKey(k.Key); err != nil {
+			return nil, fmt.Errorf("jwks: key %d (kid %q): %w", i, truncate(h.Kid), err)
+		}
+		if h.Alg != "" && h.Alg != alg {
 			continue // the key is declared for another algorithm
 		}
-		ks.keys = append(ks.keys, k)
+		ks.keys = append(ks.keys, jwk{kid: h.Kid, alg: alg, key: k.Key})
 	}
 	return ks, nil
 }
 
-func b64int(s string) (*big.Int, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) == 0 {
-		return nil, errors.New("bad base64url integer")
+// checkKey refuses what go-jose accepts but Flasher does not verify with.
+func checkKey(key any) error {
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		if n := k.N.BitLen(); n < 2048 || n > 8192 {
+			return fmt.Errorf("RSA modulus of %d bits (want 2048–8192)", n)
+		}
+		if k.E < 3 || k.E%2 == 0 {
+			return errors.New("bad RSA exponent")
+		}
+		return nil
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return errors.New("not a P-256 key")
+		}
+		return nil
 	}
-	return new(big.Int).SetBytes(b), nil
-}
-
-func rsaJWK(r rawJWK) (jwk, error) {
-	n, err := b64int(r.N)
-	if err != nil {
-		return jwk{}, fmt.Errorf("n: %w", err)
-	}
-	e, err := b64int(r.E)
-	if err != nil {
-		return jwk{}, fmt.Errorf("e: %w", err)
-	}
-	if n.BitLen() < 2048 || n.BitLen() > 8192 {
-		return jwk{}, fmt.Errorf("RSA modulus of %d bits (want 2048–8192)", n.BitLen())
-	}
-	if !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 || e.Bit(0) == 0 {
-		return jwk{}, errors.New("bad RSA exponent")
-	}
-	return jwk{kid: r.Kid, alg: "RS256", key: &rsa.PublicKey{N: n, E: int(e.Int64())}}, nil
-}
-
-func ecJWK(r rawJWK) (jwk, error) {
-	x, err := base64.RawURLEncoding.DecodeString(r.X)
-	if err != nil || len(x) != 32 {
-		return jwk{}, errors.New("x: want 32 bytes base64url")
-	}
-	y, err := base64.RawURLEncoding.DecodeString(r.Y)
-	if err != nil || len(y) != 32 {
-		return jwk{}, errors.New("y: want 32 bytes base64url")
-	}
-	// ecdh's uncompressed point parsing rejects points off the curve.
-	point := append(append([]byte{4}, x...), y...)
-	pk, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
-	if err != nil {
-		return jwk{}, fmt.Errorf("point: %w", err)
-	}
-	return jwk{kid: r.Kid, alg: "ES256", key: pk}, nil
+	return fmt.Errorf("unexpected public key type %T", key)
 }
 
 // Len is the number of usable keys.

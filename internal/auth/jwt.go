@@ -1,21 +1,18 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/rsa"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"math/big"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // MaxJWTBytes bounds the tokens the verifier looks at; anything longer is refused before
@@ -45,9 +42,10 @@ type JWTConfig struct {
 	CacheTTL time.Duration
 }
 
-// JWTVerifier checks RS256 and ES256 JWTs from an OIDC provider.
+// JWTVerifier checks RS256 and ES256 JWTs from an OIDC provider with go-oidc and go-jose.
 type JWTVerifier struct {
-	cfg JWTConfig
+	cfg  JWTConfig
+	oidc *oidc.IDTokenVerifier
 
 	mu    sync.Mutex
 	cache map[[32]byte]verified
@@ -78,18 +76,18 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 	if cfg.CacheTTL == 0 {
 		cfg.CacheTTL = time.Minute
 	}
-	return &JWTVerifier{cfg: cfg, cache: map[[32]byte]verified{}}, nil
+	v := &JWTVerifier{cfg: cfg, cache: map[[32]byte]verified{}}
+	v.oidc = oidc.NewVerifier(cfg.Issuer, keySet{src: cfg.Keys}, &oidc.Config{
+		ClientID:             cfg.Audience,
+		SupportedSigningAlgs: []string{oidc.RS256, oidc.ES256},
+		// go-oidc refuses when exp is before its now: shifting now back by the leeway
+		// accepts a token until exp+leeway.
+		Now: func() time.Time { return cfg.Now().Add(-cfg.Leeway) },
+	})
+	return v, nil
 }
 
-// jwtHeader is the part of the JOSE header Flasher reads.
-type jwtHeader struct {
-	Alg  string   `json:"alg"`
-	Kid  string   `json:"kid"`
-	Typ  string   `json:"typ"`
-	Crit []string `json:"crit"`
-}
-
-// JWTClaims are the registered and scope claims Flasher reads.
+// JWTClaims are the claims Flasher reads beyond what the OIDC verifier checks.
 type JWTClaims struct {
 	Issuer    string          `json:"iss"`
 	Subject   string          `json:"sub"`
@@ -101,64 +99,9 @@ type JWTClaims struct {
 	Scp   json.RawMessage `json:"scp"`
 }
 
-// ParsedJWT is a JWT split into its parts; the signature is not yet verified.
-type ParsedJWT struct {
-	Header       jwtHeader
-	Claims       JWTClaims
-	SigningInput string
-	Signature    []byte
-}
-
-// ParseJWT splits and decodes a compact JWS without verifying it. It refuses anything but
-// RS256/ES256 ("none" and HMAC included), unknown critical headers and oversized tokens.
-func ParseJWT(raw string) (*ParsedJWT, error) {
-	if len(raw) > MaxJWTBytes {
-		return nil, fmt.Errorf("%w: longer than %d bytes", ErrInvalidToken, MaxJWTBytes)
-	}
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("%w: not a compact JWS", ErrInvalidToken)
-	}
-	var p ParsedJWT
-	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
-	if err != nil {
-		return nil, fmt.Errorf("%w: header encoding", ErrInvalidToken)
-	}
-	if err := strictJSON(hb, &p.Header); err != nil {
-		return nil, fmt.Errorf("%w: header: %v", ErrInvalidToken, err)
-	}
-	if p.Header.Alg != "RS256" && p.Header.Alg != "ES256" {
-		return nil, fmt.Errorf("%w: algorithm %q not accepted", ErrInvalidToken, truncate(p.Header.Alg))
-	}
-	if len(p.Header.Crit) > 0 {
-		return nil, fmt.Errorf("%w: critical header extensions not supported", ErrInvalidToken)
-	}
-	cb, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return nil, fmt.Errorf("%w: claims encoding", ErrInvalidToken)
-	}
-	if err := strictJSON(cb, &p.Claims); err != nil {
-		return nil, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
-	}
-	if p.Signature, err = base64.RawURLEncoding.DecodeString(parts[2]); err != nil {
-		return nil, fmt.Errorf("%w: signature encoding", ErrInvalidToken)
-	}
-	p.SigningInput = parts[0] + "." + parts[1]
-	return &p, nil
-}
-
-// strictJSON decodes one JSON object with numbers kept exact and nothing after it.
-func strictJSON(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		return errors.New("malformed JSON")
-	}
-	if dec.More() {
-		return errors.New("trailing data")
-	}
-	return nil
-}
+// signingAlgs are the only algorithms accepted: "none", HMAC and everything else are refused
+// by go-jose before any key is looked up.
+var signingAlgs = []jose.SignatureAlgorithm{jose.RS256, jose.ES256}
 
 // truncate keeps attacker-chosen strings short in error messages.
 func truncate(s string) string {
@@ -166,6 +109,16 @@ func truncate(s string) string {
 		return s[:16] + "…"
 	}
 	return s
+}
+
+// refusal wraps a library's error text into ErrInvalidToken, bounded in length because parts
+// of it (an algorithm name) come from the token.
+func refusal(what string, err error) error {
+	msg := err.Error()
+	if len(msg) > 160 {
+		msg = msg[:160] + "…"
+	}
+	return fmt.Errorf("%w: %s: %s", ErrInvalidToken, what, msg)
 }
 
 // Verify checks the token's signature, issuer, audience and validity window, and returns the
@@ -200,47 +153,32 @@ func (v *JWTVerifier) Verify(ctx context.Context, raw string) (Identity, error) 
 	return id, nil
 }
 
-// verify checks the token fully and returns its identity and expiry.
+// verify checks the token fully and returns its identity and expiry. go-oidc checks the
+// signature (through keySet), the issuer, the audience and exp; nbf is checked here with the
+// configured leeway (go-oidc allows a fixed 5 minutes), and so are the subject and scopes.
+// When go-oidc refuses, the unverified claims only choose the words of the refusal.
 func (v *JWTVerifier) verify(ctx context.Context, raw string) (Identity, time.Time, error) {
-	p, err := ParseJWT(raw)
+	if len(raw) > MaxJWTBytes {
+		return Identity{}, time.Time{}, fmt.Errorf("%w: longer than %d bytes", ErrInvalidToken, MaxJWTBytes)
+	}
+	jws, err := jose.ParseSigned(raw, signingAlgs)
 	if err != nil {
-		return Identity{}, time.Time{}, err
+		return Identity{}, time.Time{}, refusal("header or encoding not accepted", err)
 	}
-	key, err := v.cfg.Keys.Key(ctx, p.Header.Kid, p.Header.Alg)
+	tok, err := v.oidc.Verify(ctx, raw)
 	if err != nil {
-		return Identity{}, time.Time{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+		return Identity{}, time.Time{}, v.explain(jws, err)
 	}
-	if err := verifySignature(p.Header.Alg, key, p.SigningInput, p.Signature); err != nil {
-		return Identity{}, time.Time{}, err
-	}
-	c := p.Claims
-	if c.Issuer != v.cfg.Issuer {
-		return Identity{}, time.Time{}, fmt.Errorf("%w: wrong issuer", ErrInvalidToken)
-	}
-	auds, err := stringOrArray(c.Audience)
-	if err != nil {
-		return Identity{}, time.Time{}, fmt.Errorf("%w: aud: %v", ErrInvalidToken, err)
-	}
-	if !contains(auds, v.cfg.Audience) {
-		return Identity{}, time.Time{}, fmt.Errorf("%w: wrong audience", ErrInvalidToken)
-	}
-	now := v.cfg.Now()
-	if c.ExpiresAt == nil {
-		return Identity{}, time.Time{}, fmt.Errorf("%w: no exp", ErrInvalidToken)
-	}
-	exp, err := numericDate(*c.ExpiresAt)
-	if err != nil {
-		return Identity{}, time.Time{}, fmt.Errorf("%w: exp: %v", ErrInvalidToken, err)
-	}
-	if !now.Before(exp.Add(v.cfg.Leeway)) {
-		return Identity{}, time.Time{}, fmt.Errorf("%w: expired", ErrInvalidToken)
+	var c JWTClaims
+	if err := tok.Claims(&c); err != nil {
+		return Identity{}, time.Time{}, refusal("claims", err)
 	}
 	if c.NotBefore != nil {
 		nbf, err := numericDate(*c.NotBefore)
 		if err != nil {
 			return Identity{}, time.Time{}, fmt.Errorf("%w: nbf: %v", ErrInvalidToken, err)
 		}
-		if now.Add(v.cfg.Leeway).Before(nbf) {
+		if v.cfg.Now().Add(v.cfg.Leeway).Before(nbf) {
 			return Identity{}, time.Time{}, fmt.Errorf("%w: not yet valid", ErrInvalidToken)
 		}
 	}
@@ -264,7 +202,29 @@ func (v *JWTVerifier) verify(ctx context.Context, raw string) (Identity, time.Ti
 			known = append(known, s)
 		}
 	}
-	return Identity{Name: c.Subject, Scopes: known}, exp, nil
+	return Identity{Name: c.Subject, Scopes: known}, tok.Expiry, nil
+}
+
+// explain words a refusal by go-oidc. The token is already refused; its unverified claims
+// only say which check it failed.
+func (v *JWTVerifier) explain(jws *jose.JSONWebSignature, err error) error {
+	var c JWTClaims
+	if json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &c) != nil {
+		return refusal("claims", err)
+	}
+	var expired *oidc.TokenExpiredError
+	switch {
+	case c.Issuer != v.cfg.Issuer:
+		return fmt.Errorf("%w: wrong issuer", ErrInvalidToken)
+	case errors.As(err, &expired) && c.ExpiresAt == nil:
+		return fmt.Errorf("%w: no exp", ErrInvalidToken)
+	case errors.As(err, &expired):
+		return fmt.Errorf("%w: expired", ErrInvalidToken)
+	}
+	if auds, aerr := stringOrArray(c.Audience); aerr != nil || !contains(auds, v.cfg.Audience) {
+		return fmt.Errorf("%w: wrong audience", ErrInvalidToken)
+	}
+	return refusal("not accepted", err)
 }
 
 func contains(ss []string, s string) bool {
@@ -301,34 +261,32 @@ func numericDate(n json.Number) (time.Time, error) {
 	return time.Unix(int64(sec), int64(frac*1e9)), nil
 }
 
-// verifySignature checks sig over input. The key type must match the algorithm, so a token
-// cannot pick an algorithm the key was not made for.
-func verifySignature(alg string, key crypto.PublicKey, input string, sig []byte) error {
-	digest := sha256.Sum256([]byte(input))
-	switch alg {
-	case "RS256":
-		k, ok := key.(*rsa.PublicKey)
-		if !ok {
-			return fmt.Errorf("%w: key is not RSA", ErrInvalidToken)
-		}
-		if err := rsa.VerifyPKCS1v15(k, crypto.SHA256, digest[:], sig); err != nil {
-			return fmt.Errorf("%w: bad signature", ErrInvalidToken)
-		}
-		return nil
-	case "ES256":
-		k, ok := key.(*ecdsa.PublicKey)
-		if !ok || k.Curve.Params().Name != "P-256" {
-			return fmt.Errorf("%w: key is not EC P-256", ErrInvalidToken)
-		}
-		// JWS ES256 signatures are r||s, 32 bytes each, not ASN.1.
-		if len(sig) != 64 {
-			return fmt.Errorf("%w: bad signature", ErrInvalidToken)
-		}
-		r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-		if !ecdsa.Verify(k, digest[:], r, s) {
-			return fmt.Errorf("%w: bad signature", ErrInvalidToken)
-		}
-		return nil
+// keySet verifies signatures for go-oidc with a KeySource: the key is chosen by the token's
+// kid and alg (see KeySet.lookup), and go-jose checks that the key's type fits the algorithm.
+type keySet struct {
+	src KeySource
+}
+
+// VerifySignature implements oidc.KeySet.
+func (k keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
+	jws, err := jose.ParseSigned(raw, signingAlgs)
+	if err != nil {
+		return nil, err
 	}
-	return fmt.Errorf("%w: algorithm not accepted", ErrInvalidToken)
+	if len(jws.Signatures) != 1 {
+		return nil, errors.New("want exactly one signature")
+	}
+	h := jws.Signatures[0].Header
+	key, err := k.src.Key(ctx, h.KeyID, h.Algorithm)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := jws.Verify(key)
+	if err != nil {
+		if _, crit := h.ExtraHeaders["crit"]; crit {
+			return nil, errors.New("critical header extensions not supported")
+		}
+		return nil, errors.New("bad signature")
+	}
+	return payload, nil
 }
