@@ -22,17 +22,9 @@ func setupAgents(fs *flag.FlagSet, a *app) runFunc {
 		if len(args) > 0 {
 			return usagef("agents takes no arguments")
 		}
-		conn, err := a.client()
-		if err != nil {
-			return err
-		}
-		cctx, cancel := a.unary(ctx)
-		defer cancel()
-		resp, err := flasherv1.NewAgentServiceClient(conn).ListAgents(cctx, &flasherv1.ListAgentsRequest{ServerId: *server})
-		if err != nil {
-			return err
-		}
-		return a.emit(resp, func(w io.Writer) error {
+		return show(ctx, a, flasherv1.NewAgentServiceClient, func(ctx context.Context, c flasherv1.AgentServiceClient) (*flasherv1.ListAgentsResponse, error) {
+			return c.ListAgents(ctx, &flasherv1.ListAgentsRequest{ServerId: *server})
+		}, func(w io.Writer, resp *flasherv1.ListAgentsResponse) error {
 			tw := newTable(w)
 			row(tw, "SERVER", "HOST", "VENDOR", "MODEL", "AGENT", "COMPONENTS", "CONNECTED", "LAST SEEN", "TASKS")
 			for _, ag := range resp.GetAgents() {
@@ -58,21 +50,13 @@ func setupAudit(fs *flag.FlagSet, a *app) runFunc {
 		if *limit < 1 || *limit > 1000 {
 			return usagef("--limit must be between 1 and 1000")
 		}
-		conn, err := a.client()
-		if err != nil {
-			return err
-		}
 		req := &flasherv1.ListAuditEventsRequest{Identity: *identity, ServerId: *server, TaskId: *taskID, PageSize: int32(*limit)}
 		if *since > 0 {
 			req.Since = timestamppb.New(a.now().Add(-*since))
 		}
-		cctx, cancel := a.unary(ctx)
-		defer cancel()
-		resp, err := flasherv1.NewAuditServiceClient(conn).ListAuditEvents(cctx, req)
-		if err != nil {
-			return err
-		}
-		return a.emit(resp, func(w io.Writer) error {
+		return show(ctx, a, flasherv1.NewAuditServiceClient, func(ctx context.Context, c flasherv1.AuditServiceClient) (*flasherv1.ListAuditEventsResponse, error) {
+			return c.ListAuditEvents(ctx, req)
+		}, func(w io.Writer, resp *flasherv1.ListAuditEventsResponse) error {
 			tw := newTable(w)
 			row(tw, "TIME", "IDENTITY", "ACTION", "SERVER", "TASK", "OUTCOME", "MESSAGE")
 			for _, e := range resp.GetEvents() {

@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-
-	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 )
 
 // runFunc runs a command with its positional arguments.
@@ -122,7 +120,7 @@ func (a *app) run(ctx context.Context, args []string) error {
 	// Walk down the tree by name.
 	cmd, path := root, []string{}
 	for len(cmd.subs) > 0 {
-		if len(rest) == 0 || rest[0] == "help" {
+		if len(rest) == 0 || isHelp(rest[0]) {
 			a.usage(cmd, path)
 			if len(rest) > 0 {
 				return flag.ErrHelp
@@ -162,6 +160,15 @@ func (a *app) run(ctx context.Context, args []string) error {
 	return runner(ctx, pos)
 }
 
+// isHelp says whether a word asks for usage: `help`, -h, -help, --help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "--h", "-help", "--help":
+		return true
+	}
+	return false
+}
+
 func find(cs []*command, name string) *command {
 	for _, c := range cs {
 		if c.name == name {
@@ -197,22 +204,6 @@ func (a *app) client() (*grpc.ClientConn, error) {
 		a.conn = c
 	}
 	return a.conn, nil
-}
-
-func (a *app) tasks() (flasherv1.TaskServiceClient, error) {
-	c, err := a.client()
-	if err != nil {
-		return nil, err
-	}
-	return flasherv1.NewTaskServiceClient(c), nil
-}
-
-func (a *app) inventory() (flasherv1.InventoryServiceClient, error) {
-	c, err := a.client()
-	if err != nil {
-		return nil, err
-	}
-	return flasherv1.NewInventoryServiceClient(c), nil
 }
 
 // unary bounds one call by --timeout.

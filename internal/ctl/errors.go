@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -121,14 +122,7 @@ func printError(w io.Writer, err error) {
 			fmt.Fprintf(w, "refused: %s\n", st.Message())
 		}
 	case codes.InvalidArgument:
-		fmt.Fprintf(w, "invalid request: %s\n", st.Message())
-		for _, d := range st.Details() {
-			if br, ok := d.(*errdetails.BadRequest); ok {
-				for _, v := range br.GetFieldViolations() {
-					fmt.Fprintf(w, "  - %s: %s\n", v.GetField(), v.GetDescription())
-				}
-			}
-		}
+		printInvalid(w, st)
 	case codes.NotFound:
 		fmt.Fprintf(w, "not found: %s\n", st.Message())
 	case codes.Unauthenticated:
@@ -175,4 +169,90 @@ func printPreconditionFailures(w io.Writer, st *status.Status) bool {
 		}
 	}
 	return len(rules) > 0
+}
+
+// printInvalid explains an invalid request: each field violation once, in plain words. The
+// status message only repeats the violations in the validator's words, so it is shown only
+// when there are none.
+func printInvalid(w io.Writer, st *status.Status) {
+	var vs []*errdetails.BadRequest_FieldViolation
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			vs = append(vs, br.GetFieldViolations()...)
+		}
+	}
+	if len(vs) == 0 {
+		fmt.Fprintf(w, "invalid request: %s\n", plainText(st.Message()))
+		return
+	}
+	fmt.Fprintln(w, "invalid request:")
+	for _, v := range vs {
+		field := v.GetField()
+		if field == "" {
+			field = "(request)"
+		}
+		fmt.Fprintf(w, "  - %s: %s\n", field, plainViolation(v.GetReason(), v.GetDescription()))
+	}
+}
+
+// ruleWords says in words what a protovalidate rule (its rule id, the violation's reason)
+// wants; %s is the rule's bound where it has one.
+var ruleWords = map[string]string{
+	"string.uuid":        "is not a task ID (a UUID such as 0b4c7d1e-…; flasherctl also takes a unique prefix)",
+	"enum.not_in":        "must be set",
+	"enum.defined_only":  "has a value this server does not know",
+	"string.pattern":     "has characters that are not allowed here",
+	"string.uri":         "is not a valid URL",
+	"string.min_len":     "is too short (at least %s characters)",
+	"string.max_len":     "is too long (at most %s characters)",
+	"required":           "is required",
+	"repeated.max_items": "has too many entries (at most %s)",
+	"repeated.min_items": "needs at least %s entries",
+}
+
+var (
+	ruleSuffix = regexp.MustCompile(`\s*\[[a-z_.]+\]$`)
+	firstNum   = regexp.MustCompile(`-?\d+`)
+	rangeRule  = regexp.MustCompile(`^value must be (greater|less) than( or equal to)? (-?\d+)(?: and (greater|less) than( or equal to)? (-?\d+))?`)
+)
+
+// plainViolation turns a protovalidate violation into words an operator reads: no rule ids,
+// no regular expressions, no "value".
+func plainViolation(reason, desc string) string {
+	desc = ruleSuffix.ReplaceAllString(strings.TrimSpace(desc), "")
+	if wds, ok := ruleWords[reason]; ok {
+		if strings.Contains(wds, "%s") {
+			return fmt.Sprintf(wds, firstNum.FindString(desc))
+		}
+		return wds
+	}
+	if m := rangeRule.FindStringSubmatch(desc); m != nil {
+		bound := func(dir, eq, n string) string {
+			switch {
+			case dir == "greater" && eq != "":
+				return "at least " + n
+			case dir == "greater":
+				return "more than " + n
+			case eq != "":
+				return "at most " + n
+			}
+			return "less than " + n
+		}
+		out := "must be " + bound(m[1], m[2], m[3])
+		if m[4] != "" {
+			out += " and " + bound(m[4], m[5], m[6])
+		}
+		return out
+	}
+	return plainText(desc)
+}
+
+// plainText drops validator jargon from a message: rule ids in brackets and regular
+// expressions.
+func plainText(s string) string {
+	s = ruleSuffix.ReplaceAllString(s, "")
+	if i := strings.Index(s, "does not match regex pattern"); i >= 0 {
+		return strings.TrimSpace(s[:i]) + " has characters that are not allowed here"
+	}
+	return strings.TrimPrefix(s, "value ")
 }

@@ -98,11 +98,18 @@ func runCtl(t *testing.T, e *testenv.Env, args ...string) result {
 
 func runCtlEnv(t *testing.T, getenv func(string) string, args ...string) result {
 	t.Helper()
+	return runCtlOpts(t, getenv, Options{}, args...)
+}
+
+// runCtlOpts runs flasherctl with options (a clock); output is never a terminal.
+func runCtlOpts(t *testing.T, getenv func(string) string, o Options, args ...string) result {
+	t.Helper()
 	var out, errb testenv.SyncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	off := false
-	code := RunWith(ctx, args, &out, &errb, Options{Getenv: getenv, Terminal: &off})
+	o.Getenv, o.Terminal = getenv, &off
+	code := RunWith(ctx, args, &out, &errb, o)
 	return result{code: code, stdout: out.String(), stderr: errb.String()}
 }
 

@@ -19,16 +19,12 @@ func setupServers(fs *flag.FlagSet, a *app) runFunc {
 		if len(args) > 0 {
 			return usagef("inventory servers takes no arguments")
 		}
-		ic, err := a.inventory()
-		if err != nil {
-			return err
-		}
 		out := &flasherv1.ListServersResponse{}
 		token := ""
 		for {
-			cctx, cancel := a.unary(ctx)
-			resp, err := ic.ListServers(cctx, &flasherv1.ListServersRequest{Vendor: *vendor, Model: *model, IncludeComponents: *comps, PageSize: 1000, PageToken: token})
-			cancel()
+			resp, err := call(ctx, a, flasherv1.NewInventoryServiceClient, func(ctx context.Context, ic flasherv1.InventoryServiceClient) (*flasherv1.ListServersResponse, error) {
+				return ic.ListServers(ctx, &flasherv1.ListServersRequest{Vendor: *vendor, Model: *model, IncludeComponents: *comps, PageSize: 1000, PageToken: token})
+			})
 			if err != nil {
 				return err
 			}
@@ -53,17 +49,9 @@ func setupServer(fs *flag.FlagSet, a *app) runFunc {
 		if len(args) != 1 {
 			return usagef("inventory server needs one server ID")
 		}
-		ic, err := a.inventory()
-		if err != nil {
-			return err
-		}
-		cctx, cancel := a.unary(ctx)
-		defer cancel()
-		resp, err := ic.GetServer(cctx, &flasherv1.GetServerRequest{Id: args[0]})
-		if err != nil {
-			return err
-		}
-		return a.emit(resp, func(w io.Writer) error {
+		return show(ctx, a, flasherv1.NewInventoryServiceClient, func(ctx context.Context, ic flasherv1.InventoryServiceClient) (*flasherv1.GetServerResponse, error) {
+			return ic.GetServer(ctx, &flasherv1.GetServerRequest{Id: args[0]})
+		}, func(w io.Writer, resp *flasherv1.GetServerResponse) error {
 			s := resp.GetServer()
 			tw := newTable(w)
 			for _, kv := range [][2]string{{"ID", s.GetId()}, {"Name", s.GetName()}, {"Facility", s.GetFacility()}, {"Vendor", s.GetVendor()},
@@ -99,17 +87,9 @@ func setupFirmware(fs *flag.FlagSet, a *app) runFunc {
 		if len(args) > 0 {
 			return usagef("inventory firmware takes no arguments")
 		}
-		ic, err := a.inventory()
-		if err != nil {
-			return err
-		}
-		cctx, cancel := a.unary(ctx)
-		defer cancel()
-		resp, err := ic.ListFirmware(cctx, &flasherv1.ListFirmwareRequest{Vendor: *vendor, Model: *model, Component: *component})
-		if err != nil {
-			return err
-		}
-		return a.emit(resp, func(w io.Writer) error {
+		return show(ctx, a, flasherv1.NewInventoryServiceClient, func(ctx context.Context, ic flasherv1.InventoryServiceClient) (*flasherv1.ListFirmwareResponse, error) {
+			return ic.ListFirmware(ctx, &flasherv1.ListFirmwareRequest{Vendor: *vendor, Model: *model, Component: *component})
+		}, func(w io.Writer, resp *flasherv1.ListFirmwareResponse) error {
 			tw := newTable(w)
 			row(tw, "ID", "COMPONENT", "VENDOR", "MODELS", "VERSION", "SCHEME", "METHOD", "TAG", "REQUIRES")
 			for _, f := range resp.GetFirmware() {
@@ -133,17 +113,9 @@ func setupSets(fs *flag.FlagSet, a *app) runFunc {
 		if len(args) > 0 {
 			return usagef("inventory sets takes no arguments")
 		}
-		ic, err := a.inventory()
-		if err != nil {
-			return err
-		}
-		cctx, cancel := a.unary(ctx)
-		defer cancel()
-		resp, err := ic.ListFirmwareSets(cctx, &flasherv1.ListFirmwareSetsRequest{})
-		if err != nil {
-			return err
-		}
-		return a.emit(resp, func(w io.Writer) error {
+		return show(ctx, a, flasherv1.NewInventoryServiceClient, func(ctx context.Context, ic flasherv1.InventoryServiceClient) (*flasherv1.ListFirmwareSetsResponse, error) {
+			return ic.ListFirmwareSets(ctx, &flasherv1.ListFirmwareSetsRequest{})
+		}, func(w io.Writer, resp *flasherv1.ListFirmwareSetsResponse) error {
 			tw := newTable(w)
 			row(tw, "ID", "NAME", "LABELS", "FIRMWARE")
 			for _, s := range resp.GetFirmwareSets() {

@@ -114,14 +114,30 @@ func (a *app) emitLine(m proto.Message) error {
 
 func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
 
-// row writes tab-separated cells, "-" for empty ones, so columns never collapse.
+// row writes tab-separated cells, "-" for empty ones, so columns never collapse. A cell of
+// several lines (a tool's multi-line message) continues on rows of its own below, in its
+// column, so the table stays aligned; tabs inside a cell become spaces.
 func row(w io.Writer, cells ...string) {
+	lines := make([][]string, len(cells))
+	n := 1
 	for i, c := range cells {
+		c = strings.ReplaceAll(strings.TrimRight(c, "\r\n"), "\t", " ")
 		if c == "" {
-			cells[i] = "-"
+			c = "-"
 		}
+		lines[i] = strings.Split(strings.ReplaceAll(c, "\r\n", "\n"), "\n")
+		n = max(n, len(lines[i]))
 	}
-	fmt.Fprintln(w, strings.Join(cells, "\t"))
+	out := make([]string, len(cells))
+	for l := range n {
+		for i := range cells {
+			out[i] = ""
+			if l < len(lines[i]) {
+				out[i] = strings.TrimRight(lines[i][l], "\r")
+			}
+		}
+		fmt.Fprintln(w, strings.Join(out, "\t"))
+	}
 }
 
 func fmtTime(t *timestamppb.Timestamp) string {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -24,7 +25,41 @@ type specFlags struct {
 	set          string
 	resolve      bool
 	priority     int
-	force        bool
+	force        forceFlag
+	allowReboot  bool
+}
+
+// forceFlag is --force (every item, or the whole set) or --force COMPONENT[@SERIAL][,...]
+// (those --firmware items only).
+type forceFlag struct {
+	all  bool
+	keys listFlag
+}
+
+func (f *forceFlag) IsBoolFlag() bool { return true }
+
+func (f *forceFlag) String() string {
+	if f == nil || f.all {
+		return ""
+	}
+	return f.keys.String()
+}
+
+func (f *forceFlag) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "true":
+		f.all = true
+	case "false":
+		f.all = false
+	default:
+		return f.keys.Set(s)
+	}
+	return nil
+}
+
+// forces says whether the item named key (COMPONENT[@SERIAL]) is forced.
+func (f *forceFlag) forces(key string) bool {
+	return f.all || slices.ContainsFunc(f.keys, func(k string) bool { return strings.EqualFold(k, key) })
 }
 
 // listFlag is a repeatable flag whose values may also be comma-separated.
@@ -51,7 +86,8 @@ func (s *specFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.set, "set", "", "install this firmware set (id or name)")
 	fs.BoolVar(&s.resolve, "resolve", false, "install the one firmware set labelled for the server's vendor and model")
 	fs.IntVar(&s.priority, "priority", 0, "0 to 3, 3 highest")
-	fs.BoolVar(&s.force, "force", false, "allow downgrades and reinstalls of equal versions")
+	fs.Var(&s.force, "force", "allow downgrades and reinstalls of equal versions: of everything, or with =COMPONENT[@SERIAL][,...] of those --firmware items only")
+	fs.BoolVar(&s.allowReboot, "allow-reboot", false, "in-band: let the agent reboot the host when a new image needs it (a reset-host action after each item)")
 }
 
 // fileItem is one firmware item of --firmware-file.
@@ -96,11 +132,20 @@ func (s *specFlags) spec() (*flasherv1.TaskSpec, error) {
 	if modes != 1 {
 		return nil, usagef("choose exactly one of --firmware (or --firmware-file), --set and --resolve")
 	}
+	if len(s.force.keys) > 0 && (s.set != "" || s.resolve) {
+		return nil, usagef("--force COMPONENT goes with --firmware items; with --set or --resolve, --force applies to the whole set")
+	}
+	if s.allowReboot && spec.Method != flasherv1.Method_METHOD_IN_BAND {
+		return nil, usagef("--allow-reboot is for in-band tasks (--method inband)")
+	}
+	if s.allowReboot && (s.set != "" || s.resolve) {
+		return nil, usagef("--allow-reboot goes with --firmware items (a set's actions come from its catalog records)")
+	}
 	switch {
 	case s.set != "":
-		spec.Install = &flasherv1.TaskSpec_FirmwareSet{FirmwareSet: &flasherv1.FirmwareSetInstall{FirmwareSet: s.set, Force: s.force}}
+		spec.Install = &flasherv1.TaskSpec_FirmwareSet{FirmwareSet: &flasherv1.FirmwareSetInstall{FirmwareSet: s.set, Force: s.force.all}}
 	case s.resolve:
-		spec.Install = &flasherv1.TaskSpec_Resolve{Resolve: &flasherv1.ResolveInstall{Force: s.force}}
+		spec.Install = &flasherv1.TaskSpec_Resolve{Resolve: &flasherv1.ResolveInstall{Force: s.force.all}}
 	default:
 		items, err := s.items()
 		if err != nil {
@@ -135,7 +180,7 @@ func (s *specFlags) items() ([]*flasherv1.Firmware, error) {
 			return nil, usagef("--firmware names %s twice", k)
 		}
 		comp, serial, _ := strings.Cut(k, "@")
-		it := &flasherv1.Firmware{Component: comp, Serial: serial, Version: v, Force: s.force}
+		it := &flasherv1.Firmware{Component: comp, Serial: serial, Version: v, Force: s.force.forces(k)}
 		byKey[k] = it
 		items = append(items, it)
 	}
@@ -171,7 +216,7 @@ func (s *specFlags) items() ([]*flasherv1.Firmware, error) {
 		for i, fi := range fis {
 			it := &flasherv1.Firmware{
 				Component: fi.Component, Serial: fi.Serial, Vendor: fi.Vendor, Model: fi.Model, Version: fi.Version,
-				Url: fi.URL, Checksum: fi.Checksum, Force: fi.Force || s.force,
+				Url: fi.URL, Checksum: fi.Checksum, Force: fi.Force || s.force.forces(itemKey(fi.Component, fi.Serial)),
 			}
 			for _, list := range []struct {
 				names []string
@@ -188,7 +233,27 @@ func (s *specFlags) items() ([]*flasherv1.Firmware, error) {
 			items = append(items, it)
 		}
 	}
+	for _, k := range s.force.keys {
+		if !slices.ContainsFunc(items, func(it *flasherv1.Firmware) bool { return strings.EqualFold(itemKey(it.Component, it.Serial), k) }) {
+			return nil, usagef("--force %s: no --firmware item %s", k, k)
+		}
+	}
+	if s.allowReboot {
+		for _, it := range items {
+			if !slices.Contains(it.PostActions, flasherv1.Action_ACTION_RESET_HOST) && !slices.Contains(it.PostActions, flasherv1.Action_ACTION_POWER_CYCLE_HOST) {
+				it.PostActions = append(it.PostActions, flasherv1.Action_ACTION_RESET_HOST)
+			}
+		}
+	}
 	return items, nil
+}
+
+// itemKey is how the command line names a firmware item: COMPONENT[@SERIAL].
+func itemKey(component, serial string) string {
+	if serial == "" {
+		return component
+	}
+	return component + "@" + serial
 }
 
 // newRequestID makes a request id so that retrying the same command line does not depend on

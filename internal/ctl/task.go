@@ -26,17 +26,9 @@ func (a *app) plan(ctx context.Context, s *specFlags) error {
 	if err != nil {
 		return err
 	}
-	tc, err := a.tasks()
-	if err != nil {
-		return err
-	}
-	cctx, cancel := a.unary(ctx)
-	defer cancel()
-	resp, err := tc.PlanTask(cctx, &flasherv1.PlanTaskRequest{Task: spec})
-	if err != nil {
-		return err
-	}
-	return a.emit(resp, func(w io.Writer) error {
+	return show(ctx, a, flasherv1.NewTaskServiceClient, func(ctx context.Context, tc flasherv1.TaskServiceClient) (*flasherv1.PlanTaskResponse, error) {
+		return tc.PlanTask(ctx, &flasherv1.PlanTaskRequest{Task: spec})
+	}, func(w io.Writer, resp *flasherv1.PlanTaskResponse) error {
 		what := strings.TrimSpace(resp.GetServerVendor() + " " + resp.GetServerModel())
 		if what != "" {
 			what += ", "
@@ -125,13 +117,9 @@ func setupCreate(fs *flag.FlagSet, a *app) runFunc {
 		if *requestID == "" {
 			*requestID = newRequestID()
 		}
-		tc, err := a.tasks()
-		if err != nil {
-			return err
-		}
-		cctx, cancel := a.unary(ctx)
-		resp, err := tc.CreateTask(cctx, &flasherv1.CreateTaskRequest{RequestId: *requestID, Task: spec})
-		cancel()
+		resp, err := call(ctx, a, flasherv1.NewTaskServiceClient, func(ctx context.Context, tc flasherv1.TaskServiceClient) (*flasherv1.CreateTaskResponse, error) {
+			return tc.CreateTask(ctx, &flasherv1.CreateTaskRequest{RequestId: *requestID, Task: spec})
+		})
 		if err != nil {
 			return err
 		}
@@ -163,30 +151,15 @@ func setupCreate(fs *flag.FlagSet, a *app) runFunc {
 	}
 }
 
-func oneID(cmd string, args []string) (string, error) {
-	if len(args) != 1 {
-		return "", usagef("%s needs one task ID", cmd)
-	}
-	return args[0], nil
-}
-
 func setupGet(fs *flag.FlagSet, a *app) runFunc {
 	return func(ctx context.Context, args []string) error {
-		id, err := oneID("task get", args)
+		id, err := a.taskID(ctx, "task get", args)
 		if err != nil {
 			return err
 		}
-		tc, err := a.tasks()
-		if err != nil {
-			return err
-		}
-		cctx, cancel := a.unary(ctx)
-		defer cancel()
-		resp, err := tc.GetTask(cctx, &flasherv1.GetTaskRequest{Id: id})
-		if err != nil {
-			return err
-		}
-		return a.emit(resp, func(w io.Writer) error { renderTask(w, resp.GetTask()); return nil })
+		return show(ctx, a, flasherv1.NewTaskServiceClient, func(ctx context.Context, tc flasherv1.TaskServiceClient) (*flasherv1.GetTaskResponse, error) {
+			return tc.GetTask(ctx, &flasherv1.GetTaskRequest{Id: id})
+		}, func(w io.Writer, resp *flasherv1.GetTaskResponse) error { renderTask(w, resp.GetTask()); return nil })
 	}
 }
 
@@ -277,6 +250,7 @@ func setupList(fs *flag.FlagSet, a *app) runFunc {
 	limit := fs.Int("limit", 50, "tasks per page (at most 1000)")
 	all := fs.Bool("all", false, "fetch every page")
 	token := fs.String("page-token", "", "continue from this page token")
+	since := fs.Duration("since", 0, "only tasks created within this long (e.g. 2h); filtered here, per page: use with --all")
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 0 {
 			return usagef("task list takes no arguments, got %q", args)
@@ -286,20 +260,20 @@ func setupList(fs *flag.FlagSet, a *app) runFunc {
 			return err
 		}
 		f.Requester = *requester
-		tc, err := a.tasks()
-		if err != nil {
-			return err
-		}
 		out := &flasherv1.ListTasksResponse{}
 		next := *token
 		for {
-			cctx, cancel := a.unary(ctx)
-			resp, err := tc.ListTasks(cctx, &flasherv1.ListTasksRequest{Filter: f, PageSize: int32(*limit), PageToken: next})
-			cancel()
+			resp, err := call(ctx, a, flasherv1.NewTaskServiceClient, func(ctx context.Context, tc flasherv1.TaskServiceClient) (*flasherv1.ListTasksResponse, error) {
+				return tc.ListTasks(ctx, &flasherv1.ListTasksRequest{Filter: f, PageSize: int32(*limit), PageToken: next})
+			})
 			if err != nil {
 				return err
 			}
-			out.Tasks = append(out.Tasks, resp.GetTasks()...)
+			for _, t := range resp.GetTasks() {
+				if *since <= 0 || !t.GetCreateTime().AsTime().Before(a.now().Add(-*since)) {
+					out.Tasks = append(out.Tasks, t)
+				}
+			}
 			next = resp.GetNextPageToken()
 			if !*all || next == "" {
 				break
@@ -351,21 +325,13 @@ func taskFilter(server string, states []string, method, requester string) (*flas
 func setupCancel(fs *flag.FlagSet, a *app) runFunc {
 	reason := fs.String("reason", "", "why, recorded in the task's history")
 	return func(ctx context.Context, args []string) error {
-		id, err := oneID("task cancel", args)
+		id, err := a.taskID(ctx, "task cancel", args)
 		if err != nil {
 			return err
 		}
-		tc, err := a.tasks()
-		if err != nil {
-			return err
-		}
-		cctx, cancel := a.unary(ctx)
-		defer cancel()
-		resp, err := tc.CancelTask(cctx, &flasherv1.CancelTaskRequest{Id: id, Reason: *reason})
-		if err != nil {
-			return err
-		}
-		return a.emit(resp, func(w io.Writer) error {
+		return show(ctx, a, flasherv1.NewTaskServiceClient, func(ctx context.Context, tc flasherv1.TaskServiceClient) (*flasherv1.CancelTaskResponse, error) {
+			return tc.CancelTask(ctx, &flasherv1.CancelTaskRequest{Id: id, Reason: *reason})
+		}, func(w io.Writer, resp *flasherv1.CancelTaskResponse) error {
 			t := resp.GetTask()
 			if t.GetState() == flasherv1.TaskState_TASK_STATE_CANCELLED {
 				fmt.Fprintf(w, "Task %s cancelled.\n", t.GetId())
@@ -379,21 +345,13 @@ func setupCancel(fs *flag.FlagSet, a *app) runFunc {
 
 func setupEvents(fs *flag.FlagSet, a *app) runFunc {
 	return func(ctx context.Context, args []string) error {
-		id, err := oneID("task events", args)
+		id, err := a.taskID(ctx, "task events", args)
 		if err != nil {
 			return err
 		}
-		tc, err := a.tasks()
-		if err != nil {
-			return err
-		}
-		cctx, cancel := a.unary(ctx)
-		defer cancel()
-		resp, err := tc.ListTaskEvents(cctx, &flasherv1.ListTaskEventsRequest{TaskId: id})
-		if err != nil {
-			return err
-		}
-		return a.emit(resp, func(w io.Writer) error {
+		return show(ctx, a, flasherv1.NewTaskServiceClient, func(ctx context.Context, tc flasherv1.TaskServiceClient) (*flasherv1.ListTaskEventsResponse, error) {
+			return tc.ListTaskEvents(ctx, &flasherv1.ListTaskEventsRequest{TaskId: id})
+		}, func(w io.Writer, resp *flasherv1.ListTaskEventsResponse) error {
 			tw := newTable(w)
 			row(tw, "REVISION", "TIME", "KIND", "STATE", "MESSAGE")
 			for _, e := range resp.GetEvents() {

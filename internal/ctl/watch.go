@@ -6,11 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -27,13 +27,13 @@ func setupWatch(fs *flag.FlagSet, a *app) runFunc {
 			if *server != "" {
 				return usagef("task watch: give a task ID or --server, not both")
 			}
-			tc, err := a.tasks()
+			id, err := a.taskID(ctx, "task watch", args)
 			if err != nil {
 				return err
 			}
-			cctx, cancel := a.unary(ctx)
-			resp, err := tc.GetTask(cctx, &flasherv1.GetTaskRequest{Id: args[0]})
-			cancel()
+			resp, err := call(ctx, a, flasherv1.NewTaskServiceClient, func(ctx context.Context, tc flasherv1.TaskServiceClient) (*flasherv1.GetTaskResponse, error) {
+				return tc.GetTask(ctx, &flasherv1.GetTaskRequest{Id: id})
+			})
 			if err != nil {
 				return err
 			}
@@ -138,12 +138,14 @@ func (a *app) watchAll(ctx context.Context, f *flasherv1.TaskFilter) error {
 // fn returns done. A dropped stream is resumed from the last revision seen, so no change is
 // missed; a revision the server no longer keeps falls back to a fresh snapshot.
 func (a *app) follow(ctx context.Context, f *flasherv1.TaskFilter, start int64, fn func(*flasherv1.WatchTasksResponse) (bool, error)) error {
-	tc, err := a.tasks()
+	conn, err := a.client()
 	if err != nil {
 		return err
 	}
+	tc := flasherv1.NewTaskServiceClient(conn)
 	rev := start
-	delay := a.retryBase
+	// Jittered exponential backoff (±50%, doubling to 10s), reset by any received message.
+	bo := &backoff.ExponentialBackOff{InitialInterval: a.retryBase, MaxInterval: 10 * time.Second, Multiplier: 2, RandomizationFactor: 0.5}
 	for attempt := 1; ; attempt++ {
 		err := func() error {
 			sctx, cancel := context.WithCancel(ctx)
@@ -157,7 +159,8 @@ func (a *app) follow(ctx context.Context, f *flasherv1.TaskFilter, start int64, 
 				if err != nil {
 					return err
 				}
-				attempt, delay = 1, a.retryBase
+				attempt = 1
+				bo.Reset()
 				if resp.GetType() != flasherv1.WatchEventType_WATCH_EVENT_TYPE_SNAPSHOT {
 					rev = resp.GetRevision() // a snapshot is only complete at SYNCED
 				}
@@ -185,8 +188,7 @@ func (a *app) follow(ctx context.Context, f *flasherv1.TaskFilter, start int64, 
 		default:
 			return err
 		}
-		// Jittered exponential backoff, reset by any received message.
-		wait := delay/2 + rand.N(delay/2+1)
+		wait := bo.NextBackOff()
 		fmt.Fprintf(a.stderr, "watch: stream lost (%v); reconnecting from revision %d in %s (attempt %d)\n", statusText(err), rev, fmtDuration(wait), attempt)
 		timer := time.NewTimer(wait)
 		select {
@@ -195,7 +197,6 @@ func (a *app) follow(ctx context.Context, f *flasherv1.TaskFilter, start int64, 
 			return ctx.Err()
 		case <-timer.C:
 		}
-		delay = min(delay*2, 10*time.Second)
 	}
 }
 
