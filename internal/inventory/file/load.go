@@ -219,10 +219,15 @@ func (l *loader) readFile(file string) {
 	strict := yaml.NewDecoder(bytes.NewReader(data))
 	strict.KnownFields(true)
 	nodes := yaml.NewDecoder(bytes.NewReader(data))
-	for {
+	for docs := 0; ; docs++ {
 		var doc Document
 		err := strict.Decode(&doc)
 		if errors.Is(err, io.EOF) {
+			if docs == 0 {
+				// An empty file is what a file being rewritten in place looks like between its
+				// truncation and its write: loading it would drop the whole fleet.
+				l.problem(pos{file, 0}, "the file holds no inventory (empty, or being written)")
+			}
 			return
 		}
 		if err != nil {

@@ -314,3 +314,16 @@ func TestSourceReload(t *testing.T) {
 		t.Errorf("stats = %+v, want 3 reloads", st)
 	}
 }
+
+// TestEmptyFileRefused: a file truncated for rewriting (empty, or only comments) is refused, so
+// a reload that catches it between truncation and write keeps the last good inventory.
+func TestEmptyFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{"empty": "", "comments": "# nothing yet\n"} {
+		p := write(t, dir, name+".yaml", body)
+		_, err := Load(p, nil)
+		if err == nil || !strings.Contains(err.Error(), "holds no inventory") {
+			t.Errorf("%s file: %v", name, err)
+		}
+	}
+}
