@@ -214,7 +214,11 @@ func TestEveryAttributeAnswered(t *testing.T) {
 			t.Errorf("%d tasks for an invalid request", n)
 		}
 	}
-	// answered attributes are not written again
+	// answered attributes are not written again. The picked-up task moves on to ACTIVE (its
+	// executor then waits on the gate) whenever the scheduler gets to it: wait for that and let
+	// one poll write it back, so the measured poll truly has nothing new.
+	f.env.WaitState(t, f.attr(t, designQueued).TaskID, 10*time.Second, task.StateActive)
+	poll(t, fl)
 	before := f.sim.Stats().ByRoute
 	poll(t, fl)
 	after := f.sim.Stats().ByRoute
