@@ -265,3 +265,32 @@ func TestEveryJobStateMapped(t *testing.T) {
 		})
 	}
 }
+
+// TestGentleWaiting: while a job runs for long, the BMC sees a few requests, spaced out up to
+// MaxPollInterval, one resource per poll; not a poll of every task at a fixed pace.
+func TestGentleWaiting(t *testing.T) {
+	cfg := dellConfig("dell-gentle")
+	b := startBMC(t, cfg)
+	if err := b.SetFault(redfish.OpInstall, redfish.Fault{Kind: redfish.KindStuck}); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b}}, dellImages, nil)
+	f.env.Stop()
+	f.policy.Defaults.PollInterval = 100 * time.Millisecond
+	f.policy.Defaults.MaxPollInterval = 500 * time.Millisecond
+	f.policy.Defaults.Install = 5 * time.Second
+	f.start()
+	id := f.create(firmwareSpec("srv-1", f.item("dell-bios-2.19.1", false)))
+	waitJob(t, f, id, "BIOS")
+	start := b.Counters().Requests
+	tk := f.env.WaitState(t, id, time.Minute, task.StateFailed, task.StateSucceeded)
+	if tk.State != task.StateFailed || tk.Failure.Code != task.CodeTimeout {
+		t.Fatalf("state %s %+v, want TIMEOUT", tk.State, tk.Failure)
+	}
+	// 5 s of polls spaced 100 ms growing to 500 ms: about 14, one request each. The failure then
+	// reads the job, deletes it, re-reads the inventory (about 25 requests on iDRAC) and the power
+	// state. Polling every task at a fixed 100 ms, as bmclib's status call does, is over 200.
+	if n := b.Counters().Requests - start; n > 60 {
+		t.Errorf("%d requests to the BMC during a 5 s wait and its failure, want at most 60", n)
+	}
+}

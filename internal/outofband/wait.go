@@ -39,7 +39,7 @@ func (rn *run) wait(ctx context.Context, st task.Step, to Timeouts, jobID string
 	name := stepName(st)
 	start := time.Now()
 	var (
-		pw          pollWait
+		pw          = pollWait{to: to}
 		errs        int
 		cycled      bool
 		seenRunning bool
@@ -151,7 +151,7 @@ func (rn *run) verify(ctx context.Context, st task.Step, to Timeouts) error {
 	}
 	start := time.Now()
 	var (
-		pw      pollWait
+		pw      = pollWait{to: to}
 		lastErr error
 		got     string
 		found   bool
