@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
@@ -101,6 +100,9 @@ func isTerminal(w io.Writer) bool {
 }
 
 func (a *app) run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == completeCommand {
+		return a.complete(ctx, args[1:])
+	}
 	root := commands()
 	top := flag.NewFlagSet("flasherctl", flag.ContinueOnError)
 	top.SetOutput(io.Discard)
@@ -250,20 +252,6 @@ func (a *app) leafUsage(c *command, path []string, fs *flag.FlagSet) {
 	fmt.Fprintln(a.stderr, "\n(global flags: flasherctl -h)")
 }
 
-// flagNames lists the flags of a leaf command, for completion.
-func flagNames(c *command) []string {
-	fs := flag.NewFlagSet("", flag.ContinueOnError)
-	a := &app{}
-	a.g.register(fs)
-	if c.setup != nil {
-		c.setup(fs, a)
-	}
-	var names []string
-	fs.VisitAll(func(f *flag.Flag) { names = append(names, "--"+f.Name) })
-	sort.Strings(names)
-	return names
-}
-
 // commands is the command tree.
 func commands() *command {
 	return &command{name: "flasherctl", subs: []*command{
@@ -285,6 +273,6 @@ func commands() *command {
 		{name: "agents", summary: "list connected in-band agents", setup: setupAgents},
 		{name: "audit", summary: "show the audit log", setup: setupAudit},
 		{name: "version", summary: "print flasherctl's version", setup: setupVersion},
-		{name: "completion", args: "bash|zsh", summary: "print a shell completion script", setup: setupCompletion},
+		{name: "completion", args: "bash|zsh|fish", summary: "print a shell completion script (flags and values: server ids, set names, task ids)", setup: setupCompletion},
 	}}
 }

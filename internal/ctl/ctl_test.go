@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -527,20 +528,50 @@ func TestConfigPrecedence(t *testing.T) {
 }
 
 func TestCompletion(t *testing.T) {
-	for _, shell := range []string{"bash", "zsh"} {
-		t.Run(shell, func(t *testing.T) {
-			r := runCtlEnv(t, testEnvVars("127.0.0.1:1"), "completion", shell)
-			if r.code != ExitOK {
-				t.Fatalf("exit %d: %s", r.code, r.stderr)
-			}
-			for _, want := range []string{"complete -F _flasherctl flasherctl", `"task create") words=`, "--firmware", "--watch", `"inventory") words="servers server firmware sets"`} {
-				if !strings.Contains(r.stdout, want) {
-					t.Errorf("script lacks %q", want)
-				}
-			}
-		})
+	e := startEnv(t, nil)
+	r := runCtl(t, e, "task", "create", "--server", "r6515-02", "--resolve", "-o", "json")
+	var created flasherv1.CreateTaskResponse
+	if err := protojson.Unmarshal([]byte(r.stdout), &created); err != nil {
+		t.Fatalf("%v: %s %s", err, r.stdout, r.stderr)
 	}
-	r := runCtlEnv(t, testEnvVars("127.0.0.1:1"), "completion", "bash")
+	for _, tc := range []struct {
+		words   []string
+		want    []string
+		without []string
+	}{
+		{[]string{""}, []string{"task", "plan", "inventory", "completion"}, []string{"create"}},
+		{[]string{"task", ""}, []string{"create", "get", "watch"}, []string{"task"}},
+		{[]string{"task", "create", "--server", ""}, []string{"r6515-01", "r6515-02"}, []string{"create", "--server"}},
+		{[]string{"task", "create", "--server", "r6515-0"}, []string{"r6515-01"}, nil},
+		{[]string{"plan", "--server", "r6515-01", "--set", ""}, []string{"r6515-production"}, nil},
+		{[]string{"task", "create", "--method", ""}, []string{"oob", "inband"}, nil},
+		{[]string{"task", "create", "--"}, []string{"--firmware", "--force", "--allow-reboot", "--server", "--addr"}, nil},
+		{[]string{"task", "list", "--state", "f"}, []string{"failed"}, []string{"queued"}},
+		{[]string{"task", "get", ""}, []string{created.GetTask().GetId()}, nil},
+		{[]string{"--addr", e.Addr, "task", "watch", created.GetTask().GetId()[:4]}, []string{created.GetTask().GetId()}, nil},
+		{[]string{"inventory", "server", ""}, []string{"r6515-01"}, nil},
+		{[]string{"completion", ""}, []string{"bash", "zsh", "fish"}, nil},
+	} {
+		r := runCtl(t, e, append([]string{completeCommand}, tc.words...)...)
+		got := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		for _, w := range tc.want {
+			if !slices.Contains(got, w) {
+				t.Errorf("complete %q: no %q in %q (stderr %s)", tc.words, w, got, r.stderr)
+			}
+		}
+		for _, w := range tc.without {
+			if slices.Contains(got, w) {
+				t.Errorf("complete %q: %q offered", tc.words, w)
+			}
+		}
+	}
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		r := runCtlEnv(t, testEnvVars("127.0.0.1:1"), "completion", shell)
+		if r.code != ExitOK || !strings.Contains(r.stdout, "flasherctl "+completeCommand) {
+			t.Errorf("%s: exit %d: %s%s", shell, r.code, r.stdout, r.stderr)
+		}
+	}
+	r = runCtlEnv(t, testEnvVars("127.0.0.1:1"), "completion", "bash")
 	path := filepath.Join(t.TempDir(), "c.bash")
 	if err := os.WriteFile(path, []byte(r.stdout), 0o644); err != nil {
 		t.Fatal(err)
