@@ -101,8 +101,12 @@ type Firmware struct {
 	URL      string `json:"url,omitempty"`
 	Checksum string `json:"checksum,omitempty"` // "sha256:<hex>", "sha512:<hex>" or "md5:<hex>"
 	// FirmwareID is the catalog record the item resolved to, when there is one.
-	FirmwareID  string   `json:"firmware_id,omitempty"`
-	Force       bool     `json:"force,omitempty"`
+	FirmwareID string `json:"firmware_id,omitempty"`
+	// Force allows what the planner cannot vouch for: a downgrade, a change between versions
+	// that have no order, or an image of a version the catalog does not know.
+	Force bool `json:"force,omitempty"`
+	// Reinstall flashes the component even when it already runs the version.
+	Reinstall   bool     `json:"reinstall,omitempty"`
 	PreActions  []Action `json:"pre_actions,omitempty"`
 	PostActions []Action `json:"post_actions,omitempty"`
 }
@@ -127,16 +131,19 @@ type Step struct {
 	// Scheme is the version scheme of the component's firmware line ("dotted", "semver"…), so
 	// that verification compares the version read back exactly as planning compared it
 	// (firmware.Same). Empty for plans stored before it existed: compare the text.
-	Scheme       string   `json:"scheme,omitempty"`
-	FirmwareID   string   `json:"firmware_id,omitempty"`
-	Filename     string   `json:"filename,omitempty"`
-	URL          string   `json:"url"`
-	Checksum     string   `json:"checksum"`
-	Method       Method   `json:"method"`
-	Force        bool     `json:"force,omitempty"`
-	Downgrade    bool     `json:"downgrade,omitempty"`
-	Reinstall    bool     `json:"reinstall,omitempty"`
-	Irreversible bool     `json:"irreversible,omitempty"`
+	Scheme       string `json:"scheme,omitempty"`
+	FirmwareID   string `json:"firmware_id,omitempty"`
+	Filename     string `json:"filename,omitempty"`
+	URL          string `json:"url"`
+	Checksum     string `json:"checksum"`
+	Method       Method `json:"method"`
+	Force        bool   `json:"force,omitempty"`
+	Downgrade    bool   `json:"downgrade,omitempty"`
+	Reinstall    bool   `json:"reinstall,omitempty"`
+	Irreversible bool   `json:"irreversible,omitempty"`
+	// Uncatalogued: the image is the request's own, for a version no catalog record describes,
+	// so no requirements or preconditions are known for it. Planned only with Force.
+	Uncatalogued bool     `json:"uncatalogued,omitempty"`
 	PreActions   []Action `json:"pre_actions,omitempty"`
 	PostActions  []Action `json:"post_actions,omitempty"`
 }
@@ -207,9 +214,11 @@ type Task struct {
 	Mode        InstallMode `json:"mode"`
 	FirmwareSet string      `json:"firmware_set,omitempty"` // requested, or resolved in RESOLVE mode
 	Firmware    []Firmware  `json:"firmware,omitempty"`     // requested, or resolved from the set
-	// Force reinstalls and downgrades every member of the set (set and resolve modes).
-	Force bool  `json:"force,omitempty"`
-	Plan  *Plan `json:"plan,omitempty"`
+	// Force allows downgrades and unorderable changes of every member of the set, Reinstall
+	// reflashes members already at their version (set and resolve modes).
+	Force     bool  `json:"force,omitempty"`
+	Reinstall bool  `json:"reinstall,omitempty"`
+	Plan      *Plan `json:"plan,omitempty"`
 
 	State    State      `json:"state"`
 	Progress []Progress `json:"progress,omitempty"`
