@@ -139,4 +139,3 @@ func (pl *planning) order() ([]*step, error) {
 	}
 	return nil, refuse(task.CodeDependencyCycle, "requirements form a cycle")
 }
-

@@ -186,4 +186,3 @@ func (pl *planning) violations(changed []bool) *Error {
 	}
 	return e
 }
-
