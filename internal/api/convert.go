@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/store"
 	"github.com/flasher-dev/flasher/internal/task"
 )
@@ -106,6 +107,7 @@ func TaskToPB(t *task.Task) *flasherv1.Task {
 		InstallMode:     modeToPB[t.Mode],
 		FirmwareSet:     t.FirmwareSet,
 		Force:           t.Force,
+		Reinstall:       t.Reinstall,
 		Plan:            planToPB(t.Plan),
 		State:           stateToPB[t.State],
 		CancelRequested: t.CancelRequested,
@@ -148,12 +150,17 @@ func firmwareToPB(f task.Firmware) *flasherv1.Firmware {
 		Checksum:    f.Checksum,
 		FirmwareId:  f.FirmwareID,
 		Force:       f.Force,
+		Reinstall:   f.Reinstall,
 		PreActions:  actionsToPB(f.PreActions),
 		PostActions: actionsToPB(f.PostActions),
 	}
 }
 
 func firmwareFromPB(f *flasherv1.Firmware) task.Firmware {
+	checksum := f.GetChecksum()
+	if sum, err := firmware.ParseChecksum(checksum); err == nil {
+		checksum = sum.String() // upper-case hex copied from a vendor page is stored lower-case
+	}
 	return task.Firmware{
 		Component:   f.GetComponent(),
 		Serial:      f.GetSerial(),
@@ -161,9 +168,10 @@ func firmwareFromPB(f *flasherv1.Firmware) task.Firmware {
 		Model:       f.GetModel(),
 		Version:     f.GetVersion(),
 		URL:         f.GetUrl(),
-		Checksum:    f.GetChecksum(),
+		Checksum:    checksum,
 		FirmwareID:  f.GetFirmwareId(),
 		Force:       f.GetForce(),
+		Reinstall:   f.GetReinstall(),
 		PreActions:  actionsFromPB(f.GetPreActions()),
 		PostActions: actionsFromPB(f.GetPostActions()),
 	}
@@ -191,6 +199,8 @@ func planToPB(p *task.Plan) *flasherv1.Plan {
 			Downgrade:    s.Downgrade,
 			Reinstall:    s.Reinstall,
 			Irreversible: s.Irreversible,
+			Uncatalogued: s.Uncatalogued,
+			Scheme:       s.Scheme,
 			PreActions:   actionsToPB(s.PreActions),
 			PostActions:  actionsToPB(s.PostActions),
 		})
@@ -220,10 +230,10 @@ func SpecFromPB(spec *flasherv1.TaskSpec) task.Task {
 	case *flasherv1.TaskSpec_FirmwareSet:
 		t.Mode = task.ModeFirmwareSet
 		t.FirmwareSet = in.FirmwareSet.GetFirmwareSet()
-		t.Force = in.FirmwareSet.GetForce()
+		t.Force, t.Reinstall = in.FirmwareSet.GetForce(), in.FirmwareSet.GetReinstall()
 	case *flasherv1.TaskSpec_Resolve:
 		t.Mode = task.ModeResolve
-		t.Force = in.Resolve.GetForce()
+		t.Force, t.Reinstall = in.Resolve.GetForce(), in.Resolve.GetReinstall()
 	}
 	return t
 }

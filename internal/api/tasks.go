@@ -173,7 +173,7 @@ func applyPlan(t *task.Task, p *task.Plan) {
 		t.Firmware = append(t.Firmware, task.Firmware{
 			Component: st.Component, Serial: st.Serial, Vendor: st.Vendor, Model: st.Model,
 			Version: st.ToVersion, URL: st.URL, Checksum: st.Checksum, FirmwareID: st.FirmwareID,
-			Force: st.Force, PreActions: st.PreActions, PostActions: st.PostActions,
+			Force: st.Force, Reinstall: st.Reinstall, PreActions: st.PreActions, PostActions: st.PostActions,
 		})
 	}
 }

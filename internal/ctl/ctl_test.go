@@ -151,7 +151,7 @@ func TestJSONSchema(t *testing.T) {
 	id := created.GetTask().GetId()
 
 	taskKeys := []string{"cancel_requested", "create_time", "failure", "finish_time", "firmware", "firmware_set", "force", "id", "install_mode",
-		"method", "plan", "priority", "progress", "request_id", "requester", "revision", "server_id", "start_time", "state", "update_time", "worker"}
+		"method", "plan", "priority", "progress", "reinstall", "request_id", "requester", "revision", "server_id", "start_time", "state", "update_time", "worker"}
 	tests := []struct {
 		name string
 		args []string
@@ -163,7 +163,7 @@ func TestJSONSchema(t *testing.T) {
 		{"plan", []string{"plan", "--server", "r6515-01", "--set", "r6515-production"}, nil, []string{"plan", "server_model", "server_vendor"}},
 		{"plan step", []string{"plan", "--server", "r6515-01", "--set", "r6515-production"}, []string{"plan", "steps", "0"},
 			[]string{"checksum", "component", "downgrade", "filename", "firmware_id", "force", "from_version", "irreversible", "method", "model",
-				"post_actions", "pre_actions", "reinstall", "serial", "to_version", "url", "vendor"}},
+				"post_actions", "pre_actions", "reinstall", "scheme", "serial", "to_version", "uncatalogued", "url", "vendor"}},
 		{"task events", []string{"task", "events", id}, []string{"events", "0"}, []string{"from_state", "kind", "message", "revision", "task_id", "time", "to_state"}},
 		{"inventory servers", []string{"inventory", "servers"}, []string{"servers", "0"},
 			[]string{"bmc_address", "bmc_insecure_skip_verify", "components", "facility", "id", "model", "name", "serial", "vendor"}},

@@ -431,7 +431,7 @@ func (f *Flagger) resolve(p *Payload, t *flasherv1.Task, e *edit) {
 	if _, ok := req[keyFirmware]; !ok && len(t.GetPlan().GetSteps()) > 0 {
 		items := make(Items, 0, len(t.GetPlan().GetSteps()))
 		for _, s := range t.GetPlan().GetSteps() {
-			items = append(items, Item{Component: s.GetComponent(), Version: s.GetToVersion(), URL: s.GetUrl(), Checksum: s.GetChecksum(), Force: s.GetForce()})
+			items = append(items, Item{Component: s.GetComponent(), Version: s.GetToVersion(), URL: s.GetUrl(), Checksum: s.GetChecksum(), Force: s.GetForce(), Reinstall: s.GetReinstall()})
 		}
 		fields = append(fields, keyFirmware)
 		e.set[keyFirmware] = items
@@ -530,7 +530,7 @@ func spec(server string, p *Payload) (*flasherv1.TaskSpec, error) {
 	case len(p.Firmware) > 0:
 		items := make([]*flasherv1.Firmware, 0, len(p.Firmware))
 		for _, it := range p.Firmware {
-			fw := &flasherv1.Firmware{Component: it.Component, Version: it.Version, Url: it.URL, Checksum: it.Checksum, Force: it.Force}
+			fw := &flasherv1.Firmware{Component: it.Component, Version: it.Version, Url: it.URL, Checksum: it.Checksum, Force: it.Force, Reinstall: it.Reinstall}
 			for _, a := range it.PreActions {
 				act, err := action(a)
 				if err != nil {
@@ -549,9 +549,9 @@ func spec(server string, p *Payload) (*flasherv1.TaskSpec, error) {
 		}
 		s.Install = &flasherv1.TaskSpec_Firmware{Firmware: &flasherv1.FirmwareList{Items: items}}
 	case p.FirmwareSet != "":
-		s.Install = &flasherv1.TaskSpec_FirmwareSet{FirmwareSet: &flasherv1.FirmwareSetInstall{FirmwareSet: p.FirmwareSet, Force: p.Force}}
+		s.Install = &flasherv1.TaskSpec_FirmwareSet{FirmwareSet: &flasherv1.FirmwareSetInstall{FirmwareSet: p.FirmwareSet, Force: p.Force, Reinstall: p.Reinstall}}
 	default:
-		s.Install = &flasherv1.TaskSpec_Resolve{Resolve: &flasherv1.ResolveInstall{Force: p.Force}}
+		s.Install = &flasherv1.TaskSpec_Resolve{Resolve: &flasherv1.ResolveInstall{Force: p.Force, Reinstall: p.Reinstall}}
 	}
 	return s, nil
 }

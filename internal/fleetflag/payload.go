@@ -65,8 +65,10 @@ type Payload struct {
 	// Firmware lists explicit firmware (PredefinedFirmware); filled by Flasher from the plan
 	// in the other modes. Read as a list or as an object keyed by component.
 	Firmware Items `json:"Firmware,omitempty"`
-	// Force reinstalls or downgrades in set and resolve modes.
+	// Force allows downgrades and unorderable changes in set and resolve modes.
 	Force bool `json:"force,omitempty"`
+	// Reinstall reflashes members already at their version in set and resolve modes.
+	Reinstall bool `json:"reinstall,omitempty"`
 
 	// Written by Flasher.
 	Worker      string     `json:"worker,omitempty"`
@@ -95,6 +97,7 @@ type Item struct {
 	URL         string   `json:"updateFileURL,omitempty"`
 	Checksum    string   `json:"updateFileChecksum,omitempty"`
 	Force       bool     `json:"force,omitempty"`
+	Reinstall   bool     `json:"reinstall,omitempty"`
 	PreActions  []string `json:"preActions,omitempty"`
 	PostActions []string `json:"postActions,omitempty"`
 }
@@ -162,6 +165,7 @@ func ParsePayload(data []byte) (*Payload, error) {
 		{keyFirmwareSet, &p.FirmwareSet, "a string"},
 		{keyFirmware, &p.Firmware, "a list of firmware, or an object keyed by component"},
 		{"force", &p.Force, "true or false"},
+		{"reinstall", &p.Reinstall, "true or false"},
 		{keyWorker, &p.Worker, "a string"},
 		{keyTaskID, &p.TaskID, "a string"},
 		{keyRequestID, &p.RequestID, "a string"},

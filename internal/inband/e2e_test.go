@@ -99,19 +99,20 @@ func TestInstallPaths(t *testing.T) {
 
 func TestForce(t *testing.T) {
 	tests := []struct {
-		name    string
-		force   bool
-		applied int
+		name             string
+		force, reinstall bool
+		applied          int
 	}{
-		{"same version without force is skipped", false, 0},
-		{"same version with force is reinstalled", true, 1},
+		{"same version without reinstall is skipped", false, false, 0},
+		{"same version with force alone is skipped", true, false, 0},
+		{"same version with reinstall is reinstalled", false, true, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, hosttools.SupermicroX11DPHT, x11)
 			f.image("NIC", "mellanox", "MCX4121A-ACA_Ax", "14.29.2002")
 			f.startAgent(f.env.Addr, x11, t.TempDir())
-			id := f.create(x11, &flasherv1.Firmware{Component: "NIC", Serial: mlxMAC, Version: "14.29.2002", Force: tc.force})
+			id := f.create(x11, &flasherv1.Firmware{Component: "NIC", Serial: mlxMAC, Version: "14.29.2002", Force: tc.force, Reinstall: tc.reinstall})
 			tk := mustSucceed(t, f, id)
 			if n := f.applied("NIC"); n != tc.applied {
 				t.Errorf("NIC applied %d times, want %d", n, tc.applied)

@@ -125,19 +125,21 @@ func TestSkipEqualDoesNotSkipOthers(t *testing.T) {
 // (it says BIOS 2.11.4, the BMC runs 2.19.1), so only the executor can see the downgrade.
 func TestForceAndDowngrade(t *testing.T) {
 	tests := []struct {
-		name     string
-		image    string
-		force    bool
-		state    task.State
-		code     task.Code
-		contains string
-		version  string
-		uploads  int
+		name      string
+		image     string
+		force     bool
+		reinstall bool
+		state     task.State
+		code      task.Code
+		contains  string
+		version   string
+		uploads   int
 	}{
 		{name: "downgrade refused without force", image: "dell-bios-2.13.3", state: task.StateFailed,
 			code: task.CodePlanRefused, contains: "DOWNGRADE_REFUSED", version: "2.19.1"},
 		{name: "downgrade with force", image: "dell-bios-2.13.3", force: true, state: task.StateSucceeded, version: "2.13.3", uploads: 1},
-		{name: "reinstall with force", image: "dell-bios-2.19.1", force: true, state: task.StateSucceeded, version: "2.19.1", uploads: 1},
+		{name: "force alone does not reinstall", image: "dell-bios-2.19.1", force: true, state: task.StateSucceeded, version: "2.19.1"},
+		{name: "reinstall", image: "dell-bios-2.19.1", reinstall: true, state: task.StateSucceeded, version: "2.19.1", uploads: 1},
 		{name: "equal without force is a no-op", image: "dell-bios-2.19.1", state: task.StateSucceeded, version: "2.19.1"},
 	}
 	for _, tc := range tests {
@@ -146,7 +148,9 @@ func TestForceAndDowngrade(t *testing.T) {
 			cfg.Components[1].Version = "2.19.1"
 			b := startBMC(t, cfg)
 			f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b, versions: map[string]string{"BIOS": "2.11.4"}}}, dellImages, nil)
-			id := f.create(firmwareSpec("srv-1", f.item(tc.image, tc.force)))
+			item := f.item(tc.image, tc.force)
+			item.Reinstall = tc.reinstall
+			id := f.create(firmwareSpec("srv-1", item))
 			tk := f.env.WaitState(t, id, 30*time.Second, task.StateSucceeded, task.StateFailed)
 			if tk.State != tc.state {
 				t.Fatalf("state %s (%+v), want %s", tk.State, tk.Failure, tc.state)

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/inventory"
@@ -21,6 +22,9 @@ type record struct {
 	bad    *Error // scheme or version does not parse; the record is never planned
 	reqs   []requirement
 	after  []string
+	// terms is the record's requirements and order hints in one canonical text, to tell
+	// records of one version that say the same from records that disagree.
+	terms  string
 	method task.Method
 }
 
@@ -33,6 +37,29 @@ type requirement struct {
 
 func (r *record) label() string {
 	return r.fw.Component + " " + r.fw.Version + " (firmware " + r.fw.ID + ")"
+}
+
+// termsText is terms for people: "no requirements" rather than an empty string.
+func (r *record) termsText() string {
+	if r.terms == "" {
+		return "no requirements"
+	}
+	return r.terms
+}
+
+// canonicalTerms renders requirements and order hints sorted, so that order in the catalog
+// does not matter.
+func canonicalTerms(reqs []requirement, after []string) string {
+	var parts []string
+	for _, q := range reqs {
+		parts = append(parts, "requires "+q.slug+" "+strings.Join(strings.Fields(q.c.Raw), ""))
+	}
+	for _, a := range after {
+		parts = append(parts, "after "+a)
+	}
+	slices.Sort(parts)
+	parts = slices.Compact(parts)
+	return strings.Join(parts, ", ")
 }
 
 func (r *record) models1(m string) bool { return slices.Contains(r.models, m) }
@@ -90,6 +117,7 @@ func newIndex(cat *inventory.Catalog) *index {
 		for _, a := range fw.After {
 			r.after = append(r.after, firmware.NormalizeSlug(a))
 		}
+		r.terms = canonicalTerms(r.reqs, r.after)
 		if _, dup := ix.byID[fw.ID]; !dup {
 			ix.byID[fw.ID] = r
 		}

@@ -250,7 +250,8 @@ func TestModes(t *testing.T) {
 		frags []string
 	}{
 		{name: "explicit", req: explicitReq(task.Firmware{Component: "bios", Version: "2.19.1"}), steps: "BIOS 2.10.2→2.19.1"},
-		{name: "explicit url", req: explicitReq(task.Firmware{Component: "BMC", Version: "7.10.30.00", URL: "https://fw.example/x.exe", Checksum: "md5:0123456789abcdef0123456789abcdef"}), steps: "BMC 6.00.30.00→7.10.30.00"},
+		{name: "explicit url of an uncatalogued version needs force", req: explicitReq(task.Firmware{Component: "BMC", Version: "7.10.30.00", URL: "https://fw.example/x.exe", Checksum: "md5:0123456789abcdef0123456789abcdef"}), code: task.CodeImageMissing, frags: []string{"7.10.30.00", "force"}},
+		{name: "explicit url", req: explicitReq(task.Firmware{Component: "BMC", Version: "7.10.30.00", URL: "https://fw.example/x.exe", Checksum: "md5:0123456789abcdef0123456789abcdef", Force: true}), steps: "BMC 6.00.30.00→7.10.30.00"},
 		{name: "explicit url without checksum", req: explicitReq(task.Firmware{Component: "BMC", Version: "7.10", URL: "https://fw.example/x.exe"}), code: task.CodeInvalidRequest},
 		{name: "explicit unknown component", req: explicitReq(task.Firmware{Component: "GPU", Version: "1"}), code: task.CodeComponentNotFound, frags: []string{"GPU"}},
 		{name: "set by id", req: setReq("r6515-prod"), steps: "BMC 6.00.30.00→7.00.00.171, BIOS 2.10.2→2.19.1", set: "r6515-prod"},
@@ -323,7 +324,7 @@ func TestMultiInstance(t *testing.T) {
 
 	p := New()
 	t.Run("two NICs are two instances", func(t *testing.T) {
-		got, err := p.Plan(srv, cat, Request{Mode: task.ModeFirmwareSet, Method: task.MethodOutOfBand, FirmwareSet: "x11", Force: true})
+		got, err := p.Plan(srv, cat, Request{Mode: task.ModeFirmwareSet, Method: task.MethodOutOfBand, FirmwareSet: "x11", Force: true, Reinstall: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -331,7 +332,7 @@ func TestMultiInstance(t *testing.T) {
 			t.Errorf("steps = %s", stepsOf(got))
 		}
 		if !strings.Contains(stepsOf(got), "NIC/MT2 14.29.2002→14.29.2002") {
-			t.Errorf("NIC/MT2 (forced) not reinstalled: %s", stepsOf(got))
+			t.Errorf("NIC/MT2 (reinstall) not reinstalled: %s", stepsOf(got))
 		}
 		got, err = p.Plan(srv, cat, explicitReq(task.Firmware{Component: "NIC", Version: "14.29.2002"}))
 		if err != nil {
@@ -431,6 +432,8 @@ func TestMatching(t *testing.T) {
 	}
 }
 
+// TestForce: force allows a downgrade (or an unorderable change), reinstall reflashes an equal
+// version; neither implies the other.
 func TestForce(t *testing.T) {
 	srv := gigabyte("1.5", "2.0.0")
 	cat := withSet(catalog(fw("bmc-1.5", gb, g200, "BMC", "1.5"), fw("bios-1.0.0", gb, g200, "BIOS", "1.0.0")), "s", nil, "bmc-1.5", "bios-1.0.0")
@@ -439,26 +442,58 @@ func TestForce(t *testing.T) {
 	wantRefusal(t, err, task.CodeDowngradeRefused, "BIOS", "2.0.0 → 1.0.0")
 
 	req := setReq("s")
+	req.Reinstall = true
+	_, err = p.Plan(srv, cat, req)
+	wantRefusal(t, err, task.CodeDowngradeRefused, "BIOS", "2.0.0 → 1.0.0")
+
+	req = setReq("s")
 	req.Force = true
 	got, err := p.Plan(srv, cat, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := stepsOf(got); s != "BIOS 2.0.0→1.0.0" || !strings.HasPrefix(skipsOf(got)["BMC"], ReasonAlreadyAtVersion) {
+		t.Fatalf("force alone: steps = %q, skips %v; want the downgrade only", s, got.Skipped)
+	}
+	if st := got.Steps[0]; !st.Downgrade || !st.Force || st.Reinstall || !st.Irreversible {
+		t.Errorf("BIOS step flags = %+v, want downgrade+force+irreversible", st)
+	}
+
+	req.Reinstall = true
+	got, err = p.Plan(srv, cat, req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s := stepsOf(got); s != "BMC 1.5→1.5, BIOS 2.0.0→1.0.0" {
 		t.Fatalf("steps = %q", s)
 	}
-	if st := got.Steps[0]; !st.Reinstall || !st.Force || st.Downgrade {
-		t.Errorf("BMC step flags = %+v, want reinstall+force", st)
+	if st := got.Steps[0]; !st.Reinstall || st.Downgrade {
+		t.Errorf("BMC step flags = %+v, want reinstall", st)
 	}
-	if st := got.Steps[1]; !st.Downgrade || !st.Force || st.Reinstall || !st.Irreversible {
-		t.Errorf("BIOS step flags = %+v, want downgrade+force+irreversible", st)
+	if fws := Firmware(got); !fws[0].Reinstall || !fws[1].Force {
+		t.Errorf("resolved firmware = %+v, want the intents kept", fws)
 	}
-	got, err = p.Plan(srv, cat, explicitReq(task.Firmware{Component: "BMC", Version: "1.5"}))
+
+	// An opaque line: reinstall without force reflashes the current image and nothing else.
+	opaque := server(gb, g200, comp("BIOS", gb, g200, "", "MZ62-HD0-YF_C14_F00a_Armor"))
+	ocat := catalog(fw("bios-f00a", gb, g200, "BIOS", "MZ62-HD0-YF_C14_F00a_Armor", scheme("opaque")), fw("bios-f01b", gb, g200, "BIOS", "MZ62-HD0-YF_C14_F01b_Armor", scheme("opaque")))
+	got, err = p.Plan(opaque, ocat, explicitReq(task.Firmware{Component: "BIOS", Version: "MZ62-HD0-YF_C14_F00a_Armor", Reinstall: true}))
+	if err != nil || stepsOf(got) != "BIOS MZ62-HD0-YF_C14_F00a_Armor→MZ62-HD0-YF_C14_F00a_Armor" {
+		t.Fatalf("opaque reinstall: %v, %v", err, got)
+	}
+	_, err = p.Plan(opaque, ocat, explicitReq(task.Firmware{Component: "BIOS", Version: "MZ62-HD0-YF_C14_F01b_Armor", Reinstall: true}))
+	wantRefusal(t, err, task.CodeUnorderableVersion, "force")
+	got, err = p.Plan(opaque, ocat, explicitReq(task.Firmware{Component: "BIOS", Version: "MZ62-HD0-YF_C14_F01b_Armor", Force: true}))
+	if err != nil || len(got.Steps) != 1 || got.Steps[0].Reinstall {
+		t.Fatalf("opaque forced change: %v, %+v", err, got)
+	}
+
+	got, err = p.Plan(srv, cat, explicitReq(task.Firmware{Component: "BMC", Version: "1.5", Force: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got.Steps) != 0 || !strings.HasPrefix(skipsOf(got)["BMC"], ReasonAlreadyAtVersion) {
-		t.Errorf("equal version without force: steps %q skips %v", stepsOf(got), got.Skipped)
+		t.Errorf("equal version with force but no reinstall: steps %q skips %v", stepsOf(got), got.Skipped)
 	}
 }
 

@@ -28,9 +28,12 @@ type Request struct {
 	FirmwareSet string
 	// Firmware is the explicit list in ModeFirmware.
 	Firmware []task.Firmware
-	// Force applies to every member in the set modes: equal versions are reinstalled and
-	// downgrades proceed. Explicit items carry their own Force.
+	// Force applies to every member in the set modes: downgrades and changes between versions
+	// that have no order proceed. Explicit items carry their own Force.
 	Force bool
+	// Reinstall applies to every member in the set modes: members already at the version are
+	// flashed again. Explicit items carry their own Reinstall.
+	Reinstall bool
 }
 
 // Planner turns a server's installed state, a catalog and a request into a task.Plan. It is safe
@@ -98,14 +101,37 @@ func (in *inst) oldReqs() []requirement {
 
 // step is a planned change of one instance.
 type step struct {
-	in     *inst
-	rec    *record // nil for an explicit URL with no catalog record of that version
-	to     firmware.Version
-	toErr  error
-	item   task.Firmware
-	method task.Method
-	force  bool
-	flags  struct{ downgrade, reinstall bool }
+	in *inst
+	// rec is the catalog record of the wanted version. Its requirements apply whatever the
+	// image's source; nil only for an explicit URL of a version no record describes.
+	rec       *record
+	to        firmware.Version
+	toErr     error
+	item      task.Firmware
+	method    task.Method
+	force     bool
+	reinstall bool
+	flags     struct{ downgrade, reinstall, uncatalogued bool }
+}
+
+// image returns the step's image: the request's own URL when it brought one, else the record's.
+func (s *step) image() (url, checksum, filename, firmwareID string) {
+	if s.rec != nil {
+		firmwareID = s.rec.fw.ID
+	}
+	if s.item.URL != "" {
+		filename = baseName(s.item.URL)
+		if s.rec != nil && s.rec.fw.Filename != "" && sameChecksum(s.rec.fw.Checksum, s.item.Checksum) {
+			// The same bytes as the record's: keep the file name the vendor gave them, which
+			// BMCs read (Dell picks the update path by extension).
+			filename = s.rec.fw.Filename
+		}
+		return s.item.URL, s.item.Checksum, filename, firmwareID
+	}
+	if s.rec != nil {
+		return s.rec.fw.URL, s.rec.fw.Checksum, s.rec.fw.Filename, firmwareID
+	}
+	return "", "", "", ""
 }
 
 func (s *step) label() string { return s.in.name + " " + s.in.c.Version + " → " + s.to.Raw }
@@ -149,10 +175,11 @@ func (pl *planning) failed() error {
 		task.CodeComponentNotFound:  "the server has no such component",
 		task.CodeAmbiguousFirmware:  "more than one image applies to a component",
 		task.CodeImageMissing:       "no image for a wanted version",
+		task.CodeChecksumMissing:    "an image cannot be verified",
 		task.CodeUnorderableVersion: "versions cannot be ordered",
 		task.CodeDowngradeRefused:   "downgrade without force",
 	}
-	for _, c := range []Code{task.CodeInvalidRequest, task.CodeComponentNotFound, task.CodeAmbiguousFirmware, task.CodeImageMissing, task.CodeUnorderableVersion, task.CodeDowngradeRefused} {
+	for _, c := range []Code{task.CodeInvalidRequest, task.CodeComponentNotFound, task.CodeAmbiguousFirmware, task.CodeImageMissing, task.CodeChecksumMissing, task.CodeUnorderableVersion, task.CodeDowngradeRefused} {
 		if e := pl.errs[c]; e != nil {
 			e.Message = msgs[c]
 			return e
@@ -196,6 +223,7 @@ func (pl *planning) run() (*task.Plan, error) {
 		return nil, err
 	}
 	pl.compare()
+	pl.images()
 	if err := pl.failed(); err != nil {
 		return nil, err
 	}
@@ -232,13 +260,10 @@ func (pl *planning) output(order []*step) *task.Plan {
 			Component: s.in.c.Slug, Serial: s.in.c.Serial, Vendor: s.in.c.Vendor, Model: s.in.c.Model,
 			FromVersion: s.in.c.Version, ToVersion: s.to.Raw, Scheme: string(s.to.Scheme), Method: s.method,
 			Force: s.force, Downgrade: s.flags.downgrade, Reinstall: s.flags.reinstall,
-			Irreversible: len(s.in.oldRecs) == 0,
-			PreActions:   slices.Clone(s.item.PreActions), PostActions: slices.Clone(s.item.PostActions),
-			URL: s.item.URL, Checksum: s.item.Checksum,
+			Irreversible: len(s.in.oldRecs) == 0, Uncatalogued: s.flags.uncatalogued,
+			PreActions: slices.Clone(s.item.PreActions), PostActions: slices.Clone(s.item.PostActions),
 		}
-		if s.rec != nil {
-			st.FirmwareID, st.Filename, st.URL, st.Checksum = s.rec.fw.ID, s.rec.fw.Filename, s.rec.fw.URL, s.rec.fw.Checksum
-		}
+		st.URL, st.Checksum, st.Filename, st.FirmwareID = s.image()
 		if sum, err := firmware.ParseChecksum(st.Checksum); err == nil {
 			st.Checksum = sum.String()
 		}
@@ -266,7 +291,7 @@ func Firmware(p *task.Plan) []task.Firmware {
 	for _, s := range p.Steps {
 		out = append(out, task.Firmware{
 			Component: s.Component, Serial: s.Serial, Vendor: s.Vendor, Model: s.Model, Version: s.ToVersion,
-			URL: s.URL, Checksum: s.Checksum, FirmwareID: s.FirmwareID, Force: s.Force,
+			URL: s.URL, Checksum: s.Checksum, FirmwareID: s.FirmwareID, Force: s.Force, Reinstall: s.Reinstall,
 			PreActions: slices.Clone(s.PreActions), PostActions: slices.Clone(s.PostActions),
 		})
 	}

@@ -102,14 +102,19 @@ func supports(c inventory.Component, m task.Method) bool {
 	return c.OutOfBand
 }
 
-func (pl *planning) target(in *inst, rec *record, item task.Firmware, force bool) {
+// target makes a step of in to item's version. rec is the catalog record of that version (nil
+// when none exists); the step is installed by the task's method, whose records alone are
+// targeted without an explicit URL.
+func (pl *planning) target(in *inst, rec *record, item task.Firmware, force, reinstall bool) {
 	if in.step != nil {
 		pl.fail(task.CodeAmbiguousFirmware, in.name, "named more than once (%s and %s)", in.step.to.Raw, item.Version)
 		return
 	}
-	s := &step{in: in, rec: rec, item: item, force: force, method: pl.req.Method}
+	if rec != nil && pl.duplicated(in, rec) {
+		return
+	}
+	s := &step{in: in, rec: rec, item: item, force: force, reinstall: reinstall, method: pl.req.Method}
 	if rec != nil {
-		s.method = rec.method
 		s.to = rec.ver
 	} else {
 		s.to, s.toErr = in.scheme.Parse(item.Version)
@@ -175,19 +180,18 @@ func (pl *planning) explicit() {
 					pl.skip(in, ReasonMethodMismatch, "firmware %s installs %s, task is %s", rec.fw.ID, rec.method, pl.req.Method)
 					continue
 				}
-			} else if rec != nil && !sameChecksum(rec.fw.Checksum, item.Checksum) {
-				// The operator's image is not the catalog's: keep the catalog record for its
-				// requirements only when the bytes are the same.
-				rec = nil
 			}
+			// With a URL, the image is the operator's, but the catalog record of that version
+			// still says what the version requires: its requirements and preconditions apply
+			// whatever the image's source.
 			if !supports(in.c, pl.req.Method) {
 				pl.skip(in, ReasonMethodMismatch, "component is not updatable %s", pl.req.Method)
 				continue
 			}
-			if item.URL != "" && rec == nil {
+			if item.URL != "" && (rec == nil || !sameChecksum(rec.fw.Checksum, item.Checksum)) {
 				urlTargets = append(urlTargets, in)
 			}
-			pl.target(in, rec, item, item.Force)
+			pl.target(in, rec, item, item.Force, item.Reinstall)
 		}
 		if item.Serial == "" && item.Model == "" {
 			models := map[string]bool{}
@@ -217,8 +221,22 @@ func invalidActions(f task.Firmware) string {
 	return ""
 }
 
+// duplicated refuses AMBIGUOUS_FIRMWARE when another applicable record of rec's version says
+// something different about it (requirements or order hints): which one is right cannot be
+// guessed, and the choice would otherwise depend on the install mode or catalog order.
+func (pl *planning) duplicated(in *inst, rec *record) bool {
+	for _, r := range in.recs {
+		if r != rec && r.bad == nil && r.scheme == rec.scheme && r.ver.Equal(rec.ver) && r.terms != rec.terms {
+			pl.fail(task.CodeAmbiguousFirmware, in.name, "catalog records %s and %s are both version %s with different requirements (%s; %s)",
+				rec.fw.ID, r.fw.ID, rec.fw.Version, rec.termsText(), r.termsText())
+			return true
+		}
+	}
+	return false
+}
+
 // pickVersion returns the applicable record of version v for in: one of method m first, then a
-// non-test tag, then catalog order.
+// non-test tag, then catalog order. Records of one version that disagree are refused by target.
 func pickVersion(in *inst, v string, m task.Method) *record {
 	want, err := in.scheme.Parse(v)
 	var best *record
@@ -359,12 +377,14 @@ func (pl *planning) fromSet(set *inventory.FirmwareSet) {
 			pl.skip(in, ReasonMethodMismatch, "component is not updatable %s", pl.req.Method)
 			continue
 		}
-		pl.target(in, rec, task.Firmware{Component: in.c.Slug, Serial: in.c.Serial, Version: rec.fw.Version}, pl.req.Force)
+		pl.target(in, rec, task.Firmware{Component: in.c.Slug, Serial: in.c.Serial, Version: rec.fw.Version}, pl.req.Force, pl.req.Reinstall)
 	}
 }
 
 // compare decides, for each targeted instance, between skip (already there), reinstall,
-// upgrade and downgrade; anything it cannot order is refused unless forced.
+// upgrade and downgrade. What the planner cannot vouch for (a downgrade, versions without an
+// order, an image of a version no catalog record describes) is refused unless forced; an equal
+// version is skipped unless a reinstall is asked for.
 func (pl *planning) compare() {
 	kept := pl.steps[:0]
 	for _, s := range pl.steps {
@@ -378,12 +398,22 @@ func (pl *planning) compare() {
 			continue
 		}
 		if sameVersion(in.old, in.oldErr, s.to) {
-			if !s.force {
+			if !s.reinstall {
 				pl.skip(in, ReasonAlreadyAtVersion, "%s", s.to.Raw)
 				in.step = nil
 				continue
 			}
 			s.flags.reinstall = true
+		}
+		if s.rec == nil {
+			if !s.force {
+				pl.fail(task.CodeImageMissing, in.name, "no catalog record describes version %s of it, so nothing is known of what that version requires; force installs the given image anyway (uncatalogued)",
+					s.to.Raw)
+				continue
+			}
+			s.flags.uncatalogued = true
+		}
+		if s.flags.reinstall {
 			kept = append(kept, s)
 			continue
 		}
@@ -409,4 +439,25 @@ func (pl *planning) compare() {
 		kept = append(kept, s)
 	}
 	pl.steps = kept
+}
+
+// images refuses every step without a downloadable, verifiable image, whichever inventory
+// source the record came from: no URL is IMAGE_MISSING; no checksum, or one of an algorithm
+// nothing can verify (crc32:…), is CHECKSUM_MISSING.
+func (pl *planning) images() {
+	for _, s := range pl.steps {
+		url, checksum, _, id := s.image()
+		what := "the requested image"
+		if id != "" && s.item.URL == "" {
+			what = "firmware " + id
+		}
+		switch _, err := firmware.ParseChecksum(checksum); {
+		case url == "":
+			pl.fail(task.CodeImageMissing, s.in.name, "%s for %s has no URL to download it from", what, s.to.Raw)
+		case checksum == "":
+			pl.fail(task.CodeChecksumMissing, s.in.name, "%s for %s has no checksum to verify it with", what, s.to.Raw)
+		case err != nil:
+			pl.fail(task.CodeChecksumMissing, s.in.name, "%s for %s cannot be verified: %v", what, s.to.Raw, err)
+		}
+	}
 }

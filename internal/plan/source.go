@@ -10,7 +10,7 @@ import (
 
 // RequestFor returns the planning request of a task.
 func RequestFor(t *task.Task) Request {
-	return Request{Mode: t.Mode, Method: t.Method, FirmwareSet: t.FirmwareSet, Firmware: t.Firmware, Force: t.Force}
+	return Request{Mode: t.Mode, Method: t.Method, FirmwareSet: t.FirmwareSet, Firmware: t.Firmware, Force: t.Force, Reinstall: t.Reinstall}
 }
 
 // SourcePlanner plans tasks against an inventory source: the server's installed versions and

@@ -318,14 +318,19 @@ type Firmware struct {
 	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	// Image URL; when empty the catalog record for the version is used.
 	Url string `protobuf:"bytes,6,opt,name=url,proto3" json:"url,omitempty"`
-	// Image checksum: sha256:<hex> (preferred), sha512:<hex> or md5:<hex>.
+	// Image checksum: sha256:<hex> (preferred), sha512:<hex> or md5:<hex>. Upper-case hex, as
+	// vendor pages print it, is accepted and stored in lower case.
 	Checksum string `protobuf:"bytes,7,opt,name=checksum,proto3" json:"checksum,omitempty"`
 	// The catalog record the item resolved to, when there is one.
 	FirmwareId string `protobuf:"bytes,8,opt,name=firmware_id,json=firmwareId,proto3" json:"firmware_id,omitempty"`
-	// Reinstall an equal version or downgrade.
-	Force         bool     `protobuf:"varint,9,opt,name=force,proto3" json:"force,omitempty"`
-	PreActions    []Action `protobuf:"varint,10,rep,packed,name=pre_actions,json=preActions,proto3,enum=flasher.v1.Action" json:"pre_actions,omitempty"`
-	PostActions   []Action `protobuf:"varint,11,rep,packed,name=post_actions,json=postActions,proto3,enum=flasher.v1.Action" json:"post_actions,omitempty"`
+	// Allow what the planner cannot vouch for: a downgrade, a change between versions that have
+	// no order (opaque schemes), or an image (url) of a version no catalog record describes.
+	// It never reinstalls an equal version: that is reinstall.
+	Force       bool     `protobuf:"varint,9,opt,name=force,proto3" json:"force,omitempty"`
+	PreActions  []Action `protobuf:"varint,10,rep,packed,name=pre_actions,json=preActions,proto3,enum=flasher.v1.Action" json:"pre_actions,omitempty"`
+	PostActions []Action `protobuf:"varint,11,rep,packed,name=post_actions,json=postActions,proto3,enum=flasher.v1.Action" json:"post_actions,omitempty"`
+	// Flash the component even when it already runs this version.
+	Reinstall     bool `protobuf:"varint,12,opt,name=reinstall,proto3" json:"reinstall,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -437,6 +442,13 @@ func (x *Firmware) GetPostActions() []Action {
 	return nil
 }
 
+func (x *Firmware) GetReinstall() bool {
+	if x != nil {
+		return x.Reinstall
+	}
+	return false
+}
+
 // InstalledComponent is a component instance and the version it had when read.
 type InstalledComponent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -532,9 +544,15 @@ type PlanStep struct {
 	Downgrade   bool                   `protobuf:"varint,13,opt,name=downgrade,proto3" json:"downgrade,omitempty"`
 	Reinstall   bool                   `protobuf:"varint,14,opt,name=reinstall,proto3" json:"reinstall,omitempty"`
 	// No image of the installed version exists: this step cannot be rolled back.
-	Irreversible  bool     `protobuf:"varint,15,opt,name=irreversible,proto3" json:"irreversible,omitempty"`
-	PreActions    []Action `protobuf:"varint,16,rep,packed,name=pre_actions,json=preActions,proto3,enum=flasher.v1.Action" json:"pre_actions,omitempty"`
-	PostActions   []Action `protobuf:"varint,17,rep,packed,name=post_actions,json=postActions,proto3,enum=flasher.v1.Action" json:"post_actions,omitempty"`
+	Irreversible bool     `protobuf:"varint,15,opt,name=irreversible,proto3" json:"irreversible,omitempty"`
+	PreActions   []Action `protobuf:"varint,16,rep,packed,name=pre_actions,json=preActions,proto3,enum=flasher.v1.Action" json:"pre_actions,omitempty"`
+	PostActions  []Action `protobuf:"varint,17,rep,packed,name=post_actions,json=postActions,proto3,enum=flasher.v1.Action" json:"post_actions,omitempty"`
+	// Uncatalogued: no requirements known. The image is the request's own, for a version no
+	// catalog record describes; planned only because the item said force.
+	Uncatalogued bool `protobuf:"varint,18,opt,name=uncatalogued,proto3" json:"uncatalogued,omitempty"`
+	// The version scheme of the component's firmware line (semver, dotted, date, opaque):
+	// verification compares the version read back under it.
+	Scheme        string `protobuf:"bytes,19,opt,name=scheme,proto3" json:"scheme,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -686,6 +704,20 @@ func (x *PlanStep) GetPostActions() []Action {
 		return x.PostActions
 	}
 	return nil
+}
+
+func (x *PlanStep) GetUncatalogued() bool {
+	if x != nil {
+		return x.Uncatalogued
+	}
+	return false
+}
+
+func (x *PlanStep) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
 }
 
 // SkippedComponent is a component the plan leaves alone, and why.
@@ -1021,7 +1053,8 @@ type Task struct {
 	FirmwareSet string `protobuf:"bytes,9,opt,name=firmware_set,json=firmwareSet,proto3" json:"firmware_set,omitempty"`
 	// Requested, or resolved from the set.
 	Firmware []*Firmware `protobuf:"bytes,10,rep,name=firmware,proto3" json:"firmware,omitempty"`
-	// Force reinstalls and downgrades of every member of the set (set and resolve modes).
+	// Force allows downgrades and unorderable changes of every member of the set (set and
+	// resolve modes).
 	Force    bool                 `protobuf:"varint,11,opt,name=force,proto3" json:"force,omitempty"`
 	Plan     *Plan                `protobuf:"bytes,12,opt,name=plan,proto3" json:"plan,omitempty"`
 	State    TaskState            `protobuf:"varint,13,opt,name=state,proto3,enum=flasher.v1.TaskState" json:"state,omitempty"`
@@ -1030,11 +1063,13 @@ type Task struct {
 	// A cancel arrived while ACTIVE; the task stops at its next safe point.
 	CancelRequested bool `protobuf:"varint,16,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
 	// The store-wide revision of the task's latest change.
-	Revision      int64                  `protobuf:"varint,17,opt,name=revision,proto3" json:"revision,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	FinishTime    *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	Revision   int64                  `protobuf:"varint,17,opt,name=revision,proto3" json:"revision,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	StartTime  *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	FinishTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	// Reinstall reflashes members of the set already at their version (set and resolve modes).
+	Reinstall     bool `protobuf:"varint,22,opt,name=reinstall,proto3" json:"reinstall,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1216,6 +1251,13 @@ func (x *Task) GetFinishTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Task) GetReinstall() bool {
+	if x != nil {
+		return x.Reinstall
+	}
+	return false
+}
+
 // TaskEvent is one entry of a task's history.
 type TaskEvent struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1315,7 +1357,7 @@ var File_flasher_v1_task_proto protoreflect.FileDescriptor
 const file_flasher_v1_task_proto_rawDesc = "" +
 	"\n" +
 	"\x15flasher/v1/task.proto\x12\n" +
-	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x05\n" +
+	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x05\n" +
 	"\bFirmware\x12B\n" +
 	"\tcomponent\x18\x01 \x01(\tB$\xbaH!r\x1f\x10\x01\x18@2\x19^[A-Za-z][A-Za-z0-9_.-]*$R\tcomponent\x12 \n" +
 	"\x06serial\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x06serial\x12 \n" +
@@ -1323,22 +1365,23 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\x05model\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x05model\x12$\n" +
 	"\aversion\x18\x05 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\aversion\x12 \n" +
-	"\x03url\x18\x06 \x01(\tB\x0e\xbaH\v\xd8\x01\x01r\x06\x18\x80\x10\x88\x01\x01R\x03url\x12c\n" +
-	"\bchecksum\x18\a \x01(\tBG\xbaHD\xd8\x01\x01r?2=^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}|md5:[0-9a-f]{32})$R\bchecksum\x12)\n" +
+	"\x03url\x18\x06 \x01(\tB\x0e\xbaH\v\xd8\x01\x01r\x06\x18\x80\x10\x88\x01\x01R\x03url\x12l\n" +
+	"\bchecksum\x18\a \x01(\tBP\xbaHM\xd8\x01\x01rH2F^(sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|md5:[0-9a-fA-F]{32})$R\bchecksum\x12)\n" +
 	"\vfirmware_id\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\n" +
 	"firmwareId\x12\x14\n" +
 	"\x05force\x18\t \x01(\bR\x05force\x12F\n" +
 	"\vpre_actions\x18\n" +
 	" \x03(\x0e2\x12.flasher.v1.ActionB\x11\xbaH\x0e\x92\x01\v\x10\b\"\a\x82\x01\x04\x10\x01 \x00R\n" +
 	"preActions\x12H\n" +
-	"\fpost_actions\x18\v \x03(\x0e2\x12.flasher.v1.ActionB\x11\xbaH\x0e\x92\x01\v\x10\b\"\a\x82\x01\x04\x10\x01 \x00R\vpostActions:j\xbaHg\x1ae\n" +
+	"\fpost_actions\x18\v \x03(\x0e2\x12.flasher.v1.ActionB\x11\xbaH\x0e\x92\x01\v\x10\b\"\a\x82\x01\x04\x10\x01 \x00R\vpostActions\x12\x1c\n" +
+	"\treinstall\x18\f \x01(\bR\treinstall:j\xbaHg\x1ae\n" +
 	"\x1bfirmware.url_needs_checksum\x12\x1fan image url needs its checksum\x1a%this.url == '' || this.checksum != ''\"\x92\x01\n" +
 	"\x12InstalledComponent\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06vendor\x18\x03 \x01(\tR\x06vendor\x12\x14\n" +
 	"\x05model\x18\x04 \x01(\tR\x05model\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\"\xa9\x04\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\"\xe5\x04\n" +
 	"\bPlanStep\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x16\n" +
@@ -1360,7 +1403,9 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\firreversible\x18\x0f \x01(\bR\firreversible\x123\n" +
 	"\vpre_actions\x18\x10 \x03(\x0e2\x12.flasher.v1.ActionR\n" +
 	"preActions\x125\n" +
-	"\fpost_actions\x18\x11 \x03(\x0e2\x12.flasher.v1.ActionR\vpostActions\"z\n" +
+	"\fpost_actions\x18\x11 \x03(\x0e2\x12.flasher.v1.ActionR\vpostActions\x12\"\n" +
+	"\funcatalogued\x18\x12 \x01(\bR\funcatalogued\x12\x16\n" +
+	"\x06scheme\x18\x13 \x01(\tR\x06scheme\"z\n" +
 	"\x10SkippedComponent\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x18\n" +
@@ -1385,7 +1430,7 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\aFailure\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1c\n" +
 	"\tcomponent\x18\x02 \x01(\tR\tcomponent\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\xed\x06\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x8b\a\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1413,7 +1458,8 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
 	"\vfinish_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishTime\"\x86\x02\n" +
+	"finishTime\x12\x1c\n" +
+	"\treinstall\x18\x16 \x01(\bR\treinstall\"\x86\x02\n" +
 	"\tTaskEvent\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12.\n" +

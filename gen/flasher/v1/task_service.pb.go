@@ -261,8 +261,10 @@ type FirmwareSetInstall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set id or name.
 	FirmwareSet string `protobuf:"bytes,1,opt,name=firmware_set,json=firmwareSet,proto3" json:"firmware_set,omitempty"`
-	// Reinstall equal versions and allow downgrades.
-	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// Allow downgrades and changes between versions that have no order.
+	Force bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// Reinstall members already at their version.
+	Reinstall     bool `protobuf:"varint,3,opt,name=reinstall,proto3" json:"reinstall,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -311,11 +313,20 @@ func (x *FirmwareSetInstall) GetForce() bool {
 	return false
 }
 
+func (x *FirmwareSetInstall) GetReinstall() bool {
+	if x != nil {
+		return x.Reinstall
+	}
+	return false
+}
+
 // ResolveInstall asks Flasher to find the firmware set.
 type ResolveInstall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Reinstall equal versions and allow downgrades.
-	Force         bool `protobuf:"varint,1,opt,name=force,proto3" json:"force,omitempty"`
+	// Allow downgrades and changes between versions that have no order.
+	Force bool `protobuf:"varint,1,opt,name=force,proto3" json:"force,omitempty"`
+	// Reinstall members already at their version.
+	Reinstall     bool `protobuf:"varint,2,opt,name=reinstall,proto3" json:"reinstall,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,6 +364,13 @@ func (*ResolveInstall) Descriptor() ([]byte, []int) {
 func (x *ResolveInstall) GetForce() bool {
 	if x != nil {
 		return x.Force
+	}
+	return false
+}
+
+func (x *ResolveInstall) GetReinstall() bool {
+	if x != nil {
+		return x.Reinstall
 	}
 	return false
 }
@@ -1179,13 +1197,15 @@ const file_flasher_v1_task_service_proto_rawDesc = "" +
 	"\aresolve\x18\x06 \x01(\v2\x1a.flasher.v1.ResolveInstallH\x00R\aresolveB\x10\n" +
 	"\ainstall\x12\x05\xbaH\x02\b\x01\"G\n" +
 	"\fFirmwareList\x127\n" +
-	"\x05items\x18\x01 \x03(\v2\x14.flasher.v1.FirmwareB\v\xbaH\b\x92\x01\x05\b\x01\x10\x80\x02R\x05items\"Y\n" +
+	"\x05items\x18\x01 \x03(\v2\x14.flasher.v1.FirmwareB\v\xbaH\b\x92\x01\x05\b\x01\x10\x80\x02R\x05items\"w\n" +
 	"\x12FirmwareSetInstall\x12-\n" +
 	"\ffirmware_set\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\vfirmwareSet\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"&\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1c\n" +
+	"\treinstall\x18\x03 \x01(\bR\treinstall\"D\n" +
 	"\x0eResolveInstall\x12\x14\n" +
-	"\x05force\x18\x01 \x01(\bR\x05force\"\x82\x01\n" +
+	"\x05force\x18\x01 \x01(\bR\x05force\x12\x1c\n" +
+	"\treinstall\x18\x02 \x01(\bR\treinstall\"\x82\x01\n" +
 	"\x11CreateTaskRequest\x12;\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x012\x12^[A-Za-z0-9._:-]*$R\trequestId\x120\n" +

@@ -50,7 +50,7 @@ func TestSample(t *testing.T) {
 			steps: []string{"BMC:7.00.00.171", "BIOS:2.19.1"}, set: "r6515-production"},
 		{name: "r6515 production in-band: opaque drive versions need force", srv: r6515, req: plan.Request{Mode: task.ModeFirmwareSet, Method: task.MethodInBand, FirmwareSet: "R6515 production"},
 			code: task.CodeUnorderableVersion},
-		{name: "r6515 production in-band forced", srv: r6515, req: plan.Request{Mode: task.ModeFirmwareSet, Method: task.MethodInBand, FirmwareSet: "R6515 production", Force: true},
+		{name: "r6515 production in-band forced", srv: r6515, req: plan.Request{Mode: task.ModeFirmwareSet, Method: task.MethodInBand, FirmwareSet: "R6515 production", Force: true, Reinstall: true},
 			steps: []string{"Drive:D3MU001", "Drive:D3MU001", "NIC:14.29.2002", "NIC:14.29.2002"}, set: "r6515-production"},
 		{name: "r6515 test set is a dependency cycle", srv: r6515, req: plan.Request{Mode: task.ModeFirmwareSet, Method: task.MethodOutOfBand, FirmwareSet: "r6515-test"},
 			code: task.CodeDependencyCycle},
@@ -104,10 +104,16 @@ func TestSample(t *testing.T) {
 	}
 }
 
+// write replaces a file at once (write, then rename), as an operator's tooling should: a reload
+// polling every 10 ms must never see it half-written.
 func write(t *testing.T, dir, name, body string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -160,7 +160,13 @@ func fileStamp(p string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		fmt.Fprintf(&b, "%s %d %d\n", filepath.Base(f), st.Size(), st.ModTime().UnixNano())
+		// The inode too: a file replaced by rename within one tick of the file system's coarse
+		// clock, at the same size, has the same size and mtime but not the same inode.
+		var ino uint64
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			ino = sys.Ino
+		}
+		fmt.Fprintf(&b, "%s %d %d %d\n", filepath.Base(f), st.Size(), st.ModTime().UnixNano(), ino)
 	}
 	return b.String(), nil
 }
