@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -361,8 +362,9 @@ func TestCancel(t *testing.T) {
 	if err != nil || c.Task.State != flasherv1.TaskState_TASK_STATE_CANCELLED {
 		t.Fatalf("cancel queued: %v %v", c, err)
 	}
-	if _, err := e.Tasks.CancelTask(ctx, &flasherv1.CancelTaskRequest{Id: waiting.Task.Id}); status.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("cancel twice: %v", err)
+	if _, err := e.Tasks.CancelTask(ctx, &flasherv1.CancelTaskRequest{Id: waiting.Task.Id}); status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(status.Convert(err).Message(), "is CANCELLED") {
+		t.Fatalf("cancel twice: %v, want FailedPrecondition naming the final state", err)
 	}
 	evs, err := e.Tasks.ListTaskEvents(ctx, &flasherv1.ListTaskEventsRequest{TaskId: waiting.Task.Id})
 	if err != nil || len(evs.Events) != 2 || evs.Events[1].Message != "anonymous: wrong window" {

@@ -336,7 +336,7 @@ func setupCancel(fs *flag.FlagSet, a *app) runFunc {
 			if t.GetState() == flasherv1.TaskState_TASK_STATE_CANCELLED {
 				fmt.Fprintf(w, "Task %s cancelled.\n", t.GetId())
 			} else {
-				fmt.Fprintf(w, "Task %s is %s: it stops at its next safe point (flasherctl task watch %s).\n", t.GetId(), stateName(t.GetState()), t.GetId())
+				fmt.Fprintf(w, "Task %s is %s: cancel requested; it stops at its next safe point unless it ends first, and its final event says which (flasherctl task watch %s).\n", t.GetId(), stateName(t.GetState()), t.GetId())
 			}
 			return nil
 		})

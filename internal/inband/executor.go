@@ -77,7 +77,7 @@ func (s *Service) Execute(ctx context.Context, t *task.Task, r task.Reporter) er
 	if !resumed && r.CancelRequested() {
 		return &task.CancelledError{Where: "before assignment to the agent"}
 	}
-	p := t.Plan
+	p := t.LivePlan() // on a resume, the plan the agent may have been assigned
 	if !resumed {
 		// First run: plan against what the host holds now, not what the inventory source said
 		// when the task was created.

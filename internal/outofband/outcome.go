@@ -130,6 +130,15 @@ func (rn *run) restorePower(ctx context.Context, holdBoot bool) error {
 	return nil
 }
 
+// snapshot is the pre-update snapshot: the first live re-plan's, kept across restarts, so that a
+// resumed task reports the changes made before the restart too; this run's re-plan on a first run.
+func (rn *run) snapshot() []task.Installed {
+	if len(rn.t.Replans) > 0 {
+		return rn.t.PreUpdateSnapshot()
+	}
+	return rn.plan.Snapshot
+}
+
 // changes says what changed on the server, from a fresh read of the BMC compared with the
 // plan's snapshot. It never says "nothing was changed" without that read: when the BMC cannot be
 // read, it says the changes are unknown, and which steps were verified before.
@@ -164,7 +173,7 @@ func (rn *run) changes(ctx context.Context) string {
 		return rn.changed
 	}
 	var changed []string
-	for _, s := range rn.plan.Snapshot {
+	for _, s := range rn.snapshot() {
 		if c := findComponent(rn.live, s.Component, s.Serial); c != nil && c.Version != s.Version {
 			n := s.Component
 			if s.Serial != "" {

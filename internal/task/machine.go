@@ -54,11 +54,51 @@ func (t *Task) Requeue(reason string, now time.Time) (Event, error) {
 
 // Succeed moves an ACTIVE task to SUCCEEDED.
 func (t *Task) Succeed(now time.Time) (Event, error) {
-	ev, err := t.transition(StateSucceeded, EventSucceeded, now, "")
+	ev, err := t.transition(StateSucceeded, EventSucceeded, now, t.cancelLost(StateSucceeded))
 	if err == nil {
-		t.FinishedAt = now
+		t.end(now)
 	}
 	return ev, err
+}
+
+// cancelLost is the final event's note on a cancel that was requested but did not take effect
+// because the task ended another way first.
+func (t *Task) cancelLost(to State) string {
+	if !t.CancelRequested {
+		return ""
+	}
+	return fmt.Sprintf("the cancel requested did not take effect: the task ended %s before its next safe point", to)
+}
+
+// end stamps a task that reached a final state and closes every progress row still PENDING or
+// RUNNING, so that no final task shows work in progress: in a SUCCEEDED task that work is done;
+// otherwise a RUNNING row ends FAILED (its step was interrupted; the failure message says what
+// was observed) and a PENDING one SKIPPED (never started).
+func (t *Task) end(now time.Time) {
+	t.FinishedAt = now
+	for i := range t.Progress {
+		p := &t.Progress[i]
+		switch {
+		case p.State != StepRunning && p.State != StepPending:
+			continue
+		case t.State == StateSucceeded:
+			p.State = StepSucceeded
+		case p.State == StepRunning:
+			p.State = StepFailed
+			p.Message = closed(p.Message, "interrupted: the task ended "+string(t.State))
+		default:
+			p.State = StepSkipped
+			p.Message = closed(p.Message, "not started: the task ended "+string(t.State))
+		}
+		p.UpdatedAt = now
+	}
+}
+
+func closed(msg, why string) string {
+	if msg == "" {
+		return why
+	}
+	return msg + " (" + why + ")"
 }
 
 // Fail moves an ACTIVE task to FAILED with the reason.
@@ -70,10 +110,13 @@ func (t *Task) Fail(f Failure, now time.Time) (Event, error) {
 	if f.Component != "" {
 		msg = fmt.Sprintf("%s (%s): %s", f.Code, f.Component, f.Message)
 	}
+	if note := t.cancelLost(StateFailed); note != "" {
+		msg += "; " + note
+	}
 	ev, err := t.transition(StateFailed, EventFailed, now, msg)
 	if err == nil {
 		t.Failure = &f
-		t.FinishedAt = now
+		t.end(now)
 	}
 	return ev, err
 }
@@ -85,7 +128,7 @@ func (t *Task) Cancel(reason string, now time.Time) (ev Event, done bool, err er
 	case StateQueued:
 		ev, err = t.transition(StateCancelled, EventCancelled, now, reason)
 		if err == nil {
-			t.FinishedAt = now
+			t.end(now)
 		}
 		return ev, err == nil, err
 	case StateActive:
@@ -104,7 +147,7 @@ func (t *Task) Cancel(reason string, now time.Time) (ev Event, done bool, err er
 func (t *Task) CancelActive(where string, now time.Time) (Event, error) {
 	ev, err := t.transition(StateCancelled, EventCancelled, now, where)
 	if err == nil {
-		t.FinishedAt = now
+		t.end(now)
 	}
 	return ev, err
 }
@@ -141,17 +184,27 @@ func (t *Task) SetProgress(p Progress, now time.Time) (Event, error) {
 	return Event{TaskID: t.ID, Time: now, Kind: EventProgress, From: t.State, To: t.State, Message: msg}, nil
 }
 
-// SetPlan records the plan an executor computed when the task started, against fresh installed
-// versions. The resolved set and firmware follow the plan.
+// SetPlan records a plan an executor computed against live installed versions when it started
+// or resumed the task. It never rewrites history: the plan the operator was shown (Plan) stays,
+// and the live plan is added to Replans, whose first entry holds the snapshot taken before the
+// first step. A task created unplanned takes the first live plan as its Plan too. The resolved
+// set follows the plan.
 func (t *Task) SetPlan(p *Plan, now time.Time) (Event, error) {
 	if t.State != StateActive || p == nil {
 		return Event{}, &TransitionError{TaskID: t.ID, From: t.State, To: t.State}
 	}
-	t.Plan = p
-	if p != nil && p.FirmwareSet != "" {
+	if t.Plan == nil {
+		t.Plan = p.clone()
+	}
+	t.Replans = append(t.Replans, *p.clone())
+	if p.FirmwareSet != "" {
 		t.FirmwareSet = p.FirmwareSet
 	}
 	t.UpdatedAt = now
+	what := "re-planned"
+	if len(t.Replans) == 1 {
+		what = "planned"
+	}
 	return Event{TaskID: t.ID, Time: now, Kind: EventPlanned, From: t.State, To: t.State,
-		Message: fmt.Sprintf("planned %d step(s) against installed versions", len(p.Steps))}, nil
+		Message: fmt.Sprintf("%s %d step(s) against installed versions", what, len(p.Steps))}, nil
 }

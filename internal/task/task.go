@@ -216,9 +216,14 @@ type Task struct {
 	Firmware    []Firmware  `json:"firmware,omitempty"`     // requested, or resolved from the set
 	// Force allows downgrades and unorderable changes of every member of the set, Reinstall
 	// reflashes members already at their version (set and resolve modes).
-	Force     bool  `json:"force,omitempty"`
-	Reinstall bool  `json:"reinstall,omitempty"`
-	Plan      *Plan `json:"plan,omitempty"`
+	Force     bool `json:"force,omitempty"`
+	Reinstall bool `json:"reinstall,omitempty"`
+	// Plan is the plan the operator was shown (PlanTask, CreateTask). It is never rewritten.
+	Plan *Plan `json:"plan,omitempty"`
+	// Replans are the plans executors computed against live versions, one each time the task
+	// started or resumed, oldest first. The first one's Snapshot is the snapshot taken before
+	// the first step; a resume records its own re-plan beside it.
+	Replans []Plan `json:"replans,omitempty"`
 
 	State    State      `json:"state"`
 	Progress []Progress `json:"progress,omitempty"`
@@ -247,18 +252,51 @@ func (t *Task) Clone() *Task {
 		f := *t.Failure
 		c.Failure = &f
 	}
-	if t.Plan != nil {
-		p := *t.Plan
-		p.Steps = make([]Step, len(t.Plan.Steps))
-		for i, s := range t.Plan.Steps {
-			s.PreActions = append([]Action(nil), s.PreActions...)
-			s.PostActions = append([]Action(nil), s.PostActions...)
-			p.Steps[i] = s
+	c.Plan = t.Plan.clone()
+	if t.Replans != nil {
+		c.Replans = make([]Plan, len(t.Replans))
+		for i := range t.Replans {
+			c.Replans[i] = *t.Replans[i].clone()
 		}
-		p.Skipped = append([]Skip(nil), t.Plan.Skipped...)
-		p.Snapshot = append([]Installed(nil), t.Plan.Snapshot...)
-		c.Plan = &p
 	}
+	return &c
+}
+
+// LivePlan is the latest plan against live versions (what a resumed executor works from), or the
+// plan shown when no executor planned the task yet.
+func (t *Task) LivePlan() *Plan {
+	if n := len(t.Replans); n > 0 {
+		return &t.Replans[n-1]
+	}
+	return t.Plan
+}
+
+// PreUpdateSnapshot is the installed versions read before the task's first step: the first live
+// re-plan's snapshot, or the shown plan's when no executor planned the task yet. Failure messages
+// compare against it, so a resumed task still reports what it changed before the restart.
+func (t *Task) PreUpdateSnapshot() []Installed {
+	if len(t.Replans) > 0 {
+		return t.Replans[0].Snapshot
+	}
+	if t.Plan != nil {
+		return t.Plan.Snapshot
+	}
+	return nil
+}
+
+func (p *Plan) clone() *Plan {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	c.Steps = make([]Step, len(p.Steps))
+	for i, s := range p.Steps {
+		s.PreActions = append([]Action(nil), s.PreActions...)
+		s.PostActions = append([]Action(nil), s.PostActions...)
+		c.Steps[i] = s
+	}
+	c.Skipped = append([]Skip(nil), p.Skipped...)
+	c.Snapshot = append([]Installed(nil), p.Snapshot...)
 	return &c
 }
 

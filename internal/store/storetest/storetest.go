@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListPagingWhileCreating", testListPagingWhileCreating},
 		{"ListInvalidPageToken", testListInvalidPageToken},
 		{"UpdateTask", testUpdateTask},
+		{"PlanHistoryKept", testPlanHistory},
 		{"UpdateConflict", testUpdateConflict},
 		{"UpdateConflictConcurrent", testUpdateConflictConcurrent},
 		{"RevisionsIncrease", testRevisionsIncrease},
@@ -687,6 +688,39 @@ func testUpdateTask(t *testing.T, s store.Store) {
 	ev.Revision = rev
 	if len(events) != 2 || !cmp.Equal(events[1], ev) {
 		t.Errorf("Events = %+v, want creation then %+v", events, ev)
+	}
+}
+
+// testPlanHistory: the plan shown and every live re-plan (with the pre-update snapshot in the
+// first) come back as stored, after a resume's re-plan and the end of the task.
+func testPlanHistory(t *testing.T, s store.Store) {
+	c := newClock()
+	create(t, s, c, spec{id: "h1"})
+	step := func(comp, from, to string) task.Step {
+		return task.Step{Component: comp, FromVersion: from, ToVersion: to, Checksum: "sha256:" + comp, Method: task.MethodOutOfBand}
+	}
+	shown := task.Plan{Steps: []task.Step{step("BMC", "1", "2"), step("BIOS", "5", "6")},
+		Snapshot: []task.Installed{{Component: "BMC", Version: "1"}, {Component: "BIOS", Version: "5"}}}
+	update(t, s, "h1", func(tk *task.Task) (task.Event, error) {
+		p := shown
+		tk.Plan = &p
+		return tk.Start("w1", c.Now())
+	})
+	update(t, s, "h1", func(tk *task.Task) (task.Event, error) { p := shown; return tk.SetPlan(&p, c.Now()) })
+	resumed := task.Plan{Steps: []task.Step{step("BIOS", "5", "6")},
+		Skipped:  []task.Skip{{Component: "BMC", Version: "2", Reason: "already at version"}},
+		Snapshot: []task.Installed{{Component: "BMC", Version: "2"}, {Component: "BIOS", Version: "5"}}}
+	update(t, s, "h1", func(tk *task.Task) (task.Event, error) { return tk.SetPlan(&resumed, c.Now()) })
+	want, _ := update(t, s, "h1", func(tk *task.Task) (task.Event, error) { return tk.Succeed(c.Now()) })
+	got, err := s.GetTask(context.Background(), "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GetTask (-want +got):\n%s", diff)
+	}
+	if len(got.Plan.Steps) != 2 || len(got.Replans) != 2 || got.PreUpdateSnapshot()[0].Version != "1" {
+		t.Errorf("stored plan %+v, replans %+v: want the plan shown, two re-plans and the first snapshot", got.Plan, got.Replans)
 	}
 }
 
