@@ -103,8 +103,9 @@ lint: tools proto-deps
 	buf format -d --exit-code proto
 
 ## bench: run the benchmark programs; each prints a table with its baseline.
+## bench/replicas measures PostgreSQL: the programs run beside a throwaway PostgreSQL 15.
 bench: build
-	@for d in bench/*/; do [ "$$d" = bench/internal/ ] && continue; echo; echo "## $$d"; $(GO) run ./$$d || exit 1; done
+	@./scripts/test-postgres.sh sh -c 'for d in bench/*/; do [ "$$d" = bench/internal/ ] && continue; echo; echo "## $$d"; $(GO) run ./$$d || exit 1; done'
 
 cover:
 	./scripts/test-postgres.sh $(GO) test -count=1 -coverprofile=cover.out $(PKGS) && $(GO) tool cover -func=cover.out | tail -1

@@ -38,6 +38,9 @@ type Config struct {
 	Inventory inventory.Source
 	// DBPath reuses a database (to test restarts); empty means a new one in t.TempDir().
 	DBPath string
+	// Store, when set, is used instead of a SQLite database at DBPath (a PostgreSQL store
+	// shared by several Envs acting as replicas); Stop closes it.
+	Store store.Store
 	// Register adds more services (AgentService, ...) to the gRPC server.
 	Register func(grpc.ServiceRegistrar)
 	// ServerOptions are added to the gRPC server (interceptors for auth, TLS, ...).
@@ -76,7 +79,7 @@ type Env struct {
 // Start starts a control plane that stops when the test ends.
 func Start(t testing.TB, cfg Config) *Env {
 	t.Helper()
-	if cfg.DBPath == "" {
+	if cfg.DBPath == "" && cfg.Store == nil {
 		cfg.DBPath = filepath.Join(t.TempDir(), "flasher.db")
 	}
 	e, err := Run(cfg)
@@ -88,10 +91,10 @@ func Start(t testing.TB, cfg Config) *Env {
 }
 
 // Run starts a control plane outside a test (benchmarks); call Stop when done. cfg.DBPath is
-// required.
+// required unless cfg.Store is set.
 func Run(cfg Config) (_ *Env, err error) {
-	if cfg.DBPath == "" {
-		return nil, errors.New("testenv: DBPath is required")
+	if cfg.DBPath == "" && cfg.Store == nil {
+		return nil, errors.New("testenv: DBPath or Store is required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -108,9 +111,11 @@ func Run(cfg Config) (_ *Env, err error) {
 			cancel()
 		}
 	}()
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: cfg.DBPath})
-	if err != nil {
-		return nil, err
+	st := cfg.Store
+	if st == nil {
+		if st, err = sqlite.Open(ctx, sqlite.Config{Path: cfg.DBPath}); err != nil {
+			return nil, err
+		}
 	}
 	sched := scheduler.New(scheduler.Config{Store: st, Executors: cfg.Executors, Worker: cfg.Worker, Logger: cfg.Logger})
 	hub := watch.New(watch.Config{Store: st, Keep: cfg.HubKeep, Buffer: cfg.WatchBuffer, Poll: 50 * time.Millisecond, Logger: cfg.Logger})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,14 +53,14 @@ const (
 	// is NULL when it inserted.
 	sqlCreate = `WITH ins AS (
 		INSERT INTO tasks (id, request_id, server_id, method, state, requester, priority, revision, body)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, (current_setting('flasher.revision')::bigint + $8::bigint), $9)
 		ON CONFLICT DO NOTHING
 		RETURNING id
 	), ev AS (
 		INSERT INTO task_events (task_id, revision, time_ns, kind, from_state, to_state, message)
-		SELECT id, $8, $10, $11, $12, $13, $14 FROM ins
+		SELECT id, (current_setting('flasher.revision')::bigint + $8::bigint), $10, $11, $12, $13, $14 FROM ins
 	), ch AS (
-		INSERT INTO changes (revision, task_id, task, event) SELECT $8, id, $9, $15 FROM ins
+		INSERT INTO changes (revision, task_id, task, event) SELECT (current_setting('flasher.revision')::bigint + $8::bigint), id, $9, $15 FROM ins
 	)
 	SELECT EXISTS (SELECT 1 FROM ins), t.body, t.revision
 	FROM (SELECT 1) AS one LEFT JOIN tasks t ON $2::text IS NOT NULL AND t.request_id = $2`
@@ -69,14 +68,14 @@ const (
 	// sqlUpdate changes the task if its revision is the expected one, and says whether the
 	// task exists, to tell a conflict from an unknown id.
 	sqlUpdate = `WITH up AS (
-		UPDATE tasks SET server_id = $3, method = $4, state = $5, requester = $6, priority = $7, revision = $8, body = $9
+		UPDATE tasks SET server_id = $3, method = $4, state = $5, requester = $6, priority = $7, revision = (current_setting('flasher.revision')::bigint + $8::bigint), body = $9
 		WHERE id = $1 AND revision = $2
 		RETURNING id
 	), ev AS (
 		INSERT INTO task_events (task_id, revision, time_ns, kind, from_state, to_state, message)
-		SELECT id, $8, $10, $11, $12, $13, $14 FROM up
+		SELECT id, (current_setting('flasher.revision')::bigint + $8::bigint), $10, $11, $12, $13, $14 FROM up
 	), ch AS (
-		INSERT INTO changes (revision, task_id, task, event) SELECT $8, id, $9, $15 FROM up
+		INSERT INTO changes (revision, task_id, task, event) SELECT (current_setting('flasher.revision')::bigint + $8::bigint), id, $9, $15 FROM up
 	)
 	SELECT EXISTS (SELECT 1 FROM up), EXISTS (SELECT 1 FROM tasks WHERE id = $1)`
 
@@ -87,16 +86,29 @@ const (
 		SELECT 1 FROM server_leases WHERE server_id = $16 AND task_id = $1 AND owner = $17 AND epoch = $18 AND expires_at > now()
 		FOR SHARE
 	), up AS (
-		UPDATE tasks SET server_id = $3, method = $4, state = $5, requester = $6, priority = $7, revision = $8, body = $9
+		UPDATE tasks SET server_id = $3, method = $4, state = $5, requester = $6, priority = $7, revision = (current_setting('flasher.revision')::bigint + $8::bigint), body = $9
 		WHERE id = $1 AND revision = $2 AND EXISTS (SELECT 1 FROM fence)
 		RETURNING id
 	), ev AS (
 		INSERT INTO task_events (task_id, revision, time_ns, kind, from_state, to_state, message)
-		SELECT id, $8, $10, $11, $12, $13, $14 FROM up
+		SELECT id, (current_setting('flasher.revision')::bigint + $8::bigint), $10, $11, $12, $13, $14 FROM up
 	), ch AS (
-		INSERT INTO changes (revision, task_id, task, event) SELECT $8, id, $9, $15 FROM up
+		INSERT INTO changes (revision, task_id, task, event) SELECT (current_setting('flasher.revision')::bigint + $8::bigint), id, $9, $15 FROM up
 	)
 	SELECT EXISTS (SELECT 1 FROM up), EXISTS (SELECT 1 FROM tasks WHERE id = $1), EXISTS (SELECT 1 FROM fence)`
+
+	// sqlLock takes the revision counter for the transaction and keeps its value in a
+	// transaction-local setting, from which each operation's statement computes its revision.
+	sqlLock = "SELECT set_config('flasher.revision', current::text, true)::bigint FROM revision WHERE id = 1 FOR UPDATE"
+
+	// sqlAdvance moves the counter to the highest revision this transaction wrote: the change
+	// rows above the counter are exactly this transaction's, as it holds the counter.
+	sqlAdvance = `UPDATE revision SET current = COALESCE(
+		(SELECT max(revision) FROM changes WHERE revision > current_setting('flasher.revision')::bigint), current)
+		WHERE id = 1 RETURNING current`
+
+	// sqlNotify tells the other replicas when the counter moved.
+	sqlNotify = "SELECT pg_notify($1, current::text) FROM revision WHERE id = 1 AND current > current_setting('flasher.revision')::bigint"
 )
 
 // write is the writer goroutine: it commits every operation waiting at that moment in one
@@ -160,7 +172,8 @@ func (s *Store) commit(batch []*op) {
 }
 
 // commitBatch runs ops in one transaction holding the revision counter, and returns each one's
-// outcome; an error means nothing was committed.
+// outcome; an error means nothing was committed. The lock, the operations and the counter's
+// update go in one pipeline, so the counter is held for one round trip and the commit.
 func (s *Store) commitBatch(ops []*op) ([]result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
@@ -170,19 +183,16 @@ func (s *Store) commitBatch(ops []*op) ([]result, error) {
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck // a no-op after Commit
 
-	var current int64
-	if err := tx.QueryRow(ctx, "SELECT current FROM revision WHERE id = 1 FOR UPDATE").Scan(&current); err != nil {
-		return nil, fmt.Errorf("postgres store %s: lock revision: %w", s.name, err)
-	}
 	b := &pgx.Batch{}
+	b.Queue(sqlLock)
 	for i, o := range ops {
-		rev := current + 1 + int64(i)
 		t, ev := o.t, o.ev
 		var requestID *string
 		if t.RequestID != "" {
 			requestID = &t.RequestID
 		}
-		args := []any{t.ID, requestID, t.ServerID, string(t.Method), string(t.State), t.Requester, t.Priority, rev, o.body,
+		// $8 is the operation's place in the batch: its revision is the counter plus that.
+		args := []any{t.ID, requestID, t.ServerID, string(t.Method), string(t.State), t.Requester, t.Priority, int64(i + 1), o.body,
 			store.UnixNanos(ev.Time), string(ev.Kind), string(ev.From), string(ev.To), ev.Message, o.evBody}
 		switch {
 		case o.kind == opCreate:
@@ -195,31 +205,33 @@ func (s *Store) commitBatch(ops []*op) ([]result, error) {
 			b.Queue(sqlUpdate, args...)
 		}
 	}
+	b.Queue(sqlAdvance)
+	b.Queue(sqlNotify, notifyChannel)
 	br := tx.SendBatch(ctx, b)
+	var current, last int64
+	if err := br.QueryRow().Scan(&current); err != nil {
+		br.Close()
+		return nil, fmt.Errorf("postgres store %s: lock revision: %w", s.name, err)
+	}
 	results := make([]result, len(ops))
-	last := current
 	for i, o := range ops {
-		rev := current + 1 + int64(i)
-		r, err := readResult(br, o, rev)
+		r, err := readResult(br, o, current+1+int64(i))
 		if err != nil {
 			br.Close()
 			return nil, fmt.Errorf("postgres store %s: task %s: %w", s.name, o.t.ID, err)
 		}
-		if r.err == nil && r.rev == rev {
-			last = rev
-		}
 		results[i] = r
+	}
+	if err := br.QueryRow().Scan(&last); err != nil {
+		br.Close()
+		return nil, fmt.Errorf("postgres store %s: advance revision: %w", s.name, err)
+	}
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return nil, fmt.Errorf("postgres store %s: notify: %w", s.name, err)
 	}
 	if err := br.Close(); err != nil {
 		return nil, fmt.Errorf("postgres store %s: %w", s.name, err)
-	}
-	if last > current {
-		if _, err := tx.Exec(ctx, "UPDATE revision SET current = $1 WHERE id = 1", last); err != nil {
-			return nil, fmt.Errorf("postgres store %s: set revision: %w", s.name, err)
-		}
-		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", notifyChannel, strconv.FormatInt(last, 10)); err != nil {
-			return nil, fmt.Errorf("postgres store %s: notify: %w", s.name, err)
-		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("postgres store %s: commit: %w", s.name, err)
