@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"slices"
@@ -311,5 +312,31 @@ func TestWindowsValidate(t *testing.T) {
 	}
 	if v := (Windows{}).Validate(now); len(v) != 0 {
 		t.Errorf("no windows means now: %v", v)
+	}
+}
+
+func TestWeeklyJSONKeepsTimeZone(t *testing.T) {
+	paris, err := time.LoadLocation("Europe/Paris")
+	if err != nil {
+		t.Skipf("no time zone data: %v", err)
+	}
+	in := Weekly{Day: time.Saturday, Start: 22 * time.Hour, Duration: 6 * time.Hour, Location: paris}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Weekly
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("Unmarshal(%s): %v", b, err)
+	}
+	if out.Location == nil || out.Location.String() != "Europe/Paris" || out.Day != in.Day || out.Start != in.Start || out.Duration != in.Duration {
+		t.Fatalf("round trip of %s = %+v, want %+v", b, out, in)
+	}
+	at := time.Date(2026, 3, 7, 22, 30, 0, 0, paris)
+	if !(Windows{Weekly: []Weekly{out}}).Open(at) {
+		t.Errorf("decoded window is not open at %v", at)
+	}
+	if err := json.Unmarshal([]byte(`{"day":1,"time_zone":"Nowhere/Else"}`), &out); err == nil {
+		t.Error("an unknown time zone was accepted")
 	}
 }

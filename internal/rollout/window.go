@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -125,4 +126,39 @@ func (w Windows) Next(t time.Time) (start, end time.Time, ok bool) {
 		first.Start = t
 	}
 	return first.Start, first.End, true
+}
+
+// weeklyJSON is the stored form of a Weekly: its time zone by name, since a *time.Location has
+// no encoding of its own.
+type weeklyJSON struct {
+	Day      time.Weekday  `json:"day"`
+	Start    time.Duration `json:"start"`
+	Duration time.Duration `json:"duration"`
+	TimeZone string        `json:"time_zone"`
+}
+
+// MarshalJSON stores the window with its time zone's name.
+func (w Weekly) MarshalJSON() ([]byte, error) {
+	j := weeklyJSON{Day: w.Day, Start: w.Start, Duration: w.Duration}
+	if w.Location != nil {
+		j.TimeZone = w.Location.String()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads a window stored by MarshalJSON, loading its time zone by name.
+func (w *Weekly) UnmarshalJSON(b []byte) error {
+	var j weeklyJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*w = Weekly{Day: j.Day, Start: j.Start, Duration: j.Duration}
+	if j.TimeZone != "" {
+		loc, err := time.LoadLocation(j.TimeZone)
+		if err != nil {
+			return fmt.Errorf("weekly window: time zone %q: %w", j.TimeZone, err)
+		}
+		w.Location = loc
+	}
+	return nil
 }

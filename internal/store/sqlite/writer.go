@@ -17,6 +17,7 @@ const (
 	opUpdate
 	opCompact
 	opObserve
+	opRollout
 )
 
 // op is one write waiting for the writer.
@@ -31,6 +32,8 @@ type op struct {
 	expected int64               // opUpdate: the revision the caller read
 	compact  int64               // opCompact: drop changes up to this revision
 	obs      []store.Observation // opObserve: a copy of the caller's observations
+	// opRollout: the rollout write, run on the savepoint path's connection
+	rollout func(ctx context.Context, conn *sql.Conn) result
 
 	res chan result // buffered: the writer never waits for a caller
 }
@@ -39,6 +42,7 @@ type result struct {
 	rev      int64
 	created  bool
 	existing *task.Task // opCreate with a request id already stored
+	rollout  *store.RolloutRecord
 	err      error
 }
 
@@ -140,7 +144,7 @@ func (s *Store) commit(w *writer, batch []*op) {
 	)
 	// end runs COMMIT or ROLLBACK on whichever connection holds the transaction.
 	end := func(stmt string) error { _, err := w.raw.exec(stmt); return err }
-	if s.savepointsOnly {
+	if s.savepointsOnly || hasRollout(batch) {
 		end = func(stmt string) error { _, err := w.conn.ExecContext(ctx, stmt); return err }
 		cur, applied, err = s.applyBatch(ctx, w, batch, results)
 	} else if cur, applied, err = s.applyFast(w.raw, batch, results); err != nil && !errors.As(err, new(notStarted)) {
@@ -206,7 +210,7 @@ func (s *Store) applyBatch(ctx context.Context, w *writer, batch []*op, results 
 			}
 		} else {
 			cur, compacted = next, nextCompacted
-			observed = observed || o.kind == opObserve
+			observed = observed || o.kind == opObserve || o.kind == opRollout
 		}
 		if _, err := w.conn.ExecContext(ctx, "RELEASE op"); err != nil {
 			return 0, false, err
@@ -252,6 +256,8 @@ func (s *Store) apply(ctx context.Context, w *writer, o *op, cur, compacted int6
 			return result{err: err}, cur, compacted
 		}
 		return result{}, cur, compacted
+	case opRollout:
+		return o.rollout(ctx, w.conn), cur, compacted
 	}
 	return result{err: fmt.Errorf("sqlite store: unknown operation %d", o.kind)}, cur, compacted
 }

@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CancelledReadsLeaveNoStaleSnapshot", testCancelledReads},
 	}
 	tests = append(tests, observationTests...)
+	tests = append(tests, rolloutTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)
