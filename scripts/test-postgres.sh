@@ -52,7 +52,7 @@ stop() {
 	rm -rf "$dir"
 }
 trap stop EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM # until the command starts
 
 # A free loopback port: ask the kernel for one, then hand it to PostgreSQL (a race with another
 # process taking it in between is retried below).
@@ -82,8 +82,17 @@ fi
 
 export FLASHER_TEST_POSTGRES="postgres://flasher@127.0.0.1:$port/postgres?sslmode=disable"
 echo "test-postgres: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (FLASHER_TEST_POSTGRES)" >&2
+# The command runs in the background so a signal to this script reaches the trap (and the
+# cleanup) at once instead of after the command ends; the command gets the signal too.
 set +e
-"$@"
+"$@" &
+child=$!
+trap 'kill "$child" 2>/dev/null' INT TERM
+wait "$child"
 rc=$?
+while kill -0 "$child" 2>/dev/null; do
+	wait "$child"
+	rc=$?
+done
 set -e
 exit $rc
