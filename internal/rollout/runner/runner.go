@@ -186,3 +186,27 @@ func outcome(t *task.Task) (rollout.ServerState, string) {
 	}
 	return rollout.ServerQueued, ""
 }
+
+// Hold marks HELD, "held by rollout X", each of rows whose server another rollout that has not
+// ended still holds (a row not yet ended), so a server is in one rollout at a time. It is called
+// when a rollout is created, before its batches are assigned.
+func Hold(ctx context.Context, rs store.Rollouts, rows []rollout.Row) error {
+	active, err := rs.ListRollouts(ctx, true)
+	if err != nil {
+		return fmt.Errorf("rollout hold: %w", err)
+	}
+	holder := map[string]string{}
+	for _, rec := range active {
+		for _, row := range rec.Rollout.Rows {
+			if !row.State.Ended() {
+				holder[row.ServerID] = rec.ID
+			}
+		}
+	}
+	for i := range rows {
+		if id, ok := holder[rows[i].ServerID]; ok && !rows[i].State.Ended() {
+			rows[i].State, rows[i].Reason = rollout.ServerHeld, "held by rollout "+id
+		}
+	}
+	return nil
+}

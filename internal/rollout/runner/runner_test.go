@@ -240,3 +240,55 @@ func TestRolloutCanaryBudgetResumeRestart(t *testing.T) {
 		t.Errorf("the compliant server got %d tasks", seen["srv-ok"])
 	}
 }
+
+// TestCancelAndHold: a server of an active rollout is HELD by a second one; cancelling the first
+// cancels its queued task and ends it CANCELLED, after which the server is free again.
+func TestCancelAndHold(t *testing.T) {
+	f := newFixture(t)
+	rows := []rollout.Row{{ServerID: "srv-a", State: rollout.ServerWaiting}, {ServerID: "srv-b", State: rollout.ServerWaiting}}
+	st := rollout.Strategy{Canary: 1, BatchSize: 1}
+	n := rollout.Assign(rows, st)
+	rec := &store.RolloutRecord{ID: "ro-1", Template: task.Task{Method: task.MethodOutOfBand, Mode: task.ModeFirmwareSet, FirmwareSet: "s"},
+		Rollout: rollout.Rollout{State: rollout.StatePending, Strategy: st, Rows: rows, Batches: n}}
+	if _, _, err := f.s.CreateRollout(f.ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	got := f.step("ro-1")
+	if q := queued(got); !slices.Equal(q, []string{"srv-a"}) {
+		t.Fatalf("queued %v, want [srv-a]", q)
+	}
+	second := []rollout.Row{{ServerID: "srv-a", State: rollout.ServerWaiting}, {ServerID: "srv-c", State: rollout.ServerWaiting}}
+	if err := runner.Hold(f.ctx, f.s, second); err != nil {
+		t.Fatal(err)
+	}
+	if second[0].State != rollout.ServerHeld || second[0].Reason != "held by rollout ro-1" || second[1].State != rollout.ServerWaiting {
+		t.Errorf("second rollout's rows = %+v, want srv-a held by rollout ro-1 and srv-c waiting", second)
+	}
+
+	got.Rollout.Cancelled = true
+	if _, err := f.s.UpdateRollout(f.ctx, got, got.Version); err != nil {
+		t.Fatal(err)
+	}
+	f.step("ro-1") // cancels the queued task
+	got = f.step("ro-1") // sees it cancelled and ends
+	if got.Rollout.State != rollout.StateCancelled {
+		t.Fatalf("cancelled rollout is %s (%s), want CANCELLED", got.Rollout.State, got.Rollout.Message)
+	}
+	tk, err := f.s.GetTask(f.ctx, got.Rollout.Rows[0].TaskID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.State != task.StateCancelled {
+		t.Errorf("the queued task of a cancelled rollout is %s, want CANCELLED", tk.State)
+	}
+	if all, _, _ := f.s.ListTasks(f.ctx, store.Filter{ServerID: "srv-b"}, 10, ""); len(all) != 0 {
+		t.Errorf("a server of a cancelled rollout that never started got %d tasks", len(all))
+	}
+	free := []rollout.Row{{ServerID: "srv-a", State: rollout.ServerWaiting}}
+	if err := runner.Hold(f.ctx, f.s, free); err != nil {
+		t.Fatal(err)
+	}
+	if free[0].State != rollout.ServerWaiting {
+		t.Errorf("after the rollout ended, srv-a is %s (%s), want free", free[0].State, free[0].Reason)
+	}
+}
