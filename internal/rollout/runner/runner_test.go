@@ -292,3 +292,39 @@ func TestCancelAndHold(t *testing.T) {
 		t.Errorf("after the rollout ended, srv-a is %s (%s), want free", free[0].State, free[0].Reason)
 	}
 }
+
+// TestWindowClosesAndReopens: with the clock injected, a window closing mid-rollout stops new
+// starts (the running batch finishes), and the next window resumes them.
+func TestWindowClosesAndReopens(t *testing.T) {
+	f := newFixture(t)
+	var rows []rollout.Row
+	for i := range 3 {
+		rows = append(rows, rollout.Row{ServerID: fmt.Sprintf("srv-%d", i), State: rollout.ServerWaiting})
+	}
+	st := rollout.Strategy{Canary: 1, BatchSize: 1}
+	n := rollout.Assign(rows, st)
+	w := rollout.Windows{Intervals: []rollout.Interval{
+		{Start: f.now, End: f.now.Add(time.Hour)},
+		{Start: f.now.Add(24 * time.Hour), End: f.now.Add(25 * time.Hour)},
+	}}
+	rec := &store.RolloutRecord{ID: "ro-w", Template: task.Task{Method: task.MethodOutOfBand, Mode: task.ModeFirmwareSet, FirmwareSet: "s"},
+		Rollout: rollout.Rollout{State: rollout.StatePending, Strategy: st, Windows: w, Rows: rows, Batches: n}}
+	if _, _, err := f.s.CreateRollout(f.ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	got := f.step("ro-w")
+	if q := queued(got); !slices.Equal(q, []string{"srv-0"}) {
+		t.Fatalf("in the window queued %v, want [srv-0]", q)
+	}
+	f.now = f.now.Add(2 * time.Hour) // the window closed with the canary in flight
+	f.finish(got)
+	got = f.step("ro-w")
+	if got.Rollout.State != rollout.StatePaused || got.Rollout.Reason != rollout.PauseWindow || len(queued(got)) != 0 {
+		t.Fatalf("outside the window: %s %s, queued %v; want PAUSED WINDOW with nothing queued", got.Rollout.State, got.Rollout.Reason, queued(got))
+	}
+	f.now = f.now.Add(22*time.Hour + time.Minute) // the next window is open
+	got = f.step("ro-w")
+	if got.Rollout.State != rollout.StateRunning || !slices.Equal(queued(got), []string{"srv-1"}) {
+		t.Fatalf("in the next window: %s, queued %v; want RUNNING with srv-1 queued", got.Rollout.State, queued(got))
+	}
+}
