@@ -269,7 +269,7 @@ func TestCancelAndHold(t *testing.T) {
 	if _, err := f.s.UpdateRollout(f.ctx, got, got.Version); err != nil {
 		t.Fatal(err)
 	}
-	f.step("ro-1") // cancels the queued task
+	f.step("ro-1")       // cancels the queued task
 	got = f.step("ro-1") // sees it cancelled and ends
 	if got.Rollout.State != rollout.StateCancelled {
 		t.Fatalf("cancelled rollout is %s (%s), want CANCELLED", got.Rollout.State, got.Rollout.Message)
