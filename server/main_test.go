@@ -227,6 +227,8 @@ func TestAcknowledgedTasksSurviveKill9(t *testing.T) {
 	client := flasherv1.NewTaskServiceClient(conn)
 	var mu sync.Mutex
 	var acked []string
+	var lastErr error
+	enough := make(chan struct{}) // closed once 20 tasks are acknowledged
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
@@ -239,15 +241,30 @@ func TestAcknowledgedTasksSurviveKill9(t *testing.T) {
 					Install: &flasherv1.TaskSpec_Resolve{Resolve: &flasherv1.ResolveInstall{}},
 				}})
 				if err != nil {
+					mu.Lock()
+					lastErr = err
+					mu.Unlock()
 					return
 				}
 				mu.Lock()
 				acked = append(acked, resp.Task.Id)
+				if len(acked) == 20 {
+					close(enough)
+				}
 				mu.Unlock()
 			}
 		}(w)
 	}
-	time.Sleep(700 * time.Millisecond)
+	// Kill mid-stream once enough tasks are acknowledged (however slow the machine), the
+	// clients still sending.
+	select {
+	case <-enough:
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		cancel()
+		wg.Wait()
+		t.Fatalf("only %d tasks acknowledged in 2 minutes (last error: %v)", len(acked), lastErr)
+	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -255,8 +272,8 @@ func TestAcknowledgedTasksSurviveKill9(t *testing.T) {
 	cancel()
 	wg.Wait()
 	conn.Close()
-	if len(acked) < 10 {
-		t.Fatalf("only %d tasks acknowledged before the kill", len(acked))
+	if len(acked) < 20 {
+		t.Fatalf("only %d tasks acknowledged before the kill (last error: %v)", len(acked), lastErr)
 	}
 
 	cmd, addr = start()
@@ -531,6 +548,11 @@ func TestAgentMutualTLS(t *testing.T) {
 			return nil, err
 		}
 		if err := stream.Send(hello); err != nil {
+			// A stream the server refused ends the send side with io.EOF; the refusal's status
+			// is what the receive side returns.
+			if _, rerr := stream.Recv(); rerr != nil {
+				return nil, rerr
+			}
 			return nil, err
 		}
 		return stream.Recv()
