@@ -418,9 +418,11 @@ func (l *loader) components(it item[ServerDoc]) []inventory.Component {
 			l.problem(at, "server %s: component %d: slug and version are required", d.ID, i)
 		}
 		if c.Serial != "" {
-			k := firmware.NormalizeSlug(c.Slug) + "\x00" + c.Serial
+			// An instance is slug, serial, vendor and model: two drives of different models
+			// may share a serial, one component listed twice is a mistake.
+			k := firmware.NormalizeSlug(c.Slug) + "\x00" + c.Serial + "\x00" + firmware.NormalizeVendor(c.Vendor) + "\x00" + firmware.NormalizeModel(c.Model)
 			if serials[k] {
-				l.problem(at, "server %s: two %s components with serial %q", d.ID, c.Slug, c.Serial)
+				l.problem(at, "server %s: %s %s %s with serial %q is listed twice", d.ID, c.Vendor, c.Model, c.Slug, c.Serial)
 			}
 			serials[k] = true
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -163,9 +164,8 @@ func installed(vas []fleetdbapi.VersionedAttributes) (version, ns string, at tim
 // converted is a server being assembled from fleetdb records.
 type converted struct {
 	srv *inventory.Server
-	// seen indexes components for de-duplication; at is when their firmware was reported.
-	seen map[string]int
-	at   []time.Time
+	// at is when each component's firmware was reported.
+	at []time.Time
 }
 
 func newConverted(rec fleetdbapi.Server, bmcTLS BMCTLS) *converted {
@@ -181,13 +181,41 @@ func newConverted(rec fleetdbapi.Server, bmcTLS BMCTLS) *converted {
 	if m := attr(rec.Attributes, NSBMC); m != nil {
 		s.BMC.Address = m["address"]
 	}
-	return &converted{srv: s, seen: map[string]int{}}
+	return &converted{srv: s}
 }
 
-// add adds a component, merging duplicates: fleetdb often holds one component twice (reported
-// by in-band and out-of-band collection, or with differently cased type names). Components with
-// a serial are the same when slug and serial match; without, when slug, vendor and model match.
-// The newer firmware report wins and blanks are filled from the other record.
+// noSerial reports serials that identify nothing: blank, "unknown", "0".
+func noSerial(s string) bool { return s == "" || strings.EqualFold(s, "unknown") || s == "0" }
+
+// compatible reports whether two reported values of one field may describe the same thing: equal
+// after fold, or one of them blank (a collector that did not report it).
+func compatible(a, b string, norm func(string) string) bool {
+	a, b = norm(a), norm(b)
+	return a == "" || b == "" || a == b
+}
+
+// sameInstance is the identity rule of component instances: slug, serial, vendor and model. Two
+// records are one instance when their slugs are equal, their serials are equal (or both absent),
+// and vendor and model do not contradict each other (equal, or blank in one record). Two drives
+// with one serial but different vendors or models are two instances; a BIOS reported by two
+// collectors, one without a model, is one.
+func sameInstance(a, b inventory.Component) bool {
+	if !strings.EqualFold(a.Slug, b.Slug) {
+		return false
+	}
+	switch sa, sb := noSerial(a.Serial), noSerial(b.Serial); {
+	case sa != sb:
+		return false
+	case !sa && !strings.EqualFold(a.Serial, b.Serial):
+		return false
+	}
+	return compatible(a.Vendor, b.Vendor, firmware.NormalizeVendor) && compatible(a.Model, b.Model, firmware.NormalizeModel)
+}
+
+// add adds a component, merging it into an instance already added when sameInstance says it is
+// that one: fleetdb often holds one component twice (reported by in-band and out-of-band
+// collection, with differently cased type names, one of them without a model). The newer
+// firmware report wins and blanks are filled from the other record.
 func (c *converted) add(rec fleetdbapi.ServerComponent) {
 	slug := Slug(rec.ComponentTypeSlug)
 	if slug == "" {
@@ -204,13 +232,8 @@ func (c *converted) add(rec fleetdbapi.ServerComponent) {
 		Slug: slug, Vendor: strings.TrimSpace(rec.Vendor), Model: strings.TrimSpace(rec.Model),
 		Serial: strings.TrimSpace(rec.Serial), Version: version, OutOfBand: outOfBandOnly[slug],
 	}
-	key := strings.ToLower(slug) + "\x00" + strings.ToLower(comp.Serial)
-	if comp.Serial == "" || strings.EqualFold(comp.Serial, "unknown") || comp.Serial == "0" {
-		key = strings.ToLower(slug) + "\x00\x00" + firmware.NormalizeVendor(comp.Vendor) + "\x00" + strings.ToLower(comp.Model)
-	}
-	i, dup := c.seen[key]
-	if !dup {
-		c.seen[key] = len(c.srv.Components)
+	i := slices.IndexFunc(c.srv.Components, func(o inventory.Component) bool { return sameInstance(o, comp) })
+	if i < 0 {
 		c.srv.Components = append(c.srv.Components, comp)
 		c.at = append(c.at, at)
 		return

@@ -452,3 +452,40 @@ func TestWriteBack(t *testing.T) {
 		}
 	})
 }
+
+// TestInstanceIdentity: instances are identified by slug, serial, vendor and model. Two drives
+// that share a serial but not a vendor/model are two instances (the second used to vanish); a
+// BIOS reported by two collectors, one without a model, is one (it used to be two, giving two
+// plan steps for one flash).
+func TestInstanceIdentity(t *testing.T) {
+	sim := startSim(t)
+	id := uuid.New()
+	at := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	fw := func(ns, version string, at time.Time) []fleetdbapi.VersionedAttributes {
+		return []fleetdbapi.VersionedAttributes{{Namespace: ns, Data: json.RawMessage(`{"installed":"` + version + `"}`), CreatedAt: at}}
+	}
+	sim.AddRawServer(fleetdbapi.Server{
+		UUID: id, Name: "dup",
+		Attributes: []fleetdbapi.Attributes{{Namespace: fleetdb.NSVendor, Data: json.RawMessage(`{"vendor":"Dell Inc.","model":"PowerEdge R6515","serial":"S1"}`)}},
+		Components: []fleetdbapi.ServerComponent{
+			{UUID: uuid.New(), ComponentTypeSlug: "bios", Vendor: "Dell Inc.", Model: "PowerEdge R6515", VersionedAttributes: fw(fleetdb.NSFirmwareOutOfBand, "2.10.2", at)},
+			{UUID: uuid.New(), ComponentTypeSlug: "bios", Vendor: "Dell Inc.", Model: "", VersionedAttributes: fw(fleetdb.NSFirmwareInBand, "2.10.2", at.Add(time.Minute))},
+			{UUID: uuid.New(), ComponentTypeSlug: "drive", Serial: "0000000001", Vendor: "Micron", Model: "MTFDDAK480TDT", VersionedAttributes: fw(fleetdb.NSFirmwareOutOfBand, "D0MU051", at)},
+			{UUID: uuid.New(), ComponentTypeSlug: "drive", Serial: "0000000001", Vendor: "Samsung", Model: "MZ7LH480HAHQ", VersionedAttributes: fw(fleetdb.NSFirmwareOutOfBand, "HXT7404Q", at)},
+			{UUID: uuid.New(), ComponentTypeSlug: "drive", Serial: "0000000001", Vendor: "micron", Model: "MTFDDAK480TDT", VersionedAttributes: fw(fleetdb.NSFirmwareInBand, "D0MU052", at.Add(time.Minute))},
+		},
+	})
+	src := newSource(t, sim, newClock(), nil)
+	got, err := src.Server(context.Background(), id.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []inventory.Component{
+		{Slug: "BIOS", Vendor: "Dell Inc.", Model: "PowerEdge R6515", Version: "2.10.2", OutOfBand: true},
+		{Slug: "Drive", Vendor: "Micron", Model: "MTFDDAK480TDT", Serial: "0000000001", Version: "D0MU052"},
+		{Slug: "Drive", Vendor: "Samsung", Model: "MZ7LH480HAHQ", Serial: "0000000001", Version: "HXT7404Q"},
+	}
+	if d := cmp.Diff(want, got.Components); d != "" {
+		t.Fatalf("components (-want +got):\n%s", d)
+	}
+}
