@@ -2,6 +2,9 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +12,7 @@ import (
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/agent"
 	"github.com/flasher-dev/flasher/internal/firmware"
+	"github.com/flasher-dev/flasher/internal/testenv"
 	"github.com/flasher-dev/flasher/sim/hosttools"
 )
 
@@ -240,5 +244,56 @@ func TestSecondAgentOnStateDir(t *testing.T) {
 	stop := startAgent(t, srv.addr, state)
 	if err := stop(); err == nil || !strings.Contains(err.Error(), "in use by another flasher-agent") {
 		t.Fatalf("second agent on one state dir: %v", err)
+	}
+}
+
+// TestLogKeysOnce: no JSON log line of the agent carries a key twice (the logger's own
+// "component" and a hardware component's, say), also when it stops during an install.
+func TestLogKeysOnce(t *testing.T) {
+	h := newHost(t, hosttools.SupermicroX11DPHT)
+	if err := h.SetFault("sum:UpdateBios", hosttools.Fault{Hang: true}); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t)
+	var logs testenv.SyncBuffer
+	stop := startAgent(t, srv.addr, t.TempDir(), func(c *agent.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	as := srv.assign(h, "BIOS", "3.5")
+	srv.waitFor("install started", func() bool {
+		for _, p := range srv.progress {
+			if p.GetTaskId() == as.GetTaskId() && p.GetStep() == "install" {
+				return true
+			}
+		}
+		return false
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, "stopped during install") }) {
+		t.Fatalf("no 'stopped during install' line in:\n%s", logs.String())
+	}
+	for _, l := range lines {
+		dec := json.NewDecoder(strings.NewReader(l))
+		if _, err := dec.Token(); err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		seen := map[string]bool{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				t.Fatalf("%q: %v", l, err)
+			}
+			if seen[k.(string)] {
+				t.Errorf("key %q twice in %s", k, l)
+			}
+			seen[k.(string)] = true
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				t.Fatalf("%q: %v", l, err)
+			}
+		}
 	}
 }
