@@ -26,10 +26,12 @@ import (
 )
 
 const (
-	x11     = "x11-01"
-	r6515   = "r6515-01"
-	mlxMAC  = "0c:42:a1:3d:bd:e0"
-	timeout = 30 * time.Second
+	x11    = "x11-01"
+	r6515  = "r6515-01"
+	mlxMAC = "0c:42:a1:3d:bd:e0"
+	// timeout only bounds a wait that never ends: every wait is on an event (task state,
+	// progress, agent connection, stand-in tool record), and a loaded machine may be slow.
+	timeout = 2 * time.Minute
 )
 
 func mustSucceed(t *testing.T, f *fixture, id string) *task.Task {
@@ -160,15 +162,23 @@ func TestCancelStopsAtSafePoint(t *testing.T) {
 	f := newFixture(t, hosttools.SupermicroX11DPHT, x11)
 	f.image("BIOS", "Supermicro", "X11DPH-T", "3.5")
 	f.image("BMC", "Supermicro", "X11DPH-T", "1.74.09")
-	// The BMC flash (first in plan order) takes a while; the cancel arrives during it and must
-	// not interrupt it.
-	if err := f.host.SetFault("sum:UpdateBmc", hosttools.Fault{Delay: 1500 * time.Millisecond}); err != nil {
+	// The BMC flash (first in plan order) waits at a gate; the cancel arrives during it and
+	// must not interrupt it. The gate opens once the agent has handled the cancel.
+	if err := f.host.SetFault("sum:UpdateBmc", hosttools.Fault{Gate: "bmc"}); err != nil {
 		t.Fatal(err)
 	}
-	f.startAgent(f.env.Addr, x11, t.TempDir())
+	a := f.startAgent(f.env.Addr, x11, t.TempDir())
 	id := f.create(x11, &flasherv1.Firmware{Component: "BIOS", Version: "3.5"}, &flasherv1.Firmware{Component: "BMC", Version: "1.74.09"})
 	f.waitTool("UpdateBmc", timeout)
 	if _, err := f.env.Tasks.CancelTask(context.Background(), &flasherv1.CancelTaskRequest{Id: id, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.cancelHandled:
+	case <-time.After(timeout):
+		t.Fatal("the agent never handled the cancel")
+	}
+	if err := f.host.OpenGate("bmc"); err != nil {
 		t.Fatal(err)
 	}
 	tk := f.env.WaitState(t, id, timeout, task.StateCancelled, task.StateSucceeded, task.StateFailed)
@@ -198,7 +208,9 @@ func TestAgentKilledMidInstall(t *testing.T) {
 	state := t.TempDir()
 	a1 := f.startAgent(f.env.Addr, x11, state)
 	id := f.create(x11, &flasherv1.Firmware{Component: "BIOS", Version: "3.5"})
-	f.waitTool("UpdateBios", timeout)
+	// Stop the agent only once the tool hangs: stopped before it takes its one-time fault, the
+	// tool would leave the fault armed and the second agent's install would hang instead.
+	f.waitFaultTaken("sum:UpdateBios", "UpdateBios", timeout)
 	a1.stop()
 	f.startAgent(f.env.Addr, x11, state)
 	tk := mustSucceed(t, f, id)
@@ -327,7 +339,14 @@ func TestLinkCutMidTask(t *testing.T) {
 	f.waitProgress(id, timeout, func(p task.Progress) bool { return p.Component == "BIOS" && p.Step == "install" })
 	proxy.Stop() // closes every proxied connection
 	f.waitProgress(id, timeout, func(p task.Progress) bool { return p.Step == "reconnect" })
-	time.Sleep(2 * time.Second) // the install ends while the link is down
+	// The install ends while the link is down: the stand-in tool records its end.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if _, err := f.host.AwaitRuns(ctx, func(runs []hosttools.ToolRun) bool {
+		return len(runs) == 1 && runs[0].Op == "UpdateBios" && !runs[0].End.IsZero()
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := proxy.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -228,6 +228,40 @@ type runningAgent struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	conn   *grpc.ClientConn
+	// cancelHandled is closed once the agent has handled a cancel from the server.
+	cancelHandled chan struct{}
+}
+
+// cancelWatch sees the agent handle a cancel on its stream: the agent reads its next message
+// only after it has acted on the previous one, so the read after a cancel marks it handled.
+type cancelWatch struct {
+	handled chan struct{}
+	once    sync.Once
+}
+
+func (w *cancelWatch) intercept(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &cancelWatchStream{ClientStream: s, w: w}, nil
+}
+
+type cancelWatchStream struct {
+	grpc.ClientStream
+	w       *cancelWatch
+	pending bool // the last message read was a cancel
+}
+
+func (s *cancelWatchStream) RecvMsg(m any) error {
+	if s.pending {
+		s.w.once.Do(func() { close(s.w.handled) })
+	}
+	err := s.ClientStream.RecvMsg(m)
+	if r, ok := m.(*flasherv1.ConnectResponse); ok && err == nil && r.GetCancel() != nil {
+		s.pending = true
+	}
+	return err
 }
 
 func (r *runningAgent) stop() {
@@ -241,7 +275,8 @@ type agentOpt func(*agent.Config)
 // startAgent runs an agent for serverID with stateDir, dialing addr (the server's, or a proxy's).
 func (f *fixture) startAgent(addr, serverID, stateDir string, opts ...agentOpt) *runningAgent {
 	f.t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	w := &cancelWatch{handled: make(chan struct{})}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithStreamInterceptor(w.intercept))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -255,7 +290,7 @@ func (f *fixture) startAgent(addr, serverID, stateDir string, opts ...agentOpt) 
 		f.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningAgent{cancel: cancel, done: make(chan struct{}), conn: conn}
+	r := &runningAgent{cancel: cancel, done: make(chan struct{}), conn: conn, cancelHandled: w.handled}
 	go func() { defer close(r.done); _ = a.Run(ctx) }()
 	var once sync.Once
 	f.t.Cleanup(func() { once.Do(r.stop) })
@@ -320,6 +355,32 @@ func (f *fixture) waitTool(arg string, timeout time.Duration) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	f.t.Fatalf("no stand-in tool running with %q after %s", arg, timeout)
+}
+
+// waitFaultTaken waits until the stand-in tool for op has taken the last use of the limited
+// fault armed under key ("sum:UpdateBios") and is still running: the tool is inside the fault
+// (hanging, say), not merely started. A tool stopped before it takes its fault would leave the
+// fault armed for the next run.
+func (f *fixture) waitFaultTaken(key, op string, timeout time.Duration) {
+	f.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		armed, err := f.host.Armed(key)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		runs, err := f.host.Runs()
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		for _, r := range runs {
+			if !armed && r.Op == op && r.End.IsZero() {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.t.Fatalf("stand-in tool did not take the fault %q within %s", key, timeout)
 }
 
 func (f *fixture) applied(slug string) int {

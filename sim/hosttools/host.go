@@ -186,6 +186,20 @@ func (h *Host) ClearFault(tool string) error {
 	return h.editFaults(func(m map[string]Fault) { delete(m, tool) })
 }
 
+// OpenGate lets every tool waiting on the gate of this name (Fault.Gate) go on.
+func (h *Host) OpenGate(name string) error {
+	return os.WriteFile(gatePath(h.StateDir, name), nil, 0o600)
+}
+
+// Armed says whether a fault is still armed for tool: a tool takes one use of a limited fault
+// (Times) before it acts on it, so a limited fault that is no longer armed is one the tool has
+// begun to act on.
+func (h *Host) Armed(tool string) (bool, error) {
+	armed := false
+	err := h.editFaults(func(m map[string]Fault) { _, armed = m[tool] })
+	return armed, err
+}
+
 func (h *Host) editFaults(fn func(map[string]Fault)) error {
 	unlock, err := lockState(h.StateDir)
 	if err != nil {

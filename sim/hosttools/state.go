@@ -63,7 +63,13 @@ type Fault struct {
 	Delay time.Duration `json:"delay,omitempty"`
 	// Times, when positive, limits the fault to the next Times invocations.
 	Times int `json:"times,omitempty"`
+	// Gate, when set, makes the tool wait until Host.OpenGate opens the gate of this name:
+	// a test decides when a slow tool finishes, instead of guessing a delay.
+	Gate string `json:"gate,omitempty"`
 }
+
+// gatePath is the file whose existence opens gate name.
+func gatePath(dir, name string) string { return filepath.Join(dir, "gate-"+name) }
 
 const (
 	stateFile  = "state.json"

@@ -210,6 +210,12 @@ func (r *run) exec() (err error) {
 		if f.Delay > 0 {
 			time.Sleep(f.Delay)
 		}
+		for f.Gate != "" {
+			if _, err := os.Stat(gatePath(r.cfg.StateDir, f.Gate)); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		if f.Hang {
 			// Until killed: a Go process has no child holding stdout, so the caller's
 			// context kill ends it (HARDWARE.md: shell stand-ins with children do not).
