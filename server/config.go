@@ -65,6 +65,10 @@ type Config struct {
 	ArtifactSchemes  []string `flag:"artifact-schemes" usage:"URL schemes images may be downloaded with (comma-separated)"`
 	ArtifactHosts    []string `flag:"artifact-hosts" usage:"hosts images may be downloaded from: names, *.domain, host:port, IPs or CIDRs (comma-separated; empty denies all)"`
 
+	ObservationMaxAge  time.Duration `flag:"observation-max-age" usage:"observations older than this are stale in compliance, and the sweep re-collects them (0: never stale)"`
+	Sweep              bool          `flag:"sweep" usage:"collect, through the BMC, every server with a component unobserved or older than -observation-max-age (off by default)"`
+	CollectConcurrency int           `flag:"collect-concurrency" usage:"servers a collect or the sweep reads at once"`
+
 	BMCPollInterval    time.Duration `flag:"bmc-poll-interval" usage:"first wait between two polls of a BMC's firmware job or version (real BMCs: seconds; simulators: less)"`
 	BMCMaxPollInterval time.Duration `flag:"bmc-max-poll-interval" usage:"polls of an unchanged job grow by half up to this (a few requests a minute per BMC)"`
 	BMCConnectTimeout  time.Duration `flag:"bmc-connect-timeout" usage:"bound of one BMC login"`
@@ -110,6 +114,7 @@ func defaultConfig() Config {
 		ArtifactMaxBytes:    20 << 30,
 		ArtifactSchemes:     []string{"https"},
 		BMCPollInterval:     10 * time.Second,
+		CollectConcurrency:  16,
 		AgentConnectTimeout: 5 * time.Minute,
 		AgentLostTimeout:    10 * time.Minute,
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/flasher-dev/flasher/internal/artifact"
 	"github.com/flasher-dev/flasher/internal/audit/auditapi"
 	"github.com/flasher-dev/flasher/internal/auth"
+	"github.com/flasher-dev/flasher/internal/fleet"
 	"github.com/flasher-dev/flasher/internal/fleetflag"
 	"github.com/flasher-dev/flasher/internal/inband"
 	"github.com/flasher-dev/flasher/internal/inventory"
@@ -52,6 +53,7 @@ type server struct {
 	images    *artifact.Cache
 	fleetdb   *fleetdb.Source
 	flagger   *fleetflag.Flagger
+	collector *fleet.Collector
 	ready     atomic.Bool
 
 	grpcLis, httpLis net.Listener
@@ -122,8 +124,21 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 	if cfg.FleetdbFlagTasks && s.fleetdb == nil {
 		return nil, errors.New("-fleetdb-flag-tasks needs -fleetdb-url")
 	}
+	if cfg.Sweep && (inv == nil || cfg.ObservationMaxAge <= 0) {
+		return nil, errors.New("-sweep needs an inventory and -observation-max-age")
+	}
+	var observed *fleet.Fleet
+	if inv != nil {
+		// Everything downstream plans from the declared inventory overlaid with what the
+		// hardware last reported.
+		if observed, err = fleet.New(fleet.Config{Store: st, Inventory: inv, MaxAge: cfg.ObservationMaxAge, Logger: log}); err != nil {
+			return nil, err
+		}
+		inv = observed
+	}
 	var agents *inband.Service
 	var planner *plan.SourcePlanner // one catalog index for the API's plans and both executors'
+	var bmcReader fleet.BMCReader
 	grpcOpts := append([]grpc.ServerOption(nil), sec.options...)
 	if inv != nil {
 		planner = plan.NewSourcePlanner(inv)
@@ -146,14 +161,15 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 			return nil, err
 		}
 		oob, err := outofband.New(outofband.Config{
-			Inventory: inv, Planner: planner, Images: images, Recorder: recorder, Logger: log, Policy: policy,
+			Inventory: inv, Planner: planner, Images: images, Recorder: recorder, Observer: observed, Logger: log, Policy: policy,
 		})
 		if err != nil {
 			return nil, err
 		}
 		executors[task.MethodOutOfBand] = oob
+		bmcReader = oob
 		agents, err = inband.New(inband.Config{
-			Inventory: inv, Planner: planner, Images: images, Recorder: recorder, Logger: log,
+			Inventory: inv, Planner: planner, Images: images, Recorder: recorder, Observer: observed, Logger: log,
 			ConnectTimeout: cfg.AgentConnectTimeout, LostTimeout: cfg.AgentLostTimeout,
 		})
 		if err != nil {
@@ -195,7 +211,14 @@ func newServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, er
 		tasks.Planner = planner
 		tasks.Inventory = inv
 		tasks.CheckURL = s.images.CheckURL
-		api.NewInventoryService(api.InventoryConfig{Source: inv, Logger: log}).Register(s.grpc)
+		s.collector, err = fleet.NewCollector(fleet.CollectorConfig{
+			Fleet: observed, BMC: bmcReader, Agents: agents, Turns: s.sched, Concurrency: cfg.CollectConcurrency,
+		})
+		if err != nil {
+			return nil, err
+		}
+		api.NewInventoryService(api.InventoryConfig{Source: inv, Collector: s.collector, Logger: log}).Register(s.grpc)
+		api.NewComplianceService(api.ComplianceConfig{Fleet: observed, Logger: log}).Register(s.grpc)
 		agents.Register(s.grpc)
 	}
 	taskSvc := api.NewTaskService(tasks)
@@ -256,6 +279,11 @@ func (s *server) Run(ctx context.Context) error {
 	runTask("change-log compaction", s.compact)
 	if s.inventory != nil {
 		runTask("inventory reload", s.inventory.Run)
+	}
+	if s.cfg.Sweep {
+		runTask("observation sweep", func(ctx context.Context) error {
+			return s.collector.Sweep(ctx, fleet.SweepConfig{MaxAge: s.cfg.ObservationMaxAge, Concurrency: s.cfg.CollectConcurrency})
+		})
 	}
 	if s.flagger != nil {
 		runTask("fleetdb attribute workflow", s.flagger.Run)

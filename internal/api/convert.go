@@ -3,6 +3,7 @@ package api
 import (
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
@@ -182,6 +183,7 @@ func planToPB(p *task.Plan) *flasherv1.Plan {
 		return nil
 	}
 	out := &flasherv1.Plan{FirmwareSet: p.FirmwareSet}
+	now := time.Now()
 	for _, s := range p.Steps {
 		out.Steps = append(out.Steps, &flasherv1.PlanStep{
 			Component:    s.Component,
@@ -203,10 +205,14 @@ func planToPB(p *task.Plan) *flasherv1.Plan {
 			Scheme:       s.Scheme,
 			PreActions:   actionsToPB(s.PreActions),
 			PostActions:  actionsToPB(s.PostActions),
+			FromSource:     versionSourceToPB(s.FromSource),
+			FromObservedAt: optionalTime(s.FromAt),
+			FromAge:        ageToPB(now, s.FromAt),
 		})
 	}
 	for _, s := range p.Skipped {
-		out.Skipped = append(out.Skipped, &flasherv1.SkippedComponent{Component: s.Component, Serial: s.Serial, Version: s.Version, Reason: s.Reason})
+		out.Skipped = append(out.Skipped, &flasherv1.SkippedComponent{Component: s.Component, Serial: s.Serial, Version: s.Version, Reason: s.Reason,
+			VersionSource: versionSourceToPB(s.VersionSource), VersionObservedAt: optionalTime(s.VersionAt), VersionAge: ageToPB(now, s.VersionAt)})
 	}
 	for _, s := range p.Snapshot {
 		out.Snapshot = append(out.Snapshot, &flasherv1.InstalledComponent{Component: s.Component, Serial: s.Serial, Vendor: s.Vendor, Model: s.Model, Version: s.Version})
@@ -260,4 +266,31 @@ func eventToPB(e task.Event) *flasherv1.TaskEvent {
 		ToState:   stateToPB[e.To],
 		Message:   e.Message,
 	}
+}
+
+// versionSourceToPB maps where a version was read; an empty source is a declaration.
+func versionSourceToPB(s string) flasherv1.VersionSource {
+	switch s {
+	case "bmc":
+		return flasherv1.VersionSource_VERSION_SOURCE_BMC
+	case "agent":
+		return flasherv1.VersionSource_VERSION_SOURCE_AGENT
+	default:
+		return flasherv1.VersionSource_VERSION_SOURCE_DECLARED
+	}
+}
+
+func optionalTime(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// ageToPB is how long before now a version was read; unset when the time is unknown.
+func ageToPB(now, at time.Time) *durationpb.Duration {
+	if at.IsZero() {
+		return nil
+	}
+	return durationpb.New(max(0, now.Sub(at)))
 }

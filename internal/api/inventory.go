@@ -12,6 +12,7 @@ import (
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/firmware"
+	"github.com/flasher-dev/flasher/internal/fleet"
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/task"
 )
@@ -19,7 +20,9 @@ import (
 // InventoryConfig configures the InventoryService.
 type InventoryConfig struct {
 	Source inventory.Source
-	Logger *slog.Logger
+	// Collector runs CollectInventory; nil answers Unimplemented.
+	Collector *fleet.Collector
+	Logger    *slog.Logger
 }
 
 // InventoryService implements flasherv1.InventoryServiceServer: a read-only view of what
@@ -55,6 +58,7 @@ func serverToPB(srv *inventory.Server, components bool) *flasherv1.Server {
 			out.Components = append(out.Components, &flasherv1.Component{
 				Slug: c.Slug, Vendor: c.Vendor, Model: c.Model, Serial: c.Serial, Version: c.Version,
 				InBand: c.InBand, OutOfBand: c.OutOfBand,
+				VersionSource: versionSourceToPB(c.VersionSource), VersionObservedAt: optionalTime(c.VersionAt),
 			})
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
 
+	"github.com/flasher-dev/flasher/internal/fleet"
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/store"
@@ -28,7 +29,10 @@ func errorStatus(ctx context.Context, log *slog.Logger, err error) error {
 	}
 	var refusal *plan.Error
 	var te *task.TransitionError
+	var se *fleet.SelectorError
 	switch {
+	case errors.As(err, &se):
+		return badRequest(se.Field, se.Reason)
 	case errors.As(err, &refusal):
 		// A planner refusal: one violation per reason, each typed with the rule that failed.
 		pf := &errdetails.PreconditionFailure{}

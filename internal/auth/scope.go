@@ -73,6 +73,11 @@ func DefaultPolicy() Policy {
 	for _, m := range []string{"ListServers", "GetServer", "ListFirmware", "ListFirmwareSets"} {
 		p["/flasher.v1.InventoryService/"+m] = Rule{Scope: ScopeInventoryRead}
 	}
+	// A collect reads BMCs (and waits on tasks): it acts on hardware, so it needs tasks:write.
+	p["/flasher.v1.InventoryService/CollectInventory"] = Rule{Scope: ScopeTasksWrite}
+	for _, m := range []string{"ListCompliance", "SummarizeCompliance"} {
+		p["/flasher.v1.ComplianceService/"+m] = Rule{Scope: ScopeInventoryRead}
+	}
 	for _, m := range []string{"Connect", "FetchArtifact"} {
 		p["/flasher.v1.AgentService/"+m] = Rule{Scope: ScopeAgent, Agent: true}
 	}

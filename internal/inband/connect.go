@@ -12,6 +12,7 @@ import (
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/auth"
+	"github.com/flasher-dev/flasher/internal/inventory"
 )
 
 // Connect serves one agent stream: Hello, then heartbeats and reports until the agent leaves,
@@ -74,7 +75,7 @@ func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 	now := s.cfg.Now()
 	ss := &session{
 		serverID: serverID, version: hello.GetAgentVersion(), host: hello.GetHost(),
-		comps: componentsFromProto(hello.GetComponents()), connected: now,
+		comps: componentsFromProto(hello.GetComponents(), now), connected: now,
 		done: make(chan struct{}), stream: stream, assigned: map[string]bool{},
 	}
 	ss.lastSeen.Store(now.UnixNano())
@@ -99,6 +100,7 @@ func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 	if err != nil {
 		return err
 	}
+	s.observe(ctx, inventory.Reading{ServerID: serverID, Source: "agent", At: now, Components: ss.comps})
 
 	for {
 		if !timer.Stop() {
@@ -128,6 +130,27 @@ func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 	}
 }
 
+// observe hands an agent's report to the Observer; a failure is logged, the stream goes on.
+func (s *Service) observe(ctx context.Context, r inventory.Reading) {
+	if o := s.cfg.Observer; o != nil && len(r.Components) > 0 {
+		if err := o.Observe(ctx, r); err != nil {
+			s.log.Warn("record the agent's versions", "server", r.ServerID, "err", err)
+		}
+	}
+}
+
+// Reported returns the inventory the server's connected agent last reported and when, or
+// ok=false when no agent of the server is connected.
+func (s *Service) Reported(serverID string) (comps []inventory.Component, ok bool) {
+	ss, _ := s.reg.current(serverID)
+	if ss == nil {
+		return nil, false
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return append([]inventory.Component(nil), ss.comps...), true
+}
+
 // recvEnd maps the end of the agent's side of the stream to the handler's return.
 func recvEnd(err error) error {
 	if errors.Is(err, io.EOF) {
@@ -145,9 +168,12 @@ func (s *Service) handle(ss *session, m *flasherv1.ConnectRequest) error {
 		return nil
 	case *flasherv1.ConnectRequest_Hello:
 		// A repeated hello refreshes the inventory; the next re-plan uses it.
+		now := s.cfg.Now()
+		comps := componentsFromProto(x.Hello.GetComponents(), now)
 		ss.mu.Lock()
-		ss.comps = componentsFromProto(x.Hello.GetComponents())
+		ss.comps = comps
 		ss.mu.Unlock()
+		s.observe(ss.stream.Context(), inventory.Reading{ServerID: ss.serverID, Source: "agent", At: now, Components: comps})
 		return nil
 	case *flasherv1.ConnectRequest_Ack:
 		taskID = x.Ack.GetTaskId()

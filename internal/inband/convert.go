@@ -1,17 +1,20 @@
 package inband
 
 import (
+	"time"
+
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
-func componentsFromProto(in []*flasherv1.AgentComponent) []inventory.Component {
+// componentsFromProto converts an agent's inventory report, read at `at`.
+func componentsFromProto(in []*flasherv1.AgentComponent, at time.Time) []inventory.Component {
 	out := make([]inventory.Component, 0, len(in))
 	for _, c := range in {
 		out = append(out, inventory.Component{
 			Slug: c.GetSlug(), Vendor: c.GetVendor(), Model: c.GetModel(), Serial: c.GetSerial(),
-			Version: c.GetVersion(), InBand: true,
+			Version: c.GetVersion(), InBand: true, VersionSource: "agent", VersionAt: at,
 		})
 	}
 	return out

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,7 +86,7 @@ func (s *Service) Execute(ctx context.Context, t *task.Task, r task.Reporter) er
 		if err != nil {
 			return err
 		}
-		changed := p == nil || !reflect.DeepEqual(p.Steps, fresh.Steps) || !reflect.DeepEqual(p.Skipped, fresh.Skipped)
+		changed := p == nil || !sameWork(p, fresh)
 		if changed && rec == recordUnknown {
 			// An earlier process claimed the task and stopped before recording whether it sent
 			// the assignment, and the host no longer matches the plan: it may be half-updated
@@ -344,6 +345,12 @@ func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error 
 			Step: "result", Message: msg, Attempt: int(c.GetAttempt()), JobID: c.GetInstallId()}
 		if p.State == task.StepSucceeded {
 			p.Percent = 100
+			if c.GetVersion() != "" {
+				now := a.s.cfg.Now()
+				a.s.observe(ctx, inventory.Reading{ServerID: a.t.ServerID, Source: "agent", TaskID: a.t.ID, At: now,
+					Components: []inventory.Component{{Slug: c.GetComponent(), Serial: c.GetSerial(), Version: c.GetVersion(),
+						VersionSource: "agent", VersionAt: now}}})
+			}
 			if rec := a.s.cfg.Recorder; rec != nil && c.GetVersion() != "" {
 				if err := rec.SetInstalledVersion(ctx, a.t.ServerID, c.GetComponent(), c.GetSerial(), c.GetVersion()); err != nil {
 					a.s.log.Warn("record the verified version in the inventory", "server", a.t.ServerID, "component", c.GetComponent(), "err", err)
@@ -366,6 +373,24 @@ func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error 
 		}
 		return task.Fail(code, res.GetFailureComponent(), fmt.Sprintf("server %s: %s", a.t.ServerID, res.GetMessage()), nil)
 	}
+}
+
+// sameWork reports whether two plans do the same thing, whatever their installed versions'
+// provenance (where and when each was read).
+func sameWork(a, b *task.Plan) bool {
+	strip := func(p *task.Plan) ([]task.Step, []task.Skip) {
+		steps, skips := slices.Clone(p.Steps), slices.Clone(p.Skipped)
+		for i := range steps {
+			steps[i].FromSource, steps[i].FromAt = "", time.Time{}
+		}
+		for i := range skips {
+			skips[i].VersionSource, skips[i].VersionAt = "", time.Time{}
+		}
+		return steps, skips
+	}
+	as, ak := strip(a)
+	bs, bk := strip(b)
+	return reflect.DeepEqual(as, bs) && reflect.DeepEqual(ak, bk)
 }
 
 // replan plans t against the server's record with the components its agent reported.

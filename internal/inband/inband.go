@@ -63,6 +63,9 @@ type Config struct {
 	CancelPoll time.Duration
 	// Recorder, when set, records each version the agent verified in the inventory source.
 	Recorder inventory.Recorder
+	// Observer, when set, is told every inventory an agent reports (hello) and every version
+	// it verified after an install (the fleet's observed versions).
+	Observer inventory.Observer
 	// ChunkSize is the FetchArtifact chunk size (0 means 256 KiB).
 	ChunkSize int
 	Logger    *slog.Logger

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrNotFound is wrapped by lookups of servers, firmware or sets that do not exist.
@@ -64,6 +65,12 @@ type Component struct {
 	// InBand and OutOfBand say how the component can be updated.
 	InBand    bool
 	OutOfBand bool
+	// VersionSource and VersionAt say where Version comes from and when it was read: "declared"
+	// by a source (VersionAt is the source's own timestamp, zero when it has none), or "bmc" or
+	// "agent" when Flasher read it (internal/fleet overlays its observations). Empty means
+	// declared.
+	VersionSource string
+	VersionAt     time.Time
 }
 
 // Firmware is one firmware image in the catalog.
@@ -127,4 +134,25 @@ type Source interface {
 // hardware is already flashed and verified.
 type Recorder interface {
 	SetInstalledVersion(ctx context.Context, serverID, slug, serial, version string) error
+}
+
+// Reading is one read of a server's installed versions from the hardware.
+type Reading struct {
+	ServerID string
+	// Source is "bmc" or "agent".
+	Source string
+	// TaskID or CollectID names the operation that read it.
+	TaskID    string
+	CollectID string
+	At        time.Time
+	// Components are the instances read, with their versions. A partial reading (an agent's
+	// result names only what it installed) lists only those.
+	Components []Component
+}
+
+// Observer is told every reading an executor or a collect makes, so the next plan starts from
+// what the hardware runs (internal/fleet keeps them). Executors treat an Observer failure as a
+// warning: the reading does not change what was done to the hardware.
+type Observer interface {
+	Observe(ctx context.Context, r Reading) error
 }

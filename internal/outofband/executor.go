@@ -48,6 +48,9 @@ type Config struct {
 	Policy Policy
 	// Recorder, when set, records each verified version in the inventory source.
 	Recorder inventory.Recorder
+	// Observer, when set, is told the inventory read before planning and after a failure, and
+	// each verified version (the fleet's observed versions).
+	Observer inventory.Observer
 	Logger   *slog.Logger
 }
 
@@ -264,6 +267,7 @@ func (rn *run) replan(ctx context.Context) (*task.Plan, error) {
 	if err := rn.readInventoryReady(ctx); err != nil {
 		return nil, rn.failure(ctx, "", "read the BMC inventory", err)
 	}
+	rn.observe(rn.live)
 	return rn.x.planner.Replan(ctx, rn.t, rn.srv, rn.live, "the BMC's inventory")
 }
 
@@ -295,8 +299,19 @@ func (rn *run) readInventory(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rn.live = liveComponents(rn.srv, dev)
+	rn.live = liveComponents(rn.srv, dev, time.Now())
 	return nil
+}
+
+// observe hands components read from the BMC to the Observer; a failure is only logged, as
+// the reading changes nothing on the hardware.
+func (rn *run) observe(comps []inventory.Component) {
+	if o := rn.x.cfg.Observer; o != nil && len(comps) > 0 {
+		r := inventory.Reading{ServerID: rn.t.ServerID, Source: "bmc", TaskID: rn.t.ID, At: comps[0].VersionAt, Components: comps}
+		if err := o.Observe(rn.wctx, r); err != nil {
+			rn.log.Warn("record the observed versions", "err", err)
+		}
+	}
 }
 
 // settleResumed closes progress entries left RUNNING by an earlier run whose component the new

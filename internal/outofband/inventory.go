@@ -2,6 +2,7 @@ package outofband
 
 import (
 	"strings"
+	"time"
 
 	"github.com/bmc-toolbox/common"
 
@@ -11,13 +12,14 @@ import (
 
 // liveComponents returns the components the BMC reports now. Each live component keeps the
 // update-method flags of the source's matching instance.
-func liveComponents(src *inventory.Server, dev *common.Device) []inventory.Component {
+func liveComponents(src *inventory.Server, dev *common.Device, at time.Time) []inventory.Component {
 	var out []inventory.Component
 	for _, c := range firmware.Flatten(dev) {
 		if c.Version == "" {
 			continue
 		}
-		comp := inventory.Component{Slug: c.Slug, Vendor: c.Vendor, Model: c.Model, Serial: c.Serial, Version: c.Version}
+		comp := inventory.Component{Slug: c.Slug, Vendor: c.Vendor, Model: c.Model, Serial: c.Serial, Version: c.Version,
+			VersionSource: "bmc", VersionAt: at}
 		if known := findComponent(src.Components, c.Slug, c.Serial); known != nil {
 			comp.InBand, comp.OutOfBand = known.InBand, known.OutOfBand
 			if comp.Vendor == "" {

@@ -172,6 +172,7 @@ func (rn *run) changes(ctx context.Context) string {
 		}
 		return rn.changed
 	}
+	rn.observe(rn.live)
 	var changed []string
 	for _, s := range rn.snapshot() {
 		if c := findComponent(rn.live, s.Component, s.Serial); c != nil && c.Version != s.Version {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flasher-dev/flasher/internal/firmware"
+	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
@@ -199,6 +200,8 @@ func (rn *run) verify(ctx context.Context, st task.Step, to Timeouts) error {
 	}
 	rn.applied[st.Checksum] = true
 	rn.done = append(rn.done, fmt.Sprintf("%s %s→%s", name, st.FromVersion, st.ToVersion))
+	rn.observe([]inventory.Component{{Slug: st.Component, Serial: st.Serial, Vendor: st.Vendor, Model: st.Model,
+		Version: st.ToVersion, VersionSource: "bmc", VersionAt: time.Now()}})
 	if rec := rn.x.cfg.Recorder; rec != nil {
 		if err := rec.SetInstalledVersion(rn.wctx, rn.t.ServerID, st.Component, st.Serial, st.ToVersion); err != nil {
 			rn.log.Warn("record the verified version in the inventory", "component", name, "version", st.ToVersion, "err", err)

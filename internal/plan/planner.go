@@ -193,7 +193,8 @@ func (pl *planning) skip(in *inst, reason, format string, args ...any) {
 	if format != "" {
 		r += ": " + fmt.Sprintf(format, args...)
 	}
-	pl.skips = append(pl.skips, task.Skip{Component: in.c.Slug, Serial: in.c.Serial, Version: in.c.Version, Reason: r})
+	pl.skips = append(pl.skips, task.Skip{Component: in.c.Slug, Serial: in.c.Serial, Version: in.c.Version, Reason: r,
+		VersionSource: versionSource(in.c), VersionAt: in.c.VersionAt})
 }
 
 func (pl *planning) run() (*task.Plan, error) {
@@ -262,6 +263,7 @@ func (pl *planning) output(order []*step) *task.Plan {
 			Force: s.force, Downgrade: s.flags.downgrade, Reinstall: s.flags.reinstall,
 			Irreversible: len(s.in.oldRecs) == 0, Uncatalogued: s.flags.uncatalogued,
 			PreActions: slices.Clone(s.item.PreActions), PostActions: slices.Clone(s.item.PostActions),
+			FromSource: versionSource(s.in.c), FromAt: s.in.c.VersionAt,
 		}
 		st.URL, st.Checksum, st.Filename, st.FirmwareID = s.image()
 		if sum, err := firmware.ParseChecksum(st.Checksum); err == nil {
@@ -273,6 +275,15 @@ func (pl *planning) output(order []*step) *task.Plan {
 		out.Steps = append(out.Steps, st)
 	}
 	return out
+}
+
+// versionSource names where a component's installed version comes from; an inventory source
+// that does not say declares it.
+func versionSource(c inventory.Component) string {
+	if c.VersionSource == "" {
+		return "declared"
+	}
+	return c.VersionSource
 }
 
 func baseName(u string) string {

@@ -55,6 +55,8 @@ type Scheduler struct {
 	wg       sync.WaitGroup
 	// heldOff keeps servers leased by another replica from being tried again until then.
 	heldOff map[string]time.Time
+	// freed is closed (and replaced) whenever a server stops being busy, for Hold.
+	freed chan struct{}
 
 	// last holds the task as this process last committed it, for tasks not yet finished, so a
 	// change does not re-read what it just wrote. A change made elsewhere (another replica)
@@ -341,6 +343,7 @@ func (s *Scheduler) release(id, serverID string, m task.Method) {
 	delete(s.active, id)
 	if s.busy[serverID] == id {
 		delete(s.busy, serverID)
+		s.signalFreedLocked()
 	}
 	s.perMeth[m]--
 	s.mu.Unlock()

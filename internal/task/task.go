@@ -146,6 +146,9 @@ type Step struct {
 	Uncatalogued bool     `json:"uncatalogued,omitempty"`
 	PreActions   []Action `json:"pre_actions,omitempty"`
 	PostActions  []Action `json:"post_actions,omitempty"`
+	// FromSource and FromAt say where FromVersion was read and when (see Installed).
+	FromSource string    `json:"from_source,omitempty"`
+	FromAt     time.Time `json:"from_at,omitzero"`
 }
 
 // Skip is a component the plan leaves alone, and why.
@@ -154,6 +157,11 @@ type Skip struct {
 	Serial    string `json:"serial,omitempty"`
 	Version   string `json:"version,omitempty"`
 	Reason    string `json:"reason"`
+	// VersionSource and VersionAt say where Version was read and when: "bmc" or "agent" for a
+	// version Flasher read, "declared" for an inventory source's (VersionAt zero when the source
+	// keeps no time).
+	VersionSource string    `json:"version_source,omitempty"`
+	VersionAt     time.Time `json:"version_at,omitzero"`
 }
 
 // Plan is what a task will flash, in order, computed before any hardware is touched.

@@ -51,6 +51,9 @@ func (f *Fleet) status(s *Server, full bool) BMCStatus {
 //	DELETE /v1/bmcs/{id}/faults           clear all faults
 //	POST   /v1/bmcs/{id}/reboot           reboot the BMC (?duration=5s)
 //	POST   /v1/bmcs/{id}/power            set host power without counters ({"on":true})
+//	PUT    /v1/bmcs/{id}/components/{component}/version
+//	                                      change an installed version behind Flasher's back
+//	                                      (body: {"version": "x", "serial": ""})
 //	GET    /v1/inventory                  the inventory YAML with current versions
 //
 // {id} "all" applies fault changes to every BMC.
@@ -131,6 +134,21 @@ func (f *Fleet) ControlHandler() http.Handler {
 		}
 		f.forEach(w, r, func(s *Server) error { s.BMC.SetPowerState(*body.On); return nil })
 	})
+	mux.HandleFunc("PUT /v1/bmcs/{id}/components/{component}/version", f.withServer(func(w http.ResponseWriter, r *http.Request, s *Server) {
+		var body struct {
+			Version string `json:"version"`
+			Serial  string `json:"serial"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body); err != nil || body.Version == "" {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf(`version body must be {"version": "x", "serial": ""}`))
+			return
+		}
+		if !s.BMC.SetVersion(r.PathValue("component"), body.Serial, body.Version) {
+			writeErr(w, http.StatusNotFound, fmt.Errorf("server %s has no component %q", s.ID, r.PathValue("component")))
+			return
+		}
+		writeJSON(w, http.StatusOK, f.status(s, true))
+	}))
 	return mux
 }
 

@@ -316,6 +316,23 @@ func (b *BMC) InstalledVersion(component string) string {
 	return ""
 }
 
+// SetVersion changes the installed version of the first component whose slug or Redfish id
+// equals component (and whose serial equals serial, when given), as an update made outside
+// Flasher would. It reports whether a component matched.
+func (b *BMC) SetVersion(component, serial, version string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.advanceLocked(b.clock.Now())
+	for i := range b.comps {
+		c := &b.comps[i]
+		if (strings.EqualFold(c.Slug, component) || strings.EqualFold(c.ID, component)) && (serial == "" || strings.EqualFold(c.Serial, serial)) {
+			c.Previous, c.Version = c.Version, version
+			return true
+		}
+	}
+	return false
+}
+
 // PowerState returns the host power state, "On" or "Off".
 func (b *BMC) PowerState() string {
 	b.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -22,6 +23,388 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// CollectState is where one server's collect is.
+type CollectState int32
+
+const (
+	CollectState_COLLECT_STATE_UNSPECIFIED CollectState = 0
+	// Waiting for the server's active task or for another collect of it.
+	CollectState_COLLECT_STATE_WAITING   CollectState = 1
+	CollectState_COLLECT_STATE_RUNNING   CollectState = 2
+	CollectState_COLLECT_STATE_SUCCEEDED CollectState = 3
+	CollectState_COLLECT_STATE_FAILED    CollectState = 4
+)
+
+// Enum value maps for CollectState.
+var (
+	CollectState_name = map[int32]string{
+		0: "COLLECT_STATE_UNSPECIFIED",
+		1: "COLLECT_STATE_WAITING",
+		2: "COLLECT_STATE_RUNNING",
+		3: "COLLECT_STATE_SUCCEEDED",
+		4: "COLLECT_STATE_FAILED",
+	}
+	CollectState_value = map[string]int32{
+		"COLLECT_STATE_UNSPECIFIED": 0,
+		"COLLECT_STATE_WAITING":     1,
+		"COLLECT_STATE_RUNNING":     2,
+		"COLLECT_STATE_SUCCEEDED":   3,
+		"COLLECT_STATE_FAILED":      4,
+	}
+)
+
+func (x CollectState) Enum() *CollectState {
+	p := new(CollectState)
+	*p = x
+	return p
+}
+
+func (x CollectState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CollectState) Descriptor() protoreflect.EnumDescriptor {
+	return file_flasher_v1_inventory_service_proto_enumTypes[0].Descriptor()
+}
+
+func (CollectState) Type() protoreflect.EnumType {
+	return &file_flasher_v1_inventory_service_proto_enumTypes[0]
+}
+
+func (x CollectState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CollectState.Descriptor instead.
+func (CollectState) EnumDescriptor() ([]byte, []int) {
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{0}
+}
+
+// ServerSelector names servers. Its fields narrow each other; an empty selector is refused
+// unless all is true.
+type ServerSelector struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ServerIds []string               `protobuf:"bytes,1,rep,name=server_ids,json=serverIds,proto3" json:"server_ids,omitempty"`
+	// Label equals value. Known labels: vendor, model, facility; others are refused.
+	Labels map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The whole fleet: must be said explicitly, and not combined with the other fields.
+	All           bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerSelector) Reset() {
+	*x = ServerSelector{}
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerSelector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerSelector) ProtoMessage() {}
+
+func (x *ServerSelector) ProtoReflect() protoreflect.Message {
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerSelector.ProtoReflect.Descriptor instead.
+func (*ServerSelector) Descriptor() ([]byte, []int) {
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ServerSelector) GetServerIds() []string {
+	if x != nil {
+		return x.ServerIds
+	}
+	return nil
+}
+
+func (x *ServerSelector) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ServerSelector) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+// CollectInventoryRequest is the request of InventoryService.CollectInventory.
+type CollectInventoryRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Selector *ServerSelector        `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// OUT_OF_BAND (the default) reads through the BMC; IN_BAND takes the inventory the server's
+	// connected agent reported.
+	Method Method `protobuf:"varint,2,opt,name=method,proto3,enum=flasher.v1.Method" json:"method,omitempty"`
+	// Servers read at once; 0 means the server's default.
+	Concurrency   int32 `protobuf:"varint,3,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectInventoryRequest) Reset() {
+	*x = CollectInventoryRequest{}
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectInventoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectInventoryRequest) ProtoMessage() {}
+
+func (x *CollectInventoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectInventoryRequest.ProtoReflect.Descriptor instead.
+func (*CollectInventoryRequest) Descriptor() ([]byte, []int) {
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CollectInventoryRequest) GetSelector() *ServerSelector {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *CollectInventoryRequest) GetMethod() Method {
+	if x != nil {
+		return x.Method
+	}
+	return Method_METHOD_UNSPECIFIED
+}
+
+func (x *CollectInventoryRequest) GetConcurrency() int32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+// ComponentDrift is a component whose version read differs from what Flasher knew.
+type ComponentDrift struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Component     string                 `protobuf:"bytes,1,opt,name=component,proto3" json:"component,omitempty"`
+	Serial        string                 `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	FromVersion   string                 `protobuf:"bytes,3,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	FromSource    VersionSource          `protobuf:"varint,4,opt,name=from_source,json=fromSource,proto3,enum=flasher.v1.VersionSource" json:"from_source,omitempty"`
+	ToVersion     string                 `protobuf:"bytes,5,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComponentDrift) Reset() {
+	*x = ComponentDrift{}
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComponentDrift) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComponentDrift) ProtoMessage() {}
+
+func (x *ComponentDrift) ProtoReflect() protoreflect.Message {
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComponentDrift.ProtoReflect.Descriptor instead.
+func (*ComponentDrift) Descriptor() ([]byte, []int) {
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ComponentDrift) GetComponent() string {
+	if x != nil {
+		return x.Component
+	}
+	return ""
+}
+
+func (x *ComponentDrift) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *ComponentDrift) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *ComponentDrift) GetFromSource() VersionSource {
+	if x != nil {
+		return x.FromSource
+	}
+	return VersionSource_VERSION_SOURCE_UNSPECIFIED
+}
+
+func (x *ComponentDrift) GetToVersion() string {
+	if x != nil {
+		return x.ToVersion
+	}
+	return ""
+}
+
+// CollectInventoryResponse is one event of one server's collect.
+type CollectInventoryResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CollectId string                 `protobuf:"bytes,1,opt,name=collect_id,json=collectId,proto3" json:"collect_id,omitempty"`
+	ServerId  string                 `protobuf:"bytes,2,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	Method    Method                 `protobuf:"varint,3,opt,name=method,proto3,enum=flasher.v1.Method" json:"method,omitempty"`
+	State     CollectState           `protobuf:"varint,4,opt,name=state,proto3,enum=flasher.v1.CollectState" json:"state,omitempty"`
+	Message   string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	// Set when FAILED: BMC_READ_FAILED, AGENT_UNAVAILABLE, UNSUPPORTED, STORE_ERROR, CANCELLED.
+	FailureCode string `protobuf:"bytes,6,opt,name=failure_code,json=failureCode,proto3" json:"failure_code,omitempty"`
+	// Set when SUCCEEDED: the components read, and those that differ from what Flasher knew.
+	Components []*Component      `protobuf:"bytes,7,rep,name=components,proto3" json:"components,omitempty"`
+	Drift      []*ComponentDrift `protobuf:"bytes,8,rep,name=drift,proto3" json:"drift,omitempty"`
+	// This outcome is of a collect of the same server another caller started.
+	Joined        bool                   `protobuf:"varint,9,opt,name=joined,proto3" json:"joined,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectInventoryResponse) Reset() {
+	*x = CollectInventoryResponse{}
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectInventoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectInventoryResponse) ProtoMessage() {}
+
+func (x *CollectInventoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectInventoryResponse.ProtoReflect.Descriptor instead.
+func (*CollectInventoryResponse) Descriptor() ([]byte, []int) {
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CollectInventoryResponse) GetCollectId() string {
+	if x != nil {
+		return x.CollectId
+	}
+	return ""
+}
+
+func (x *CollectInventoryResponse) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *CollectInventoryResponse) GetMethod() Method {
+	if x != nil {
+		return x.Method
+	}
+	return Method_METHOD_UNSPECIFIED
+}
+
+func (x *CollectInventoryResponse) GetState() CollectState {
+	if x != nil {
+		return x.State
+	}
+	return CollectState_COLLECT_STATE_UNSPECIFIED
+}
+
+func (x *CollectInventoryResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CollectInventoryResponse) GetFailureCode() string {
+	if x != nil {
+		return x.FailureCode
+	}
+	return ""
+}
+
+func (x *CollectInventoryResponse) GetComponents() []*Component {
+	if x != nil {
+		return x.Components
+	}
+	return nil
+}
+
+func (x *CollectInventoryResponse) GetDrift() []*ComponentDrift {
+	if x != nil {
+		return x.Drift
+	}
+	return nil
+}
+
+func (x *CollectInventoryResponse) GetJoined() bool {
+	if x != nil {
+		return x.Joined
+	}
+	return false
+}
+
+func (x *CollectInventoryResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // Component is one component instance of a server.
 type Component struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -30,16 +413,19 @@ type Component struct {
 	Model  string                 `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
 	Serial string                 `protobuf:"bytes,4,opt,name=serial,proto3" json:"serial,omitempty"`
 	// The installed firmware version.
-	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
-	InBand        bool   `protobuf:"varint,6,opt,name=in_band,json=inBand,proto3" json:"in_band,omitempty"`
-	OutOfBand     bool   `protobuf:"varint,7,opt,name=out_of_band,json=outOfBand,proto3" json:"out_of_band,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Version   string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	InBand    bool   `protobuf:"varint,6,opt,name=in_band,json=inBand,proto3" json:"in_band,omitempty"`
+	OutOfBand bool   `protobuf:"varint,7,opt,name=out_of_band,json=outOfBand,proto3" json:"out_of_band,omitempty"`
+	// Where version was read and when (unset for a declaration without a time).
+	VersionSource     VersionSource          `protobuf:"varint,8,opt,name=version_source,json=versionSource,proto3,enum=flasher.v1.VersionSource" json:"version_source,omitempty"`
+	VersionObservedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=version_observed_at,json=versionObservedAt,proto3" json:"version_observed_at,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Component) Reset() {
 	*x = Component{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[0]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +437,7 @@ func (x *Component) String() string {
 func (*Component) ProtoMessage() {}
 
 func (x *Component) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[0]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +450,7 @@ func (x *Component) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Component.ProtoReflect.Descriptor instead.
 func (*Component) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{0}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Component) GetSlug() string {
@@ -116,6 +502,20 @@ func (x *Component) GetOutOfBand() bool {
 	return false
 }
 
+func (x *Component) GetVersionSource() VersionSource {
+	if x != nil {
+		return x.VersionSource
+	}
+	return VersionSource_VERSION_SOURCE_UNSPECIFIED
+}
+
+func (x *Component) GetVersionObservedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.VersionObservedAt
+	}
+	return nil
+}
+
 // Server is one bare-metal server. Its BMC credentials are never shown.
 type Server struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -135,7 +535,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[1]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -147,7 +547,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[1]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -160,7 +560,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{1}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Server) GetId() string {
@@ -238,7 +638,7 @@ type FirmwareRequirement struct {
 
 func (x *FirmwareRequirement) Reset() {
 	*x = FirmwareRequirement{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[2]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -250,7 +650,7 @@ func (x *FirmwareRequirement) String() string {
 func (*FirmwareRequirement) ProtoMessage() {}
 
 func (x *FirmwareRequirement) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[2]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -263,7 +663,7 @@ func (x *FirmwareRequirement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirmwareRequirement.ProtoReflect.Descriptor instead.
 func (*FirmwareRequirement) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{2}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FirmwareRequirement) GetComponent() string {
@@ -303,7 +703,7 @@ type FirmwareRecord struct {
 
 func (x *FirmwareRecord) Reset() {
 	*x = FirmwareRecord{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[3]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -315,7 +715,7 @@ func (x *FirmwareRecord) String() string {
 func (*FirmwareRecord) ProtoMessage() {}
 
 func (x *FirmwareRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[3]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -328,7 +728,7 @@ func (x *FirmwareRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirmwareRecord.ProtoReflect.Descriptor instead.
 func (*FirmwareRecord) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{3}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FirmwareRecord) GetId() string {
@@ -435,7 +835,7 @@ type FirmwareSet struct {
 
 func (x *FirmwareSet) Reset() {
 	*x = FirmwareSet{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[4]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +847,7 @@ func (x *FirmwareSet) String() string {
 func (*FirmwareSet) ProtoMessage() {}
 
 func (x *FirmwareSet) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[4]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +860,7 @@ func (x *FirmwareSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirmwareSet.ProtoReflect.Descriptor instead.
 func (*FirmwareSet) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{4}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FirmwareSet) GetId() string {
@@ -509,7 +909,7 @@ type ListServersRequest struct {
 
 func (x *ListServersRequest) Reset() {
 	*x = ListServersRequest{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[5]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +921,7 @@ func (x *ListServersRequest) String() string {
 func (*ListServersRequest) ProtoMessage() {}
 
 func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[5]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +934,7 @@ func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
 func (*ListServersRequest) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{5}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListServersRequest) GetVendor() string {
@@ -583,7 +983,7 @@ type ListServersResponse struct {
 
 func (x *ListServersResponse) Reset() {
 	*x = ListServersResponse{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[6]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +995,7 @@ func (x *ListServersResponse) String() string {
 func (*ListServersResponse) ProtoMessage() {}
 
 func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[6]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +1008,7 @@ func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
 func (*ListServersResponse) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{6}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListServersResponse) GetServers() []*Server {
@@ -635,7 +1035,7 @@ type GetServerRequest struct {
 
 func (x *GetServerRequest) Reset() {
 	*x = GetServerRequest{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[7]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +1047,7 @@ func (x *GetServerRequest) String() string {
 func (*GetServerRequest) ProtoMessage() {}
 
 func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[7]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +1060,7 @@ func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerRequest.ProtoReflect.Descriptor instead.
 func (*GetServerRequest) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{7}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetServerRequest) GetId() string {
@@ -680,7 +1080,7 @@ type GetServerResponse struct {
 
 func (x *GetServerResponse) Reset() {
 	*x = GetServerResponse{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[8]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +1092,7 @@ func (x *GetServerResponse) String() string {
 func (*GetServerResponse) ProtoMessage() {}
 
 func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[8]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +1105,7 @@ func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerResponse.ProtoReflect.Descriptor instead.
 func (*GetServerResponse) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{8}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetServerResponse) GetServer() *Server {
@@ -727,7 +1127,7 @@ type ListFirmwareRequest struct {
 
 func (x *ListFirmwareRequest) Reset() {
 	*x = ListFirmwareRequest{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[9]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +1139,7 @@ func (x *ListFirmwareRequest) String() string {
 func (*ListFirmwareRequest) ProtoMessage() {}
 
 func (x *ListFirmwareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[9]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +1152,7 @@ func (x *ListFirmwareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFirmwareRequest.ProtoReflect.Descriptor instead.
 func (*ListFirmwareRequest) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{9}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListFirmwareRequest) GetVendor() string {
@@ -786,7 +1186,7 @@ type ListFirmwareResponse struct {
 
 func (x *ListFirmwareResponse) Reset() {
 	*x = ListFirmwareResponse{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[10]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +1198,7 @@ func (x *ListFirmwareResponse) String() string {
 func (*ListFirmwareResponse) ProtoMessage() {}
 
 func (x *ListFirmwareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[10]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +1211,7 @@ func (x *ListFirmwareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFirmwareResponse.ProtoReflect.Descriptor instead.
 func (*ListFirmwareResponse) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{10}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListFirmwareResponse) GetFirmware() []*FirmwareRecord {
@@ -830,7 +1230,7 @@ type ListFirmwareSetsRequest struct {
 
 func (x *ListFirmwareSetsRequest) Reset() {
 	*x = ListFirmwareSetsRequest{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[11]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +1242,7 @@ func (x *ListFirmwareSetsRequest) String() string {
 func (*ListFirmwareSetsRequest) ProtoMessage() {}
 
 func (x *ListFirmwareSetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[11]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +1255,7 @@ func (x *ListFirmwareSetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFirmwareSetsRequest.ProtoReflect.Descriptor instead.
 func (*ListFirmwareSetsRequest) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{11}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{15}
 }
 
 // ListFirmwareSetsResponse is the response of InventoryService.ListFirmwareSets.
@@ -868,7 +1268,7 @@ type ListFirmwareSetsResponse struct {
 
 func (x *ListFirmwareSetsResponse) Reset() {
 	*x = ListFirmwareSetsResponse{}
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[12]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1280,7 @@ func (x *ListFirmwareSetsResponse) String() string {
 func (*ListFirmwareSetsResponse) ProtoMessage() {}
 
 func (x *ListFirmwareSetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_inventory_service_proto_msgTypes[12]
+	mi := &file_flasher_v1_inventory_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1293,7 @@ func (x *ListFirmwareSetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFirmwareSetsResponse.ProtoReflect.Descriptor instead.
 func (*ListFirmwareSetsResponse) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{12}
+	return file_flasher_v1_inventory_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListFirmwareSetsResponse) GetFirmwareSets() []*FirmwareSet {
@@ -908,7 +1308,43 @@ var File_flasher_v1_inventory_service_proto protoreflect.FileDescriptor
 const file_flasher_v1_inventory_service_proto_rawDesc = "" +
 	"\n" +
 	"\"flasher/v1/inventory_service.proto\x12\n" +
-	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15flasher/v1/task.proto\"\xb8\x01\n" +
+	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15flasher/v1/task.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x01\n" +
+	"\x0eServerSelector\x122\n" +
+	"\n" +
+	"server_ids\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\x10\xa0\x8d\x06\"\ar\x05\x10\x01\x18\x80\x01R\tserverIds\x12H\n" +
+	"\x06labels\x18\x02 \x03(\v2&.flasher.v1.ServerSelector.LabelsEntryB\b\xbaH\x05\x9a\x01\x02\x10\x10R\x06labels\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x01\n" +
+	"\x17CollectInventoryRequest\x12>\n" +
+	"\bselector\x18\x01 \x01(\v2\x1a.flasher.v1.ServerSelectorB\x06\xbaH\x03\xc8\x01\x01R\bselector\x12*\n" +
+	"\x06method\x18\x02 \x01(\x0e2\x12.flasher.v1.MethodR\x06method\x12,\n" +
+	"\vconcurrency\x18\x03 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\vconcurrency\"\xc4\x01\n" +
+	"\x0eComponentDrift\x12\x1c\n" +
+	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\x12!\n" +
+	"\ffrom_version\x18\x03 \x01(\tR\vfromVersion\x12:\n" +
+	"\vfrom_source\x18\x04 \x01(\x0e2\x19.flasher.v1.VersionSourceR\n" +
+	"fromSource\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x05 \x01(\tR\ttoVersion\"\xa0\x03\n" +
+	"\x18CollectInventoryResponse\x12\x1d\n" +
+	"\n" +
+	"collect_id\x18\x01 \x01(\tR\tcollectId\x12\x1b\n" +
+	"\tserver_id\x18\x02 \x01(\tR\bserverId\x12*\n" +
+	"\x06method\x18\x03 \x01(\x0e2\x12.flasher.v1.MethodR\x06method\x12.\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x18.flasher.v1.CollectStateR\x05state\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12!\n" +
+	"\ffailure_code\x18\x06 \x01(\tR\vfailureCode\x125\n" +
+	"\n" +
+	"components\x18\a \x03(\v2\x15.flasher.v1.ComponentR\n" +
+	"components\x120\n" +
+	"\x05drift\x18\b \x03(\v2\x1a.flasher.v1.ComponentDriftR\x05drift\x12\x16\n" +
+	"\x06joined\x18\t \x01(\bR\x06joined\x12.\n" +
+	"\x04time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xc6\x02\n" +
 	"\tComponent\x12\x12\n" +
 	"\x04slug\x18\x01 \x01(\tR\x04slug\x12\x16\n" +
 	"\x06vendor\x18\x02 \x01(\tR\x06vendor\x12\x14\n" +
@@ -916,7 +1352,9 @@ const file_flasher_v1_inventory_service_proto_rawDesc = "" +
 	"\x06serial\x18\x04 \x01(\tR\x06serial\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x17\n" +
 	"\ain_band\x18\x06 \x01(\bR\x06inBand\x12\x1e\n" +
-	"\vout_of_band\x18\a \x01(\bR\toutOfBand\"\x9f\x02\n" +
+	"\vout_of_band\x18\a \x01(\bR\toutOfBand\x12@\n" +
+	"\x0eversion_source\x18\b \x01(\x0e2\x19.flasher.v1.VersionSourceR\rversionSource\x12J\n" +
+	"\x13version_observed_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x11versionObservedAt\"\x9f\x02\n" +
 	"\x06Server\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -982,12 +1420,19 @@ const file_flasher_v1_inventory_service_proto_rawDesc = "" +
 	"\bfirmware\x18\x01 \x03(\v2\x1a.flasher.v1.FirmwareRecordR\bfirmware\"\x19\n" +
 	"\x17ListFirmwareSetsRequest\"X\n" +
 	"\x18ListFirmwareSetsResponse\x12<\n" +
-	"\rfirmware_sets\x18\x01 \x03(\v2\x17.flasher.v1.FirmwareSetR\ffirmwareSets2\xde\x02\n" +
+	"\rfirmware_sets\x18\x01 \x03(\v2\x17.flasher.v1.FirmwareSetR\ffirmwareSets*\x9a\x01\n" +
+	"\fCollectState\x12\x1d\n" +
+	"\x19COLLECT_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15COLLECT_STATE_WAITING\x10\x01\x12\x19\n" +
+	"\x15COLLECT_STATE_RUNNING\x10\x02\x12\x1b\n" +
+	"\x17COLLECT_STATE_SUCCEEDED\x10\x03\x12\x18\n" +
+	"\x14COLLECT_STATE_FAILED\x10\x042\xbf\x03\n" +
 	"\x10InventoryService\x12N\n" +
 	"\vListServers\x12\x1e.flasher.v1.ListServersRequest\x1a\x1f.flasher.v1.ListServersResponse\x12H\n" +
 	"\tGetServer\x12\x1c.flasher.v1.GetServerRequest\x1a\x1d.flasher.v1.GetServerResponse\x12Q\n" +
 	"\fListFirmware\x12\x1f.flasher.v1.ListFirmwareRequest\x1a .flasher.v1.ListFirmwareResponse\x12]\n" +
-	"\x10ListFirmwareSets\x12#.flasher.v1.ListFirmwareSetsRequest\x1a$.flasher.v1.ListFirmwareSetsResponseB9Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3"
+	"\x10ListFirmwareSets\x12#.flasher.v1.ListFirmwareSetsRequest\x1a$.flasher.v1.ListFirmwareSetsResponse\x12_\n" +
+	"\x10CollectInventory\x12#.flasher.v1.CollectInventoryRequest\x1a$.flasher.v1.CollectInventoryResponse0\x01B9Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3"
 
 var (
 	file_flasher_v1_inventory_service_proto_rawDescOnce sync.Once
@@ -1001,46 +1446,68 @@ func file_flasher_v1_inventory_service_proto_rawDescGZIP() []byte {
 	return file_flasher_v1_inventory_service_proto_rawDescData
 }
 
-var file_flasher_v1_inventory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_flasher_v1_inventory_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_flasher_v1_inventory_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_flasher_v1_inventory_service_proto_goTypes = []any{
-	(*Component)(nil),                // 0: flasher.v1.Component
-	(*Server)(nil),                   // 1: flasher.v1.Server
-	(*FirmwareRequirement)(nil),      // 2: flasher.v1.FirmwareRequirement
-	(*FirmwareRecord)(nil),           // 3: flasher.v1.FirmwareRecord
-	(*FirmwareSet)(nil),              // 4: flasher.v1.FirmwareSet
-	(*ListServersRequest)(nil),       // 5: flasher.v1.ListServersRequest
-	(*ListServersResponse)(nil),      // 6: flasher.v1.ListServersResponse
-	(*GetServerRequest)(nil),         // 7: flasher.v1.GetServerRequest
-	(*GetServerResponse)(nil),        // 8: flasher.v1.GetServerResponse
-	(*ListFirmwareRequest)(nil),      // 9: flasher.v1.ListFirmwareRequest
-	(*ListFirmwareResponse)(nil),     // 10: flasher.v1.ListFirmwareResponse
-	(*ListFirmwareSetsRequest)(nil),  // 11: flasher.v1.ListFirmwareSetsRequest
-	(*ListFirmwareSetsResponse)(nil), // 12: flasher.v1.ListFirmwareSetsResponse
-	nil,                              // 13: flasher.v1.FirmwareSet.LabelsEntry
-	(Method)(0),                      // 14: flasher.v1.Method
+	(CollectState)(0),                // 0: flasher.v1.CollectState
+	(*ServerSelector)(nil),           // 1: flasher.v1.ServerSelector
+	(*CollectInventoryRequest)(nil),  // 2: flasher.v1.CollectInventoryRequest
+	(*ComponentDrift)(nil),           // 3: flasher.v1.ComponentDrift
+	(*CollectInventoryResponse)(nil), // 4: flasher.v1.CollectInventoryResponse
+	(*Component)(nil),                // 5: flasher.v1.Component
+	(*Server)(nil),                   // 6: flasher.v1.Server
+	(*FirmwareRequirement)(nil),      // 7: flasher.v1.FirmwareRequirement
+	(*FirmwareRecord)(nil),           // 8: flasher.v1.FirmwareRecord
+	(*FirmwareSet)(nil),              // 9: flasher.v1.FirmwareSet
+	(*ListServersRequest)(nil),       // 10: flasher.v1.ListServersRequest
+	(*ListServersResponse)(nil),      // 11: flasher.v1.ListServersResponse
+	(*GetServerRequest)(nil),         // 12: flasher.v1.GetServerRequest
+	(*GetServerResponse)(nil),        // 13: flasher.v1.GetServerResponse
+	(*ListFirmwareRequest)(nil),      // 14: flasher.v1.ListFirmwareRequest
+	(*ListFirmwareResponse)(nil),     // 15: flasher.v1.ListFirmwareResponse
+	(*ListFirmwareSetsRequest)(nil),  // 16: flasher.v1.ListFirmwareSetsRequest
+	(*ListFirmwareSetsResponse)(nil), // 17: flasher.v1.ListFirmwareSetsResponse
+	nil,                              // 18: flasher.v1.ServerSelector.LabelsEntry
+	nil,                              // 19: flasher.v1.FirmwareSet.LabelsEntry
+	(Method)(0),                      // 20: flasher.v1.Method
+	(VersionSource)(0),               // 21: flasher.v1.VersionSource
+	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
 }
 var file_flasher_v1_inventory_service_proto_depIdxs = []int32{
-	0,  // 0: flasher.v1.Server.components:type_name -> flasher.v1.Component
-	14, // 1: flasher.v1.FirmwareRecord.method:type_name -> flasher.v1.Method
-	2,  // 2: flasher.v1.FirmwareRecord.requires:type_name -> flasher.v1.FirmwareRequirement
-	13, // 3: flasher.v1.FirmwareSet.labels:type_name -> flasher.v1.FirmwareSet.LabelsEntry
-	1,  // 4: flasher.v1.ListServersResponse.servers:type_name -> flasher.v1.Server
-	1,  // 5: flasher.v1.GetServerResponse.server:type_name -> flasher.v1.Server
-	3,  // 6: flasher.v1.ListFirmwareResponse.firmware:type_name -> flasher.v1.FirmwareRecord
-	4,  // 7: flasher.v1.ListFirmwareSetsResponse.firmware_sets:type_name -> flasher.v1.FirmwareSet
-	5,  // 8: flasher.v1.InventoryService.ListServers:input_type -> flasher.v1.ListServersRequest
-	7,  // 9: flasher.v1.InventoryService.GetServer:input_type -> flasher.v1.GetServerRequest
-	9,  // 10: flasher.v1.InventoryService.ListFirmware:input_type -> flasher.v1.ListFirmwareRequest
-	11, // 11: flasher.v1.InventoryService.ListFirmwareSets:input_type -> flasher.v1.ListFirmwareSetsRequest
-	6,  // 12: flasher.v1.InventoryService.ListServers:output_type -> flasher.v1.ListServersResponse
-	8,  // 13: flasher.v1.InventoryService.GetServer:output_type -> flasher.v1.GetServerResponse
-	10, // 14: flasher.v1.InventoryService.ListFirmware:output_type -> flasher.v1.ListFirmwareResponse
-	12, // 15: flasher.v1.InventoryService.ListFirmwareSets:output_type -> flasher.v1.ListFirmwareSetsResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	18, // 0: flasher.v1.ServerSelector.labels:type_name -> flasher.v1.ServerSelector.LabelsEntry
+	1,  // 1: flasher.v1.CollectInventoryRequest.selector:type_name -> flasher.v1.ServerSelector
+	20, // 2: flasher.v1.CollectInventoryRequest.method:type_name -> flasher.v1.Method
+	21, // 3: flasher.v1.ComponentDrift.from_source:type_name -> flasher.v1.VersionSource
+	20, // 4: flasher.v1.CollectInventoryResponse.method:type_name -> flasher.v1.Method
+	0,  // 5: flasher.v1.CollectInventoryResponse.state:type_name -> flasher.v1.CollectState
+	5,  // 6: flasher.v1.CollectInventoryResponse.components:type_name -> flasher.v1.Component
+	3,  // 7: flasher.v1.CollectInventoryResponse.drift:type_name -> flasher.v1.ComponentDrift
+	22, // 8: flasher.v1.CollectInventoryResponse.time:type_name -> google.protobuf.Timestamp
+	21, // 9: flasher.v1.Component.version_source:type_name -> flasher.v1.VersionSource
+	22, // 10: flasher.v1.Component.version_observed_at:type_name -> google.protobuf.Timestamp
+	5,  // 11: flasher.v1.Server.components:type_name -> flasher.v1.Component
+	20, // 12: flasher.v1.FirmwareRecord.method:type_name -> flasher.v1.Method
+	7,  // 13: flasher.v1.FirmwareRecord.requires:type_name -> flasher.v1.FirmwareRequirement
+	19, // 14: flasher.v1.FirmwareSet.labels:type_name -> flasher.v1.FirmwareSet.LabelsEntry
+	6,  // 15: flasher.v1.ListServersResponse.servers:type_name -> flasher.v1.Server
+	6,  // 16: flasher.v1.GetServerResponse.server:type_name -> flasher.v1.Server
+	8,  // 17: flasher.v1.ListFirmwareResponse.firmware:type_name -> flasher.v1.FirmwareRecord
+	9,  // 18: flasher.v1.ListFirmwareSetsResponse.firmware_sets:type_name -> flasher.v1.FirmwareSet
+	10, // 19: flasher.v1.InventoryService.ListServers:input_type -> flasher.v1.ListServersRequest
+	12, // 20: flasher.v1.InventoryService.GetServer:input_type -> flasher.v1.GetServerRequest
+	14, // 21: flasher.v1.InventoryService.ListFirmware:input_type -> flasher.v1.ListFirmwareRequest
+	16, // 22: flasher.v1.InventoryService.ListFirmwareSets:input_type -> flasher.v1.ListFirmwareSetsRequest
+	2,  // 23: flasher.v1.InventoryService.CollectInventory:input_type -> flasher.v1.CollectInventoryRequest
+	11, // 24: flasher.v1.InventoryService.ListServers:output_type -> flasher.v1.ListServersResponse
+	13, // 25: flasher.v1.InventoryService.GetServer:output_type -> flasher.v1.GetServerResponse
+	15, // 26: flasher.v1.InventoryService.ListFirmware:output_type -> flasher.v1.ListFirmwareResponse
+	17, // 27: flasher.v1.InventoryService.ListFirmwareSets:output_type -> flasher.v1.ListFirmwareSetsResponse
+	4,  // 28: flasher.v1.InventoryService.CollectInventory:output_type -> flasher.v1.CollectInventoryResponse
+	24, // [24:29] is the sub-list for method output_type
+	19, // [19:24] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_flasher_v1_inventory_service_proto_init() }
@@ -1054,13 +1521,14 @@ func file_flasher_v1_inventory_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flasher_v1_inventory_service_proto_rawDesc), len(file_flasher_v1_inventory_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   14,
+			NumEnums:      1,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_flasher_v1_inventory_service_proto_goTypes,
 		DependencyIndexes: file_flasher_v1_inventory_service_proto_depIdxs,
+		EnumInfos:         file_flasher_v1_inventory_service_proto_enumTypes,
 		MessageInfos:      file_flasher_v1_inventory_service_proto_msgTypes,
 	}.Build()
 	File_flasher_v1_inventory_service_proto = out.File

@@ -23,6 +23,7 @@ const (
 	InventoryService_GetServer_FullMethodName        = "/flasher.v1.InventoryService/GetServer"
 	InventoryService_ListFirmware_FullMethodName     = "/flasher.v1.InventoryService/ListFirmware"
 	InventoryService_ListFirmwareSets_FullMethodName = "/flasher.v1.InventoryService/ListFirmwareSets"
+	InventoryService_CollectInventory_FullMethodName = "/flasher.v1.InventoryService/CollectInventory"
 )
 
 // InventoryServiceClient is the client API for InventoryService service.
@@ -41,6 +42,12 @@ type InventoryServiceClient interface {
 	ListFirmware(ctx context.Context, in *ListFirmwareRequest, opts ...grpc.CallOption) (*ListFirmwareResponse, error)
 	// ListFirmwareSets lists firmware sets.
 	ListFirmwareSets(ctx context.Context, in *ListFirmwareSetsRequest, opts ...grpc.CallOption) (*ListFirmwareSetsResponse, error)
+	// CollectInventory reads the installed versions of the selected servers through their BMC
+	// (or the inventory their agent reported) and records them as observations. It flashes
+	// nothing. A server with an active task is read after the task; a server already being
+	// collected answers with that collect's outcome. The stream carries each server's progress
+	// and outcome, like a task's events.
+	CollectInventory(ctx context.Context, in *CollectInventoryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CollectInventoryResponse], error)
 }
 
 type inventoryServiceClient struct {
@@ -91,6 +98,25 @@ func (c *inventoryServiceClient) ListFirmwareSets(ctx context.Context, in *ListF
 	return out, nil
 }
 
+func (c *inventoryServiceClient) CollectInventory(ctx context.Context, in *CollectInventoryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CollectInventoryResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &InventoryService_ServiceDesc.Streams[0], InventoryService_CollectInventory_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CollectInventoryRequest, CollectInventoryResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type InventoryService_CollectInventoryClient = grpc.ServerStreamingClient[CollectInventoryResponse]
+
 // InventoryServiceServer is the server API for InventoryService service.
 // All implementations must embed UnimplementedInventoryServiceServer
 // for forward compatibility.
@@ -107,6 +133,12 @@ type InventoryServiceServer interface {
 	ListFirmware(context.Context, *ListFirmwareRequest) (*ListFirmwareResponse, error)
 	// ListFirmwareSets lists firmware sets.
 	ListFirmwareSets(context.Context, *ListFirmwareSetsRequest) (*ListFirmwareSetsResponse, error)
+	// CollectInventory reads the installed versions of the selected servers through their BMC
+	// (or the inventory their agent reported) and records them as observations. It flashes
+	// nothing. A server with an active task is read after the task; a server already being
+	// collected answers with that collect's outcome. The stream carries each server's progress
+	// and outcome, like a task's events.
+	CollectInventory(*CollectInventoryRequest, grpc.ServerStreamingServer[CollectInventoryResponse]) error
 	mustEmbedUnimplementedInventoryServiceServer()
 }
 
@@ -128,6 +160,9 @@ func (UnimplementedInventoryServiceServer) ListFirmware(context.Context, *ListFi
 }
 func (UnimplementedInventoryServiceServer) ListFirmwareSets(context.Context, *ListFirmwareSetsRequest) (*ListFirmwareSetsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListFirmwareSets not implemented")
+}
+func (UnimplementedInventoryServiceServer) CollectInventory(*CollectInventoryRequest, grpc.ServerStreamingServer[CollectInventoryResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method CollectInventory not implemented")
 }
 func (UnimplementedInventoryServiceServer) mustEmbedUnimplementedInventoryServiceServer() {}
 func (UnimplementedInventoryServiceServer) testEmbeddedByValue()                          {}
@@ -222,6 +257,17 @@ func _InventoryService_ListFirmwareSets_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InventoryService_CollectInventory_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CollectInventoryRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(InventoryServiceServer).CollectInventory(m, &grpc.GenericServerStream[CollectInventoryRequest, CollectInventoryResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type InventoryService_CollectInventoryServer = grpc.ServerStreamingServer[CollectInventoryResponse]
+
 // InventoryService_ServiceDesc is the grpc.ServiceDesc for InventoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -246,6 +292,12 @@ var InventoryService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _InventoryService_ListFirmwareSets_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "CollectInventory",
+			Handler:       _InventoryService_CollectInventory_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "flasher/v1/inventory_service.proto",
 }

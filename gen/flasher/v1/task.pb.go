@@ -10,6 +10,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -306,6 +307,62 @@ func (StepState) EnumDescriptor() ([]byte, []int) {
 	return file_flasher_v1_task_proto_rawDescGZIP(), []int{4}
 }
 
+// VersionSource says where an installed version was read.
+type VersionSource int32
+
+const (
+	VersionSource_VERSION_SOURCE_UNSPECIFIED VersionSource = 0
+	// Flasher read it through the server's BMC.
+	VersionSource_VERSION_SOURCE_BMC VersionSource = 1
+	// Flasher's agent on the host reported it.
+	VersionSource_VERSION_SOURCE_AGENT VersionSource = 2
+	// The inventory source (file, fleetdb) states it; Flasher never read it.
+	VersionSource_VERSION_SOURCE_DECLARED VersionSource = 3
+)
+
+// Enum value maps for VersionSource.
+var (
+	VersionSource_name = map[int32]string{
+		0: "VERSION_SOURCE_UNSPECIFIED",
+		1: "VERSION_SOURCE_BMC",
+		2: "VERSION_SOURCE_AGENT",
+		3: "VERSION_SOURCE_DECLARED",
+	}
+	VersionSource_value = map[string]int32{
+		"VERSION_SOURCE_UNSPECIFIED": 0,
+		"VERSION_SOURCE_BMC":         1,
+		"VERSION_SOURCE_AGENT":       2,
+		"VERSION_SOURCE_DECLARED":    3,
+	}
+)
+
+func (x VersionSource) Enum() *VersionSource {
+	p := new(VersionSource)
+	*p = x
+	return p
+}
+
+func (x VersionSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (VersionSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_flasher_v1_task_proto_enumTypes[5].Descriptor()
+}
+
+func (VersionSource) Type() protoreflect.EnumType {
+	return &file_flasher_v1_task_proto_enumTypes[5]
+}
+
+func (x VersionSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use VersionSource.Descriptor instead.
+func (VersionSource) EnumDescriptor() ([]byte, []int) {
+	return file_flasher_v1_task_proto_rawDescGZIP(), []int{5}
+}
+
 // Firmware is one firmware install: requested (explicit mode) or resolved from a set.
 type Firmware struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -552,7 +609,13 @@ type PlanStep struct {
 	Uncatalogued bool `protobuf:"varint,18,opt,name=uncatalogued,proto3" json:"uncatalogued,omitempty"`
 	// The version scheme of the component's firmware line (semver, dotted, date, opaque):
 	// verification compares the version read back under it.
-	Scheme        string `protobuf:"bytes,19,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	Scheme string `protobuf:"bytes,19,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	// Where from_version was read and when: bmc or agent (Flasher read it), declared (the
+	// inventory source states it; from_observed_at unset when the source keeps no time).
+	FromSource     VersionSource          `protobuf:"varint,20,opt,name=from_source,json=fromSource,proto3,enum=flasher.v1.VersionSource" json:"from_source,omitempty"`
+	FromObservedAt *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=from_observed_at,json=fromObservedAt,proto3" json:"from_observed_at,omitempty"`
+	// How old from_version's reading was when this plan was made.
+	FromAge       *durationpb.Duration `protobuf:"bytes,22,opt,name=from_age,json=fromAge,proto3" json:"from_age,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -720,15 +783,40 @@ func (x *PlanStep) GetScheme() string {
 	return ""
 }
 
+func (x *PlanStep) GetFromSource() VersionSource {
+	if x != nil {
+		return x.FromSource
+	}
+	return VersionSource_VERSION_SOURCE_UNSPECIFIED
+}
+
+func (x *PlanStep) GetFromObservedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FromObservedAt
+	}
+	return nil
+}
+
+func (x *PlanStep) GetFromAge() *durationpb.Duration {
+	if x != nil {
+		return x.FromAge
+	}
+	return nil
+}
+
 // SkippedComponent is a component the plan leaves alone, and why.
 type SkippedComponent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Component     string                 `protobuf:"bytes,1,opt,name=component,proto3" json:"component,omitempty"`
-	Serial        string                 `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
-	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
-	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Component string                 `protobuf:"bytes,1,opt,name=component,proto3" json:"component,omitempty"`
+	Serial    string                 `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	Version   string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Reason    string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Where version was read, when, and how old it was when this plan was made (see PlanStep).
+	VersionSource     VersionSource          `protobuf:"varint,5,opt,name=version_source,json=versionSource,proto3,enum=flasher.v1.VersionSource" json:"version_source,omitempty"`
+	VersionObservedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=version_observed_at,json=versionObservedAt,proto3" json:"version_observed_at,omitempty"`
+	VersionAge        *durationpb.Duration   `protobuf:"bytes,7,opt,name=version_age,json=versionAge,proto3" json:"version_age,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SkippedComponent) Reset() {
@@ -787,6 +875,27 @@ func (x *SkippedComponent) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *SkippedComponent) GetVersionSource() VersionSource {
+	if x != nil {
+		return x.VersionSource
+	}
+	return VersionSource_VERSION_SOURCE_UNSPECIFIED
+}
+
+func (x *SkippedComponent) GetVersionObservedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.VersionObservedAt
+	}
+	return nil
+}
+
+func (x *SkippedComponent) GetVersionAge() *durationpb.Duration {
+	if x != nil {
+		return x.VersionAge
+	}
+	return nil
 }
 
 // Plan is what a task flashes, in order, computed before any hardware is touched.
@@ -1357,7 +1466,7 @@ var File_flasher_v1_task_proto protoreflect.FileDescriptor
 const file_flasher_v1_task_proto_rawDesc = "" +
 	"\n" +
 	"\x15flasher/v1/task.proto\x12\n" +
-	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x05\n" +
+	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x05\n" +
 	"\bFirmware\x12B\n" +
 	"\tcomponent\x18\x01 \x01(\tB$\xbaH!r\x1f\x10\x01\x18@2\x19^[A-Za-z][A-Za-z0-9_.-]*$R\tcomponent\x12 \n" +
 	"\x06serial\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x06serial\x12 \n" +
@@ -1381,7 +1490,7 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06vendor\x18\x03 \x01(\tR\x06vendor\x12\x14\n" +
 	"\x05model\x18\x04 \x01(\tR\x05model\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\"\xe5\x04\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\"\x9d\x06\n" +
 	"\bPlanStep\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x16\n" +
@@ -1405,12 +1514,20 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"preActions\x125\n" +
 	"\fpost_actions\x18\x11 \x03(\x0e2\x12.flasher.v1.ActionR\vpostActions\x12\"\n" +
 	"\funcatalogued\x18\x12 \x01(\bR\funcatalogued\x12\x16\n" +
-	"\x06scheme\x18\x13 \x01(\tR\x06scheme\"z\n" +
+	"\x06scheme\x18\x13 \x01(\tR\x06scheme\x12:\n" +
+	"\vfrom_source\x18\x14 \x01(\x0e2\x19.flasher.v1.VersionSourceR\n" +
+	"fromSource\x12D\n" +
+	"\x10from_observed_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\x0efromObservedAt\x124\n" +
+	"\bfrom_age\x18\x16 \x01(\v2\x19.google.protobuf.DurationR\afromAge\"\xc4\x02\n" +
 	"\x10SkippedComponent\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xc9\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12@\n" +
+	"\x0eversion_source\x18\x05 \x01(\x0e2\x19.flasher.v1.VersionSourceR\rversionSource\x12J\n" +
+	"\x13version_observed_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11versionObservedAt\x12:\n" +
+	"\vversion_age\x18\a \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"versionAge\"\xc9\x01\n" +
 	"\x04Plan\x12!\n" +
 	"\ffirmware_set\x18\x01 \x01(\tR\vfirmwareSet\x12*\n" +
 	"\x05steps\x18\x02 \x03(\v2\x14.flasher.v1.PlanStepR\x05steps\x126\n" +
@@ -1497,7 +1614,12 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\x12STEP_STATE_RUNNING\x10\x02\x12\x18\n" +
 	"\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x04\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x05B9Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3"
+	"\x12STEP_STATE_SKIPPED\x10\x05*~\n" +
+	"\rVersionSource\x12\x1e\n" +
+	"\x1aVERSION_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12VERSION_SOURCE_BMC\x10\x01\x12\x18\n" +
+	"\x14VERSION_SOURCE_AGENT\x10\x02\x12\x1b\n" +
+	"\x17VERSION_SOURCE_DECLARED\x10\x03B9Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3"
 
 var (
 	file_flasher_v1_task_proto_rawDescOnce sync.Once
@@ -1511,7 +1633,7 @@ func file_flasher_v1_task_proto_rawDescGZIP() []byte {
 	return file_flasher_v1_task_proto_rawDescData
 }
 
-var file_flasher_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_flasher_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_flasher_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_flasher_v1_task_proto_goTypes = []any{
 	(TaskState)(0),                // 0: flasher.v1.TaskState
@@ -1519,16 +1641,18 @@ var file_flasher_v1_task_proto_goTypes = []any{
 	(InstallMode)(0),              // 2: flasher.v1.InstallMode
 	(Action)(0),                   // 3: flasher.v1.Action
 	(StepState)(0),                // 4: flasher.v1.StepState
-	(*Firmware)(nil),              // 5: flasher.v1.Firmware
-	(*InstalledComponent)(nil),    // 6: flasher.v1.InstalledComponent
-	(*PlanStep)(nil),              // 7: flasher.v1.PlanStep
-	(*SkippedComponent)(nil),      // 8: flasher.v1.SkippedComponent
-	(*Plan)(nil),                  // 9: flasher.v1.Plan
-	(*ComponentProgress)(nil),     // 10: flasher.v1.ComponentProgress
-	(*Failure)(nil),               // 11: flasher.v1.Failure
-	(*Task)(nil),                  // 12: flasher.v1.Task
-	(*TaskEvent)(nil),             // 13: flasher.v1.TaskEvent
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(VersionSource)(0),            // 5: flasher.v1.VersionSource
+	(*Firmware)(nil),              // 6: flasher.v1.Firmware
+	(*InstalledComponent)(nil),    // 7: flasher.v1.InstalledComponent
+	(*PlanStep)(nil),              // 8: flasher.v1.PlanStep
+	(*SkippedComponent)(nil),      // 9: flasher.v1.SkippedComponent
+	(*Plan)(nil),                  // 10: flasher.v1.Plan
+	(*ComponentProgress)(nil),     // 11: flasher.v1.ComponentProgress
+	(*Failure)(nil),               // 12: flasher.v1.Failure
+	(*Task)(nil),                  // 13: flasher.v1.Task
+	(*TaskEvent)(nil),             // 14: flasher.v1.TaskEvent
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
 }
 var file_flasher_v1_task_proto_depIdxs = []int32{
 	3,  // 0: flasher.v1.Firmware.pre_actions:type_name -> flasher.v1.Action
@@ -1536,30 +1660,36 @@ var file_flasher_v1_task_proto_depIdxs = []int32{
 	1,  // 2: flasher.v1.PlanStep.method:type_name -> flasher.v1.Method
 	3,  // 3: flasher.v1.PlanStep.pre_actions:type_name -> flasher.v1.Action
 	3,  // 4: flasher.v1.PlanStep.post_actions:type_name -> flasher.v1.Action
-	7,  // 5: flasher.v1.Plan.steps:type_name -> flasher.v1.PlanStep
-	8,  // 6: flasher.v1.Plan.skipped:type_name -> flasher.v1.SkippedComponent
-	6,  // 7: flasher.v1.Plan.snapshot:type_name -> flasher.v1.InstalledComponent
-	4,  // 8: flasher.v1.ComponentProgress.state:type_name -> flasher.v1.StepState
-	14, // 9: flasher.v1.ComponentProgress.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 10: flasher.v1.Task.method:type_name -> flasher.v1.Method
-	2,  // 11: flasher.v1.Task.install_mode:type_name -> flasher.v1.InstallMode
-	5,  // 12: flasher.v1.Task.firmware:type_name -> flasher.v1.Firmware
-	9,  // 13: flasher.v1.Task.plan:type_name -> flasher.v1.Plan
-	0,  // 14: flasher.v1.Task.state:type_name -> flasher.v1.TaskState
-	10, // 15: flasher.v1.Task.progress:type_name -> flasher.v1.ComponentProgress
-	11, // 16: flasher.v1.Task.failure:type_name -> flasher.v1.Failure
-	14, // 17: flasher.v1.Task.create_time:type_name -> google.protobuf.Timestamp
-	14, // 18: flasher.v1.Task.update_time:type_name -> google.protobuf.Timestamp
-	14, // 19: flasher.v1.Task.start_time:type_name -> google.protobuf.Timestamp
-	14, // 20: flasher.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
-	14, // 21: flasher.v1.TaskEvent.time:type_name -> google.protobuf.Timestamp
-	0,  // 22: flasher.v1.TaskEvent.from_state:type_name -> flasher.v1.TaskState
-	0,  // 23: flasher.v1.TaskEvent.to_state:type_name -> flasher.v1.TaskState
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	5,  // 5: flasher.v1.PlanStep.from_source:type_name -> flasher.v1.VersionSource
+	15, // 6: flasher.v1.PlanStep.from_observed_at:type_name -> google.protobuf.Timestamp
+	16, // 7: flasher.v1.PlanStep.from_age:type_name -> google.protobuf.Duration
+	5,  // 8: flasher.v1.SkippedComponent.version_source:type_name -> flasher.v1.VersionSource
+	15, // 9: flasher.v1.SkippedComponent.version_observed_at:type_name -> google.protobuf.Timestamp
+	16, // 10: flasher.v1.SkippedComponent.version_age:type_name -> google.protobuf.Duration
+	8,  // 11: flasher.v1.Plan.steps:type_name -> flasher.v1.PlanStep
+	9,  // 12: flasher.v1.Plan.skipped:type_name -> flasher.v1.SkippedComponent
+	7,  // 13: flasher.v1.Plan.snapshot:type_name -> flasher.v1.InstalledComponent
+	4,  // 14: flasher.v1.ComponentProgress.state:type_name -> flasher.v1.StepState
+	15, // 15: flasher.v1.ComponentProgress.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 16: flasher.v1.Task.method:type_name -> flasher.v1.Method
+	2,  // 17: flasher.v1.Task.install_mode:type_name -> flasher.v1.InstallMode
+	6,  // 18: flasher.v1.Task.firmware:type_name -> flasher.v1.Firmware
+	10, // 19: flasher.v1.Task.plan:type_name -> flasher.v1.Plan
+	0,  // 20: flasher.v1.Task.state:type_name -> flasher.v1.TaskState
+	11, // 21: flasher.v1.Task.progress:type_name -> flasher.v1.ComponentProgress
+	12, // 22: flasher.v1.Task.failure:type_name -> flasher.v1.Failure
+	15, // 23: flasher.v1.Task.create_time:type_name -> google.protobuf.Timestamp
+	15, // 24: flasher.v1.Task.update_time:type_name -> google.protobuf.Timestamp
+	15, // 25: flasher.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	15, // 26: flasher.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
+	15, // 27: flasher.v1.TaskEvent.time:type_name -> google.protobuf.Timestamp
+	0,  // 28: flasher.v1.TaskEvent.from_state:type_name -> flasher.v1.TaskState
+	0,  // 29: flasher.v1.TaskEvent.to_state:type_name -> flasher.v1.TaskState
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_flasher_v1_task_proto_init() }
@@ -1572,7 +1702,7 @@ func file_flasher_v1_task_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flasher_v1_task_proto_rawDesc), len(file_flasher_v1_task_proto_rawDesc)),
-			NumEnums:      5,
+			NumEnums:      6,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,

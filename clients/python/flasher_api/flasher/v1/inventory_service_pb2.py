@@ -13,9 +13,10 @@ _sym_db = _symbol_database.Default()
 
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from flasher.v1 import task_pb2 as flasher_dot_v1_dot_task__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"flasher/v1/inventory_service.proto\x12\nflasher.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x15\x66lasher/v1/task.proto\"\xb8\x01\n\tComponent\x12\x12\n\x04slug\x18\x01 \x01(\tR\x04slug\x12\x16\n\x06vendor\x18\x02 \x01(\tR\x06vendor\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12\x16\n\x06serial\x18\x04 \x01(\tR\x06serial\x12\x18\n\x07version\x18\x05 \x01(\tR\x07version\x12\x17\n\x07in_band\x18\x06 \x01(\x08R\x06inBand\x12\x1e\n\x0bout_of_band\x18\x07 \x01(\x08R\toutOfBand\"\x9f\x02\n\x06Server\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n\x08\x66\x61\x63ility\x18\x03 \x01(\tR\x08\x66\x61\x63ility\x12\x16\n\x06vendor\x18\x04 \x01(\tR\x06vendor\x12\x14\n\x05model\x18\x05 \x01(\tR\x05model\x12\x16\n\x06serial\x18\x06 \x01(\tR\x06serial\x12\x1f\n\x0b\x62mc_address\x18\x07 \x01(\tR\nbmcAddress\x12\x37\n\x18\x62mc_insecure_skip_verify\x18\x08 \x01(\x08R\x15\x62mcInsecureSkipVerify\x12\x35\n\ncomponents\x18\t \x03(\x0b\x32\x15.flasher.v1.ComponentR\ncomponents\"S\n\x13\x46irmwareRequirement\x12\x1c\n\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x1e\n\nconstraint\x18\x02 \x01(\tR\nconstraint\"\x8a\x03\n\x0e\x46irmwareRecord\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n\x06vendor\x18\x02 \x01(\tR\x06vendor\x12\x16\n\x06models\x18\x03 \x03(\tR\x06models\x12\x1c\n\tcomponent\x18\x04 \x01(\tR\tcomponent\x12\x18\n\x07version\x18\x05 \x01(\tR\x07version\x12%\n\x0eversion_scheme\x18\x06 \x01(\tR\rversionScheme\x12\x1a\n\x08\x66ilename\x18\x07 \x01(\tR\x08\x66ilename\x12\x10\n\x03url\x18\x08 \x01(\tR\x03url\x12\x1a\n\x08\x63hecksum\x18\t \x01(\tR\x08\x63hecksum\x12*\n\x06method\x18\n \x01(\x0e\x32\x12.flasher.v1.MethodR\x06method\x12;\n\x08requires\x18\x0b \x03(\x0b\x32\x1f.flasher.v1.FirmwareRequirementR\x08requires\x12\x14\n\x05\x61\x66ter\x18\x0c \x03(\tR\x05\x61\x66ter\x12\x10\n\x03tag\x18\r \x01(\tR\x03tag\"\xcc\x01\n\x0b\x46irmwareSet\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12;\n\x06labels\x18\x03 \x03(\x0b\x32#.flasher.v1.FirmwareSet.LabelsEntryR\x06labels\x12!\n\x0c\x66irmware_ids\x18\x04 \x03(\tR\x0b\x66irmwareIds\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xd7\x01\n\x12ListServersRequest\x12 \n\x06vendor\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x06vendor\x12\x1e\n\x05model\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x05model\x12-\n\x12include_components\x18\x03 \x01(\x08R\x11includeComponents\x12\'\n\tpage_size\x18\x04 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"k\n\x13ListServersResponse\x12,\n\x07servers\x18\x01 \x03(\x0b\x32\x12.flasher.v1.ServerR\x07servers\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\".\n\x10GetServerRequest\x12\x1a\n\x02id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01R\x02id\"?\n\x11GetServerResponse\x12*\n\x06server\x18\x01 \x01(\x0b\x32\x12.flasher.v1.ServerR\x06server\"~\n\x13ListFirmwareRequest\x12 \n\x06vendor\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x06vendor\x12\x1e\n\x05model\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x05model\x12%\n\tcomponent\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@R\tcomponent\"N\n\x14ListFirmwareResponse\x12\x36\n\x08\x66irmware\x18\x01 \x03(\x0b\x32\x1a.flasher.v1.FirmwareRecordR\x08\x66irmware\"\x19\n\x17ListFirmwareSetsRequest\"X\n\x18ListFirmwareSetsResponse\x12<\n\rfirmware_sets\x18\x01 \x03(\x0b\x32\x17.flasher.v1.FirmwareSetR\x0c\x66irmwareSets2\xde\x02\n\x10InventoryService\x12N\n\x0bListServers\x12\x1e.flasher.v1.ListServersRequest\x1a\x1f.flasher.v1.ListServersResponse\x12H\n\tGetServer\x12\x1c.flasher.v1.GetServerRequest\x1a\x1d.flasher.v1.GetServerResponse\x12Q\n\x0cListFirmware\x12\x1f.flasher.v1.ListFirmwareRequest\x1a .flasher.v1.ListFirmwareResponse\x12]\n\x10ListFirmwareSets\x12#.flasher.v1.ListFirmwareSetsRequest\x1a$.flasher.v1.ListFirmwareSetsResponseB9Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"flasher/v1/inventory_service.proto\x12\nflasher.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x15\x66lasher/v1/task.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x01\n\x0eServerSelector\x12\x32\n\nserver_ids\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\x10\xa0\x8d\x06\"\x07r\x05\x10\x01\x18\x80\x01R\tserverIds\x12H\n\x06labels\x18\x02 \x03(\x0b\x32&.flasher.v1.ServerSelector.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10R\x06labels\x12\x10\n\x03\x61ll\x18\x03 \x01(\x08R\x03\x61ll\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xb3\x01\n\x17\x43ollectInventoryRequest\x12>\n\x08selector\x18\x01 \x01(\x0b\x32\x1a.flasher.v1.ServerSelectorB\x06\xbaH\x03\xc8\x01\x01R\x08selector\x12*\n\x06method\x18\x02 \x01(\x0e\x32\x12.flasher.v1.MethodR\x06method\x12,\n\x0b\x63oncurrency\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x0b\x63oncurrency\"\xc4\x01\n\x0e\x43omponentDrift\x12\x1c\n\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x16\n\x06serial\x18\x02 \x01(\tR\x06serial\x12!\n\x0c\x66rom_version\x18\x03 \x01(\tR\x0b\x66romVersion\x12:\n\x0b\x66rom_source\x18\x04 \x01(\x0e\x32\x19.flasher.v1.VersionSourceR\nfromSource\x12\x1d\n\nto_version\x18\x05 \x01(\tR\ttoVersion\"\xa0\x03\n\x18\x43ollectInventoryResponse\x12\x1d\n\ncollect_id\x18\x01 \x01(\tR\tcollectId\x12\x1b\n\tserver_id\x18\x02 \x01(\tR\x08serverId\x12*\n\x06method\x18\x03 \x01(\x0e\x32\x12.flasher.v1.MethodR\x06method\x12.\n\x05state\x18\x04 \x01(\x0e\x32\x18.flasher.v1.CollectStateR\x05state\x12\x18\n\x07message\x18\x05 \x01(\tR\x07message\x12!\n\x0c\x66\x61ilure_code\x18\x06 \x01(\tR\x0b\x66\x61ilureCode\x12\x35\n\ncomponents\x18\x07 \x03(\x0b\x32\x15.flasher.v1.ComponentR\ncomponents\x12\x30\n\x05\x64rift\x18\x08 \x03(\x0b\x32\x1a.flasher.v1.ComponentDriftR\x05\x64rift\x12\x16\n\x06joined\x18\t \x01(\x08R\x06joined\x12.\n\x04time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\"\xc6\x02\n\tComponent\x12\x12\n\x04slug\x18\x01 \x01(\tR\x04slug\x12\x16\n\x06vendor\x18\x02 \x01(\tR\x06vendor\x12\x14\n\x05model\x18\x03 \x01(\tR\x05model\x12\x16\n\x06serial\x18\x04 \x01(\tR\x06serial\x12\x18\n\x07version\x18\x05 \x01(\tR\x07version\x12\x17\n\x07in_band\x18\x06 \x01(\x08R\x06inBand\x12\x1e\n\x0bout_of_band\x18\x07 \x01(\x08R\toutOfBand\x12@\n\x0eversion_source\x18\x08 \x01(\x0e\x32\x19.flasher.v1.VersionSourceR\rversionSource\x12J\n\x13version_observed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x11versionObservedAt\"\x9f\x02\n\x06Server\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n\x08\x66\x61\x63ility\x18\x03 \x01(\tR\x08\x66\x61\x63ility\x12\x16\n\x06vendor\x18\x04 \x01(\tR\x06vendor\x12\x14\n\x05model\x18\x05 \x01(\tR\x05model\x12\x16\n\x06serial\x18\x06 \x01(\tR\x06serial\x12\x1f\n\x0b\x62mc_address\x18\x07 \x01(\tR\nbmcAddress\x12\x37\n\x18\x62mc_insecure_skip_verify\x18\x08 \x01(\x08R\x15\x62mcInsecureSkipVerify\x12\x35\n\ncomponents\x18\t \x03(\x0b\x32\x15.flasher.v1.ComponentR\ncomponents\"S\n\x13\x46irmwareRequirement\x12\x1c\n\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x1e\n\nconstraint\x18\x02 \x01(\tR\nconstraint\"\x8a\x03\n\x0e\x46irmwareRecord\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n\x06vendor\x18\x02 \x01(\tR\x06vendor\x12\x16\n\x06models\x18\x03 \x03(\tR\x06models\x12\x1c\n\tcomponent\x18\x04 \x01(\tR\tcomponent\x12\x18\n\x07version\x18\x05 \x01(\tR\x07version\x12%\n\x0eversion_scheme\x18\x06 \x01(\tR\rversionScheme\x12\x1a\n\x08\x66ilename\x18\x07 \x01(\tR\x08\x66ilename\x12\x10\n\x03url\x18\x08 \x01(\tR\x03url\x12\x1a\n\x08\x63hecksum\x18\t \x01(\tR\x08\x63hecksum\x12*\n\x06method\x18\n \x01(\x0e\x32\x12.flasher.v1.MethodR\x06method\x12;\n\x08requires\x18\x0b \x03(\x0b\x32\x1f.flasher.v1.FirmwareRequirementR\x08requires\x12\x14\n\x05\x61\x66ter\x18\x0c \x03(\tR\x05\x61\x66ter\x12\x10\n\x03tag\x18\r \x01(\tR\x03tag\"\xcc\x01\n\x0b\x46irmwareSet\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12;\n\x06labels\x18\x03 \x03(\x0b\x32#.flasher.v1.FirmwareSet.LabelsEntryR\x06labels\x12!\n\x0c\x66irmware_ids\x18\x04 \x03(\tR\x0b\x66irmwareIds\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xd7\x01\n\x12ListServersRequest\x12 \n\x06vendor\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x06vendor\x12\x1e\n\x05model\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x05model\x12-\n\x12include_components\x18\x03 \x01(\x08R\x11includeComponents\x12\'\n\tpage_size\x18\x04 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"k\n\x13ListServersResponse\x12,\n\x07servers\x18\x01 \x03(\x0b\x32\x12.flasher.v1.ServerR\x07servers\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\".\n\x10GetServerRequest\x12\x1a\n\x02id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01R\x02id\"?\n\x11GetServerResponse\x12*\n\x06server\x18\x01 \x01(\x0b\x32\x12.flasher.v1.ServerR\x06server\"~\n\x13ListFirmwareRequest\x12 \n\x06vendor\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x06vendor\x12\x1e\n\x05model\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x05model\x12%\n\tcomponent\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@R\tcomponent\"N\n\x14ListFirmwareResponse\x12\x36\n\x08\x66irmware\x18\x01 \x03(\x0b\x32\x1a.flasher.v1.FirmwareRecordR\x08\x66irmware\"\x19\n\x17ListFirmwareSetsRequest\"X\n\x18ListFirmwareSetsResponse\x12<\n\rfirmware_sets\x18\x01 \x03(\x0b\x32\x17.flasher.v1.FirmwareSetR\x0c\x66irmwareSets*\x9a\x01\n\x0c\x43ollectState\x12\x1d\n\x19\x43OLLECT_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OLLECT_STATE_WAITING\x10\x01\x12\x19\n\x15\x43OLLECT_STATE_RUNNING\x10\x02\x12\x1b\n\x17\x43OLLECT_STATE_SUCCEEDED\x10\x03\x12\x18\n\x14\x43OLLECT_STATE_FAILED\x10\x04\x32\xbf\x03\n\x10InventoryService\x12N\n\x0bListServers\x12\x1e.flasher.v1.ListServersRequest\x1a\x1f.flasher.v1.ListServersResponse\x12H\n\tGetServer\x12\x1c.flasher.v1.GetServerRequest\x1a\x1d.flasher.v1.GetServerResponse\x12Q\n\x0cListFirmware\x12\x1f.flasher.v1.ListFirmwareRequest\x1a .flasher.v1.ListFirmwareResponse\x12]\n\x10ListFirmwareSets\x12#.flasher.v1.ListFirmwareSetsRequest\x1a$.flasher.v1.ListFirmwareSetsResponse\x12_\n\x10\x43ollectInventory\x12#.flasher.v1.CollectInventoryRequest\x1a$.flasher.v1.CollectInventoryResponse0\x01\x42\x39Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flasher.v1.inventory_service_pb2', globals())
@@ -23,6 +24,16 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1'
+  _SERVERSELECTOR_LABELSENTRY._options = None
+  _SERVERSELECTOR_LABELSENTRY._serialized_options = b'8\001'
+  _SERVERSELECTOR.fields_by_name['server_ids']._options = None
+  _SERVERSELECTOR.fields_by_name['server_ids']._serialized_options = b'\272H\020\222\001\r\020\240\215\006\"\007r\005\020\001\030\200\001'
+  _SERVERSELECTOR.fields_by_name['labels']._options = None
+  _SERVERSELECTOR.fields_by_name['labels']._serialized_options = b'\272H\005\232\001\002\020\020'
+  _COLLECTINVENTORYREQUEST.fields_by_name['selector']._options = None
+  _COLLECTINVENTORYREQUEST.fields_by_name['selector']._serialized_options = b'\272H\003\310\001\001'
+  _COLLECTINVENTORYREQUEST.fields_by_name['concurrency']._options = None
+  _COLLECTINVENTORYREQUEST.fields_by_name['concurrency']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _FIRMWARESET_LABELSENTRY._options = None
   _FIRMWARESET_LABELSENTRY._serialized_options = b'8\001'
   _LISTSERVERSREQUEST.fields_by_name['vendor']._options = None
@@ -41,34 +52,46 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _LISTFIRMWAREREQUEST.fields_by_name['model']._serialized_options = b'\272H\005r\003\030\200\001'
   _LISTFIRMWAREREQUEST.fields_by_name['component']._options = None
   _LISTFIRMWAREREQUEST.fields_by_name['component']._serialized_options = b'\272H\004r\002\030@'
-  _COMPONENT._serialized_start=103
-  _COMPONENT._serialized_end=287
-  _SERVER._serialized_start=290
-  _SERVER._serialized_end=577
-  _FIRMWAREREQUIREMENT._serialized_start=579
-  _FIRMWAREREQUIREMENT._serialized_end=662
-  _FIRMWARERECORD._serialized_start=665
-  _FIRMWARERECORD._serialized_end=1059
-  _FIRMWARESET._serialized_start=1062
-  _FIRMWARESET._serialized_end=1266
-  _FIRMWARESET_LABELSENTRY._serialized_start=1209
-  _FIRMWARESET_LABELSENTRY._serialized_end=1266
-  _LISTSERVERSREQUEST._serialized_start=1269
-  _LISTSERVERSREQUEST._serialized_end=1484
-  _LISTSERVERSRESPONSE._serialized_start=1486
-  _LISTSERVERSRESPONSE._serialized_end=1593
-  _GETSERVERREQUEST._serialized_start=1595
-  _GETSERVERREQUEST._serialized_end=1641
-  _GETSERVERRESPONSE._serialized_start=1643
-  _GETSERVERRESPONSE._serialized_end=1706
-  _LISTFIRMWAREREQUEST._serialized_start=1708
-  _LISTFIRMWAREREQUEST._serialized_end=1834
-  _LISTFIRMWARERESPONSE._serialized_start=1836
-  _LISTFIRMWARERESPONSE._serialized_end=1914
-  _LISTFIRMWARESETSREQUEST._serialized_start=1916
-  _LISTFIRMWARESETSREQUEST._serialized_end=1941
-  _LISTFIRMWARESETSRESPONSE._serialized_start=1943
-  _LISTFIRMWARESETSRESPONSE._serialized_end=2031
-  _INVENTORYSERVICE._serialized_start=2034
-  _INVENTORYSERVICE._serialized_end=2384
+  _COLLECTSTATE._serialized_start=3231
+  _COLLECTSTATE._serialized_end=3385
+  _SERVERSELECTOR._serialized_start=136
+  _SERVERSELECTOR._serialized_end=355
+  _SERVERSELECTOR_LABELSENTRY._serialized_start=298
+  _SERVERSELECTOR_LABELSENTRY._serialized_end=355
+  _COLLECTINVENTORYREQUEST._serialized_start=358
+  _COLLECTINVENTORYREQUEST._serialized_end=537
+  _COMPONENTDRIFT._serialized_start=540
+  _COMPONENTDRIFT._serialized_end=736
+  _COLLECTINVENTORYRESPONSE._serialized_start=739
+  _COLLECTINVENTORYRESPONSE._serialized_end=1155
+  _COMPONENT._serialized_start=1158
+  _COMPONENT._serialized_end=1484
+  _SERVER._serialized_start=1487
+  _SERVER._serialized_end=1774
+  _FIRMWAREREQUIREMENT._serialized_start=1776
+  _FIRMWAREREQUIREMENT._serialized_end=1859
+  _FIRMWARERECORD._serialized_start=1862
+  _FIRMWARERECORD._serialized_end=2256
+  _FIRMWARESET._serialized_start=2259
+  _FIRMWARESET._serialized_end=2463
+  _FIRMWARESET_LABELSENTRY._serialized_start=298
+  _FIRMWARESET_LABELSENTRY._serialized_end=355
+  _LISTSERVERSREQUEST._serialized_start=2466
+  _LISTSERVERSREQUEST._serialized_end=2681
+  _LISTSERVERSRESPONSE._serialized_start=2683
+  _LISTSERVERSRESPONSE._serialized_end=2790
+  _GETSERVERREQUEST._serialized_start=2792
+  _GETSERVERREQUEST._serialized_end=2838
+  _GETSERVERRESPONSE._serialized_start=2840
+  _GETSERVERRESPONSE._serialized_end=2903
+  _LISTFIRMWAREREQUEST._serialized_start=2905
+  _LISTFIRMWAREREQUEST._serialized_end=3031
+  _LISTFIRMWARERESPONSE._serialized_start=3033
+  _LISTFIRMWARERESPONSE._serialized_end=3111
+  _LISTFIRMWARESETSREQUEST._serialized_start=3113
+  _LISTFIRMWARESETSREQUEST._serialized_end=3138
+  _LISTFIRMWARESETSRESPONSE._serialized_start=3140
+  _LISTFIRMWARESETSRESPONSE._serialized_end=3228
+  _INVENTORYSERVICE._serialized_start=3388
+  _INVENTORYSERVICE._serialized_end=3835
 # @@protoc_insertion_point(module_scope)

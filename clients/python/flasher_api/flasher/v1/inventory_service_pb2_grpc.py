@@ -37,6 +37,11 @@ class InventoryServiceStub(object):
                 request_serializer=flasher_dot_v1_dot_inventory__service__pb2.ListFirmwareSetsRequest.SerializeToString,
                 response_deserializer=flasher_dot_v1_dot_inventory__service__pb2.ListFirmwareSetsResponse.FromString,
                 )
+        self.CollectInventory = channel.unary_stream(
+                '/flasher.v1.InventoryService/CollectInventory',
+                request_serializer=flasher_dot_v1_dot_inventory__service__pb2.CollectInventoryRequest.SerializeToString,
+                response_deserializer=flasher_dot_v1_dot_inventory__service__pb2.CollectInventoryResponse.FromString,
+                )
 
 
 class InventoryServiceServicer(object):
@@ -73,6 +78,17 @@ class InventoryServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CollectInventory(self, request, context):
+        """CollectInventory reads the installed versions of the selected servers through their BMC
+        (or the inventory their agent reported) and records them as observations. It flashes
+        nothing. A server with an active task is read after the task; a server already being
+        collected answers with that collect's outcome. The stream carries each server's progress
+        and outcome, like a task's events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +111,11 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.ListFirmwareSets,
                     request_deserializer=flasher_dot_v1_dot_inventory__service__pb2.ListFirmwareSetsRequest.FromString,
                     response_serializer=flasher_dot_v1_dot_inventory__service__pb2.ListFirmwareSetsResponse.SerializeToString,
+            ),
+            'CollectInventory': grpc.unary_stream_rpc_method_handler(
+                    servicer.CollectInventory,
+                    request_deserializer=flasher_dot_v1_dot_inventory__service__pb2.CollectInventoryRequest.FromString,
+                    response_serializer=flasher_dot_v1_dot_inventory__service__pb2.CollectInventoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,5 +195,22 @@ class InventoryService(object):
         return grpc.experimental.unary_unary(request, target, '/flasher.v1.InventoryService/ListFirmwareSets',
             flasher_dot_v1_dot_inventory__service__pb2.ListFirmwareSetsRequest.SerializeToString,
             flasher_dot_v1_dot_inventory__service__pb2.ListFirmwareSetsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CollectInventory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/flasher.v1.InventoryService/CollectInventory',
+            flasher_dot_v1_dot_inventory__service__pb2.CollectInventoryRequest.SerializeToString,
+            flasher_dot_v1_dot_inventory__service__pb2.CollectInventoryResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
