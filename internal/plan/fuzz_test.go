@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -81,10 +83,26 @@ func genCase(data []byte) fuzzCase {
 			if s.n(6) == 0 {
 				f.After = []string{fuzzSlugs[s.n(len(fuzzSlugs))]}
 			}
+			// Images that cannot be downloaded or verified, as fleetdb records have.
+			switch s.n(16) {
+			case 0:
+				f.URL = ""
+			case 1:
+				f.Checksum = ""
+			case 2:
+				f.Checksum = "crc32:deadbeef"
+			}
 			cat.Firmware = append(cat.Firmware, f)
+			if s.n(12) == 0 {
+				// A duplicate record of the same version that disagrees on requirements.
+				d := *f
+				d.ID += "-dup"
+				d.Requires = append(slices.Clone(f.Requires), inventory.Requirement{Component: fuzzSlugs[s.n(len(fuzzSlugs))], Constraint: ">=" + strconv.Itoa(1+s.n(4))})
+				cat.Firmware = append(cat.Firmware, &d)
+			}
 		}
 	}
-	force := s.n(3) == 0
+	force, reinstall := s.n(3) == 0, s.n(3) == 0
 	switch s.n(2) {
 	case 0:
 		set := &inventory.FirmwareSet{ID: "set"}
@@ -103,12 +121,17 @@ func genCase(data []byte) fuzzCase {
 			}
 		}
 		cat.Sets = []*inventory.FirmwareSet{set}
-		return fuzzCase{srv, cat, Request{Mode: task.ModeFirmwareSet, Method: task.MethodOutOfBand, FirmwareSet: "set", Force: force}}
+		return fuzzCase{srv, cat, Request{Mode: task.ModeFirmwareSet, Method: task.MethodOutOfBand, FirmwareSet: "set", Force: force, Reinstall: reinstall}}
 	default:
 		var items []task.Firmware
 		for range 1 + s.n(3) {
 			c := srv.Components[s.n(len(srv.Components))]
-			it := task.Firmware{Component: c.Slug, Version: strconv.Itoa(1 + s.n(4)), Force: s.n(2) == 0}
+			// Versions 1-4 have records (usually); 5 never has one.
+			it := task.Firmware{Component: c.Slug, Version: strconv.Itoa(1 + s.n(5)), Force: s.n(2) == 0, Reinstall: s.n(3) == 0}
+			if s.n(3) == 0 {
+				// The operator's own image, for a catalogued version or not.
+				it.URL, it.Checksum = "https://mirror.example/"+c.Slug+".bin", otherSum
+			}
 			if s.n(4) != 0 {
 				it.Serial = c.Serial
 			}
@@ -157,8 +180,15 @@ func holds(constraint string, v string, opaque bool) (ok, ordered bool) {
 func checkPlan(t *testing.T, c fuzzCase, p *task.Plan) {
 	t.Helper()
 	recOf := map[string]*inventory.Firmware{}
+	dups := map[string]bool{}
 	for _, f := range c.cat.Firmware {
-		recOf[f.Component+"@"+f.Version] = f
+		k := f.Component + "@" + f.Version
+		if o := recOf[k]; o != nil && termSet(o) != termSet(f) {
+			dups[k] = true
+		}
+		if recOf[k] == nil || len(f.Requires) > len(recOf[k].Requires) {
+			recOf[k] = f // the duplicate with more requirements: the checker holds the plan to both
+		}
 	}
 	opaque := map[string]bool{}
 	for _, f := range c.cat.Firmware {
@@ -182,8 +212,20 @@ func checkPlan(t *testing.T, c fuzzCase, p *task.Plan) {
 		if (b < a || opaque[st.Component] && a != b) && !st.Force {
 			t.Fatalf("step %d: unforced change %d→%d of %s", k, a, b, st.Component)
 		}
-		if a == b && !st.Force {
-			t.Fatalf("step %d: unforced reinstall", k)
+		if a == b && !st.Reinstall {
+			t.Fatalf("step %d: reinstall nobody asked for", k)
+		}
+		// B2: never a silent choice between records that disagree.
+		if dups[st.Component+"@"+st.ToVersion] {
+			t.Fatalf("step %d: %s %s has two records with different requirements", k, st.Component, st.ToVersion)
+		}
+		// B1: a version without a record is flashed only when forced, and says so.
+		if recOf[st.Component+"@"+st.ToVersion] == nil && (!st.Uncatalogued || !st.Force) {
+			t.Fatalf("step %d: uncatalogued %s %s planned: %+v", k, st.Component, st.ToVersion, st)
+		}
+		// B3: every step has an image it can download and verify.
+		if st.URL == "" || !verifiable.MatchString(st.Checksum) {
+			t.Fatalf("step %d: image %q %q cannot be downloaded and verified", k, st.URL, st.Checksum)
 		}
 		if rec := recOf[st.Component+"@"+st.ToVersion]; rec != nil {
 			for _, q := range rec.Requires {
@@ -217,6 +259,23 @@ func checkPlan(t *testing.T, c fuzzCase, p *task.Plan) {
 		}
 	}
 }
+
+// termSet is a record's requirements and hints as a sorted set, so duplicates that say the same
+// in another order or twice agree.
+func termSet(f *inventory.Firmware) string {
+	var ts []string
+	for _, q := range f.Requires {
+		ts = append(ts, q.Component+q.Constraint)
+	}
+	for _, a := range f.After {
+		ts = append(ts, "after"+a)
+	}
+	slices.Sort(ts)
+	return fmt.Sprint(slices.Compact(ts))
+}
+
+// verifiable is the checksum grammar written out independently of firmware.ParseChecksum.
+var verifiable = regexp.MustCompile(`^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}|md5:[0-9a-f]{32})$`)
 
 func FuzzPlan(f *testing.F) {
 	f.Add([]byte{3, 0, 1, 1, 2, 2, 0, 1, 1, 5, 0, 2, 1, 0, 0, 1, 2})
