@@ -96,7 +96,9 @@ func (o oneServer) Servers(context.Context) ([]*inventory.Server, error) {
 func (o oneServer) Credentials(context.Context, string) (inventory.Credentials, error) {
 	return inventory.Credentials{}, nil
 }
-func (o oneServer) Catalog(context.Context) (*inventory.Catalog, error) { return &inventory.Catalog{}, nil }
+func (o oneServer) Catalog(context.Context) (*inventory.Catalog, error) {
+	return &inventory.Catalog{}, nil
+}
 
 // TestCollectJoinsInFlight: a second collect of a server being collected returns the first
 // one's outcome instead of reading the BMC again.
