@@ -162,7 +162,7 @@ func TestJSONSchema(t *testing.T) {
 		{"task list", []string{"task", "list"}, nil, []string{"next_page_token", "tasks"}},
 		{"plan", []string{"plan", "--server", "r6515-01", "--set", "r6515-production"}, nil, []string{"plan", "server_model", "server_vendor"}},
 		{"plan step", []string{"plan", "--server", "r6515-01", "--set", "r6515-production"}, []string{"plan", "steps", "0"},
-			[]string{"checksum", "component", "downgrade", "filename", "firmware_id", "force", "from_version", "irreversible", "method", "model",
+			[]string{"checksum", "component", "downgrade", "filename", "firmware_id", "force", "from_age", "from_observed_at", "from_source", "from_version", "irreversible", "method", "model",
 				"post_actions", "pre_actions", "reinstall", "scheme", "serial", "to_version", "uncatalogued", "url", "vendor"}},
 		{"task events", []string{"task", "events", id}, []string{"events", "0"}, []string{"from_state", "kind", "message", "revision", "task_id", "time", "to_state"}},
 		{"inventory servers", []string{"inventory", "servers"}, []string{"servers", "0"},
