@@ -12,7 +12,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -270,18 +269,12 @@ func (s *Store) UpdateTask(ctx context.Context, t *task.Task, expected int64, ev
 	return r.rev, nil
 }
 
-// newTaskOp encodes the task and event in the caller's goroutine, keeping JSON work off the
-// writer. The stored JSON's revisions are not authoritative (the writer assigns the revision
-// after this runs); reads take the revision from its column.
+// newTaskOp encodes the task and event (store.EncodeChange) in the caller's goroutine, keeping
+// JSON work off the writer.
 func newTaskOp(ctx context.Context, kind opKind, t *task.Task, ev task.Event) (*op, error) {
-	ev.TaskID = t.ID
-	body, err := json.Marshal(t)
+	ev, body, evBody, err := store.EncodeChange(t, ev)
 	if err != nil {
-		return nil, fmt.Errorf("postgres store: task %s: encode: %w", t.ID, err)
-	}
-	evBody, err := json.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("postgres store: task %s: encode event: %w", t.ID, err)
+		return nil, fmt.Errorf("postgres store: %w", err)
 	}
 	return &op{
 		ctx: ctx, kind: kind,

@@ -11,7 +11,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -290,18 +289,12 @@ func (s *Store) Compact(ctx context.Context, rev int64) error {
 	return s.submit(&op{ctx: ctx, kind: opCompact, compact: rev, res: make(chan result, 1)}).err
 }
 
-// newTaskOp encodes the task and event in the caller's goroutine, keeping JSON work off the
-// writer. The stored JSON's revisions are not authoritative (the writer assigns the revision
-// after this runs); reads take the revision from its column.
+// newTaskOp encodes the task and event (store.EncodeChange) in the caller's goroutine, keeping
+// JSON work off the writer.
 func newTaskOp(ctx context.Context, kind opKind, t *task.Task, ev task.Event) (*op, error) {
-	ev.TaskID = t.ID
-	body, err := json.Marshal(t)
+	ev, body, evBody, err := store.EncodeChange(t, ev)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite store: task %s: encode: %w", t.ID, err)
-	}
-	evBody, err := json.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite store: task %s: encode event: %w", t.ID, err)
+		return nil, fmt.Errorf("sqlite store: %w", err)
 	}
 	return &op{
 		ctx: ctx, kind: kind,
