@@ -35,6 +35,11 @@ debian-packages:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
 	fi
 
+# grpcurl alone, for `make run`: its banner and the README's tour use it.
+$(BIN)/grpcurl: tools/go.mod tools/go.sum
+	@mkdir -p $(BIN)
+	cd tools && $(GO) build -o $(BIN)/ github.com/fullstorydev/grpcurl/cmd/grpcurl
+
 ## tools: install the pinned buf, protoc plugins, grpcurl and staticcheck into bin/, and the
 ## Debian packages the Python client needs.
 tools: $(BIN)/.tools-stamp $(BIN)/.plugins-stamp debian-packages
@@ -81,7 +86,7 @@ build:
 	done
 
 ## run: run flasher-server on the embedded defaults (SQLite, file inventory, simulated fleet).
-run: build
+run: build $(BIN)/grpcurl
 	./scripts/run.sh
 
 ## demo: build everything, start a simulated fleet with agents and flasher-server, and walk

@@ -12,6 +12,10 @@ N=${FLEET_SIZE:-8}
 HOSTS=${FLEET_HOSTS:-2}
 GRPC=${FLASHER_GRPC_LISTEN:-127.0.0.1:9090}
 mkdir -p "$RUN"
+# Everything the banner below and the README's tour use (`make run` builds them all).
+for tool in flasher-sim flasher-server flasherctl grpcurl; do
+  [ -x "$BIN/$tool" ] || { echo "$BIN/$tool is missing: start with \`make run\`" >&2; exit 1; }
+done
 
 "$BIN/flasher-sim" -n "$N" -hosts "$HOSTS" -server "$GRPC" -inventory "$RUN/inventory.yaml" -state-dir "$RUN/sim" \
   -images-addr 127.0.0.1:8480 -control-addr 127.0.0.1:8481 -host-update-delay 2s \

@@ -1,6 +1,6 @@
 // Command flasher-server is Flasher's control plane: it serves the gRPC API, keeps tasks in its
-// store, schedules them and runs the executors. This file only wires the parts of internal/
-// together; the parts hold the logic.
+// store, schedules them and runs the executors. This file reads the configuration and hands it
+// to internal/server, which wires and runs the parts.
 package main
 
 import (
@@ -15,12 +15,14 @@ import (
 	"syscall"
 
 	"github.com/flasher-dev/flasher/internal/config"
+	"github.com/flasher-dev/flasher/internal/server"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "flasher-server:", err)
 		os.Exit(1)
 	}
@@ -30,7 +32,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "ca" {
 		return runCA(ctx, args[1:], stdout, stderr)
 	}
-	cfg := defaultConfig()
+	cfg := server.DefaultConfig()
 	rest, err := config.Load("flasher-server", &cfg, args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -41,19 +43,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(rest) > 0 {
 		return fmt.Errorf("unexpected arguments %q", rest)
 	}
-	log := newLogger(stdout, cfg.LogLevel)
+	log := server.NewLogger(stdout, cfg.LogLevel)
 	slog.SetDefault(log)
-	srv, err := newServer(ctx, cfg, log)
+	srv, err := server.New(ctx, cfg, server.WithLogger(log))
 	if err != nil {
 		return err
 	}
 	return srv.Run(ctx)
-}
-
-func newLogger(w io.Writer, level string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
 }

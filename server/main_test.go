@@ -32,6 +32,7 @@ import (
 	"github.com/flasher-dev/flasher/internal/auth/ca"
 	"github.com/flasher-dev/flasher/internal/config"
 	"github.com/flasher-dev/flasher/internal/inventory/file"
+	"github.com/flasher-dev/flasher/internal/server"
 	simfleetdb "github.com/flasher-dev/flasher/sim/fleetdb"
 )
 
@@ -582,7 +583,7 @@ func TestAgentMutualTLS(t *testing.T) {
 
 // TestDeployConfig keeps the example configuration in deploy/ in step with the flags.
 func TestDeployConfig(t *testing.T) {
-	cfg := defaultConfig()
+	cfg := server.DefaultConfig()
 	if _, err := config.Load("flasher-server", &cfg, []string{"-config", "../deploy/config/server.yaml"}, io.Discard); err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -42,15 +41,11 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
-	"github.com/flasher-dev/flasher/internal/api"
-	"github.com/flasher-dev/flasher/internal/artifact"
 	"github.com/flasher-dev/flasher/internal/inband"
-	"github.com/flasher-dev/flasher/internal/inventory/file"
-	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/scheduler"
+	"github.com/flasher-dev/flasher/internal/server"
 	"github.com/flasher-dev/flasher/internal/store/sqlite"
 	"github.com/flasher-dev/flasher/internal/task"
-	"github.com/flasher-dev/flasher/internal/watch"
 )
 
 func main() {
@@ -123,56 +118,41 @@ func runServer(nAgents, nTasks, runs, nClients int, heartbeat, work time.Duratio
 	if err := os.WriteFile(invPath, []byte(b.String()), 0o600); err != nil {
 		return err
 	}
-	src, err := file.NewSource(invPath, file.WithLogger(logger))
-	if err != nil {
-		return err
-	}
-	cache, err := artifact.New(artifact.Config{Dir: filepath.Join(dir, "cache"), MaxBytes: 1 << 30,
-		Allow: artifact.AllowList{Schemes: []string{"http"}, Hosts: []string{"127.0.0.1"}}})
-	if err != nil {
-		return err
-	}
-	defer cache.Close()
-
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dir, "flasher.db")})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	svc, err := inband.New(inband.Config{Inventory: src, Images: cache, HeartbeatInterval: heartbeat, Logger: logger})
-	if err != nil {
-		return err
-	}
+	// The control plane is built as flasher-server builds it, with agents identified by header
+	// (no certificates to issue for thousands of load agents) and no audit trail.
+	cfg := server.DefaultConfig()
+	cfg.DataDir, cfg.Inventory, cfg.GRPCListen, cfg.HTTPListen = dir, invPath, "127.0.0.1:0", ""
+	cfg.Insecure, cfg.AllowUnauthenticatedAgents = true, true
+	cfg.ArtifactDir, cfg.ArtifactMaxBytes = filepath.Join(dir, "cache"), 1<<30
+	cfg.ArtifactSchemes, cfg.ArtifactHosts = []string{"http"}, []string{"127.0.0.1"}
+	cfg.AgentHeartbeat, cfg.MaxActive, cfg.ShutdownTimeout = heartbeat, nAgents+nTasks, 0
 	// The executor is wrapped to note when the scheduler hands it each task (the claim is
 	// committed by then), which splits the dispatch latency into claim and assignment.
 	started := &startTimes{at: map[string]time.Time{}}
-	sched := scheduler.New(scheduler.Config{Store: st, Executors: map[task.Method]scheduler.Executor{task.MethodInBand: timedExecutor{svc, started}},
-		MaxActive: nAgents + nTasks, Logger: logger})
-	hub := watch.New(watch.Config{Store: st, Logger: logger})
-	srv, err := api.NewServer(api.ServerConfig{Logger: logger, Options: []grpc.ServerOption{
-		grpc.ChainStreamInterceptor(inband.InsecureAgentIdentity()),
+	srv, err := server.New(ctx, cfg, server.WithLogger(logger), server.WithoutAudit(),
+		server.WrapExecutors(func(m task.Method, x scheduler.Executor) scheduler.Executor {
+			if m != task.MethodInBand {
+				return x
+			}
+			return timedExecutor{x, started}
+		}),
 		// Per-connection buffers dominate the memory of idle streams: keep them small and share
 		// the write buffer (agents send a few hundred bytes at a time).
-		grpc.ReadBufferSize(4 << 10), grpc.WriteBufferSize(4 << 10), grpc.SharedWriteBuffer(true),
-		grpc.InitialWindowSize(64 << 10), grpc.InitialConnWindowSize(64 << 10),
-	}})
+		server.WithGRPCOptions(grpc.ReadBufferSize(4<<10), grpc.WriteBufferSize(4<<10), grpc.SharedWriteBuffer(true),
+			grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10)))
 	if err != nil {
 		return err
 	}
-	api.NewTaskService(api.TaskConfig{Store: st, Queue: sched, Hub: hub, Planner: plan.NewSourcePlanner(src), Logger: logger}).Register(srv)
-	svc.Register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	go srv.Serve(lis)
-	defer srv.Stop()
-	go sched.Run(ctx)
-	go hub.Run(ctx)
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Run(ctx) }()
+	defer func() { cancel(); <-srvDone }()
+	<-srv.Ready()
+	svc, st, sched := srv.Agents(), srv.Store().(*sqlite.Store), srv.Scheduler()
+	addr := srv.GRPCAddr()
 
 	var tasksClients []flasherv1.TaskServiceClient
 	for range max(1, nClients) {
-		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return err
 		}
@@ -187,7 +167,7 @@ func runServer(nAgents, nTasks, runs, nClients int, heartbeat, work time.Duratio
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, self, "-role=agents", "-addr="+lis.Addr().String(), "-agents="+strconv.Itoa(nAgents), "-work="+work.String())
+	cmd := exec.CommandContext(ctx, self, "-role=agents", "-addr="+addr, "-agents="+strconv.Itoa(nAgents), "-work="+work.String())
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -338,7 +318,7 @@ func (st *startTimes) get(id string) (time.Time, bool) {
 
 // timedExecutor notes the time the scheduler calls Execute, then runs the in-band executor.
 type timedExecutor struct {
-	inner *inband.Service
+	inner scheduler.Executor
 	times *startTimes
 }
 

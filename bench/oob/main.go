@@ -37,12 +37,11 @@ import (
 	"github.com/jacobweinstock/registrar"
 	"gopkg.in/yaml.v3"
 
-	"github.com/flasher-dev/flasher/internal/artifact"
 	"github.com/flasher-dev/flasher/internal/inventory/file"
 	"github.com/flasher-dev/flasher/internal/outofband"
 	"github.com/flasher-dev/flasher/internal/scheduler"
+	"github.com/flasher-dev/flasher/internal/server"
 	"github.com/flasher-dev/flasher/internal/store"
-	"github.com/flasher-dev/flasher/internal/store/sqlite"
 	"github.com/flasher-dev/flasher/internal/task"
 	"github.com/flasher-dev/flasher/sim/image"
 	"github.com/flasher-dev/flasher/sim/redfish"
@@ -404,35 +403,32 @@ func flasherRun(dir, imgURL string, bmcs []*redfish.BMC) error {
 	if err := writeInventory(invPath, imgURL, bmcs); err != nil {
 		return err
 	}
-	src, err := file.NewSource(invPath, file.WithLogger(quiet))
-	if err != nil {
-		return err
-	}
-	cache, err := artifact.New(artifact.Config{Dir: filepath.Join(dir, "cache"), MaxBytes: 1 << 30,
-		Allow: artifact.AllowList{Schemes: []string{"http"}, Hosts: []string{"127.0.0.1"}}})
-	if err != nil {
-		return err
-	}
-	defer cache.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dir, "flasher.db")})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	x, err := outofband.New(outofband.Config{Inventory: src, Images: cache, Logger: quiet,
-		Policy: outofband.Policy{Defaults: outofband.Timeouts{PollInterval: *flagPoll, Verify: 30 * time.Second}}})
-	if err != nil {
-		return err
-	}
+	// The control plane is built as flasher-server builds it; tasks go straight to its store
+	// and scheduler, so the figures are the executor's, not the API's.
+	cfg := server.DefaultConfig()
+	cfg.DataDir, cfg.Inventory, cfg.GRPCListen, cfg.HTTPListen = dir, invPath, "127.0.0.1:0", ""
+	cfg.Insecure, cfg.MaxActive, cfg.BMCPollInterval, cfg.ShutdownTimeout = true, *flagC, *flagPoll, 0
+	cfg.ArtifactDir, cfg.ArtifactMaxBytes = filepath.Join(dir, "cache"), 1<<30
+	cfg.ArtifactSchemes, cfg.ArtifactHosts = []string{"http"}, []string{"127.0.0.1"}
 	var done sync.WaitGroup
 	done.Add(len(bmcs))
-	sched := scheduler.New(scheduler.Config{Store: st, Logger: quiet, MaxActive: *flagC,
-		Executors: map[task.Method]scheduler.Executor{task.MethodOutOfBand: counting{x, &done}}})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = sched.Run(ctx) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, err := server.New(ctx, cfg, server.WithLogger(quiet), server.WithoutAudit(),
+		server.WithOutOfBandPolicy(func(p *outofband.Policy) { p.Defaults.Verify = 30 * time.Second }),
+		server.WrapExecutors(func(m task.Method, x scheduler.Executor) scheduler.Executor {
+			if m != task.MethodOutOfBand {
+				return x
+			}
+			return counting{x, &done}
+		}))
+	if err != nil {
+		return err
+	}
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Run(ctx) }()
+	<-srv.Ready()
+	st, sched := srv.Store(), srv.Scheduler()
 	for i, b := range bmcs {
 		var fw []task.Firmware
 		for _, h := range images {
@@ -448,12 +444,16 @@ func flasherRun(dir, imgURL string, bmcs []*redfish.BMC) error {
 		sched.Submit(stored)
 	}
 	done.Wait()
+	// Outcomes are recorded after Execute returns; wait for the scheduler to have recorded them
+	// all, then count them from the store.
+	for sched.Stats().Active > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	failed, _, err := st.ListTasks(ctx, store.Filter{States: []task.State{task.StateFailed, task.StateCancelled}}, 10, "")
 	cancel()
-	wg.Wait()
-	// Outcomes are recorded after Execute returns; count them from the store.
-	wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer wcancel()
-	failed, _, err := st.ListTasks(wctx, store.Filter{States: []task.State{task.StateFailed, task.StateCancelled}}, 10, "")
+	if serr := <-srvDone; err == nil {
+		err = serr
+	}
 	if err != nil {
 		return err
 	}
@@ -465,7 +465,7 @@ func flasherRun(dir, imgURL string, bmcs []*redfish.BMC) error {
 
 // counting tells the benchmark when each task's executor returned.
 type counting struct {
-	x    *outofband.Executor
+	x    scheduler.Executor
 	done *sync.WaitGroup
 }
 

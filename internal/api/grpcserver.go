@@ -29,10 +29,17 @@ type ServerConfig struct {
 	Logger *slog.Logger
 	// Registry receives the gRPC metrics; nil means none are recorded.
 	Registry prometheus.Registerer
-	// Auth authenticates calls other than health and reflection; nil lets every call through
-	// as auth.Anonymous (the security issue fills this slot).
+	// Audit records calls other than health and reflection. It runs outside Auth, so refused
+	// calls are recorded too; nil records nothing.
+	AuditUnary  grpc.UnaryServerInterceptor
+	AuditStream grpc.StreamServerInterceptor
+	// Auth authenticates and authorizes calls other than health and reflection; nil lets every
+	// call through as auth.Anonymous.
 	AuthUnary  grpc.UnaryServerInterceptor
 	AuthStream grpc.StreamServerInterceptor
+	// AgentIdentity runs after Auth on streams and establishes an agent's identity that Auth
+	// left unset (the explicitly enabled header mode, inband.InsecureAgentIdentity); nil: none.
+	AgentIdentity grpc.StreamServerInterceptor
 	// MaxRecvBytes bounds request messages (0 means 4 MiB).
 	MaxRecvBytes int
 	// MaxStreamsPerConn bounds concurrent calls and streams on one client connection, so one
@@ -48,8 +55,9 @@ type Server struct {
 	Health *health.Server
 }
 
-// NewServer builds the gRPC server: metrics → logging → auth (health and reflection open) →
-// validation → recovery, in that order.
+// NewServer builds the gRPC server with Flasher's one interceptor chain: metrics → logging →
+// audit → auth → agent identity (these three skip health and reflection) → validation →
+// recovery, in that order. No other code adds interceptors.
 func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -91,11 +99,15 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	unary = append(unary, logging.UnaryServerInterceptor(logger, logOpts...))
 	stream = append(stream, logging.StreamServerInterceptor(logger, logOpts...))
-	if cfg.AuthUnary != nil {
-		unary = append(unary, selector.UnaryServerInterceptor(cfg.AuthUnary, open))
+	for _, ic := range []grpc.UnaryServerInterceptor{cfg.AuditUnary, cfg.AuthUnary} {
+		if ic != nil {
+			unary = append(unary, selector.UnaryServerInterceptor(ic, open))
+		}
 	}
-	if cfg.AuthStream != nil {
-		stream = append(stream, selector.StreamServerInterceptor(cfg.AuthStream, open))
+	for _, ic := range []grpc.StreamServerInterceptor{cfg.AuditStream, cfg.AuthStream, cfg.AgentIdentity} {
+		if ic != nil {
+			stream = append(stream, selector.StreamServerInterceptor(ic, open))
+		}
 	}
 	unary = append(unary, fieldViolationsUnary, grpcvalidate.UnaryServerInterceptor(validator), recovery.UnaryServerInterceptor(panicHandler))
 	stream = append(stream, fieldViolationsStream, grpcvalidate.StreamServerInterceptor(validator), recovery.StreamServerInterceptor(panicHandler))
@@ -106,6 +118,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		grpc.MaxRecvMsgSize(cfg.MaxRecvBytes),
 		grpc.MaxConcurrentStreams(cfg.MaxStreamsPerConn),
 		grpc.ForceServerCodecV2(newSharedCodec()),
+		// Stop waits for handlers to return, so what they record (the audit of an agent's
+		// disconnect) is written before the parts they write to close.
+		grpc.WaitForHandlers(true),
 	}, cfg.Options...)
 	s := grpc.NewServer(opts...)
 	h := health.NewServer()

@@ -208,6 +208,13 @@ func WithObserver(ctx context.Context, fn func(Identity)) context.Context {
 	return context.WithValue(ctx, observerKey{}, fn)
 }
 
+// Establish sets id as the caller's identity and tells the observer (the audit trail), for an
+// identity established after this package's interceptor (the insecure agent header mode).
+func Establish(ctx context.Context, id Identity) context.Context {
+	notify(ctx, id)
+	return WithIdentity(ctx, id)
+}
+
 func notify(ctx context.Context, id Identity) {
 	if fn, ok := ctx.Value(observerKey{}).(func(Identity)); ok {
 		fn(id)

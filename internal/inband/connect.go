@@ -70,6 +70,8 @@ func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 		return status.Errorf(codes.DeadlineExceeded, "no hello within %s", lease)
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-s.closing:
+		return errShuttingDown
 	}
 
 	now := s.cfg.Now()
@@ -114,6 +116,9 @@ func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 		case <-ctx.Done():
 			log.Info("agent disconnected")
 			return ctx.Err()
+		case <-s.closing:
+			log.Info("agent stream closed: server shutting down")
+			return errShuttingDown
 		case err := <-errc:
 			log.Info("agent disconnected", "err", err)
 			return recvEnd(err)
@@ -150,6 +155,9 @@ func (s *Service) Reported(serverID string) (comps []inventory.Component, ok boo
 	defer ss.mu.Unlock()
 	return append([]inventory.Component(nil), ss.comps...), true
 }
+
+// errShuttingDown ends agent streams when the server stops; agents reconnect on Unavailable.
+var errShuttingDown = status.Error(codes.Unavailable, "server shutting down; reconnect")
 
 // recvEnd maps the end of the agent's side of the stream to the handler's return.
 func recvEnd(err error) error {

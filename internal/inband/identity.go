@@ -36,7 +36,7 @@ func InsecureAgentIdentity() grpc.StreamServerInterceptor {
 			return status.Errorf(codes.Unauthenticated, "insecure agent mode: send exactly one %s header", ServerIDHeader)
 		}
 		id := auth.Identity{Name: "agent:" + vals[0], ServerID: vals[0], Scopes: []string{"agent"}}
-		return handler(srv, &identityStream{ServerStream: ss, ctx: auth.WithIdentity(ss.Context(), id)})
+		return handler(srv, &identityStream{ServerStream: ss, ctx: auth.Establish(ss.Context(), id)})
 	}
 }
 

@@ -86,6 +86,11 @@ type Service struct {
 	planner *plan.SourcePlanner
 	reg     *Registry
 
+	// closing is closed by Shutdown: every agent stream ends, so a stopping server is not held
+	// by streams that would otherwise last as long as the agents do.
+	closing   chan struct{}
+	closeOnce sync.Once
+
 	mu   sync.Mutex
 	runs map[string]*run // task id → the executor run waiting on agent messages
 	// images maps a server id to the checksums it may download (counted per run), so an agent
@@ -136,6 +141,7 @@ func New(cfg Config) (*Service, error) {
 		log:     cfg.Logger.With("component", "inband"),
 		planner: cfg.Planner,
 		reg:     newRegistry(),
+		closing: make(chan struct{}),
 		runs:    map[string]*run{},
 		images:  map[string]map[string]int{},
 	}, nil
@@ -143,6 +149,11 @@ func New(cfg Config) (*Service, error) {
 
 // Register registers AgentService on r.
 func (s *Service) Register(r grpc.ServiceRegistrar) { flasherv1.RegisterAgentServiceServer(r, s) }
+
+// Shutdown ends every agent stream, now and from now on, with Unavailable: the agents
+// reconnect (to this server once it is back, or to another replica). Running tasks are not
+// touched; they see their agent go away as after any disconnect.
+func (s *Service) Shutdown() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // Agents lists the connected agents, ordered by server id.
 func (s *Service) Agents() []AgentInfo { return s.reg.list() }

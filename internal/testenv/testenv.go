@@ -1,7 +1,8 @@
-// Package testenv starts a real Flasher control plane for end-to-end tests: a SQLite store in a
-// temporary directory, the scheduler with the given executors, the watch hub and the gRPC server
-// with its full interceptor chain on a loopback port, and clients for it. Tests of every part
-// (executors, agents, fleetdb) share it instead of wiring their own.
+// Package testenv starts a real Flasher control plane for end-to-end tests, built by
+// internal/server like flasher-server itself: a SQLite store in a temporary directory, the
+// scheduler with the given executors, the watch hub and the gRPC server with its full
+// interceptor chain on a loopback port, and clients for it. Tests of every part (executors,
+// agents, fleetdb) share it instead of wiring their own.
 package testenv
 
 import (
@@ -10,7 +11,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -20,17 +21,16 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
-	"github.com/flasher-dev/flasher/internal/api"
 	"github.com/flasher-dev/flasher/internal/inventory"
-	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/scheduler"
+	"github.com/flasher-dev/flasher/internal/server"
 	"github.com/flasher-dev/flasher/internal/store"
-	"github.com/flasher-dev/flasher/internal/store/sqlite"
 	"github.com/flasher-dev/flasher/internal/task"
 	"github.com/flasher-dev/flasher/internal/watch"
 )
 
-// Config says what to run.
+// Config says what to run. Parts not named here are left out: no audit trail, no client
+// authentication, no HTTP endpoint, unless Configure or Options put them in.
 type Config struct {
 	// Executors by method; none keeps tasks QUEUED.
 	Executors map[task.Method]scheduler.Executor
@@ -43,12 +43,17 @@ type Config struct {
 	Store store.Store
 	// Register adds more services (AgentService, ...) to the gRPC server.
 	Register func(grpc.ServiceRegistrar)
-	// ServerOptions are added to the gRPC server (interceptors for auth, TLS, ...).
+	// ServerOptions are added to the gRPC server (TLS credentials, ...).
 	ServerOptions []grpc.ServerOption
-	// AuthUnary and AuthStream fill the auth slot of the server's interceptor chain
-	// (api.ServerConfig), where health and reflection stay open.
+	// AuthUnary and AuthStream fill the auth slot of the server's interceptor chain, where
+	// health and reflection stay open.
 	AuthUnary  grpc.UnaryServerInterceptor
 	AuthStream grpc.StreamServerInterceptor
+	// Configure adjusts the server's Config (TLS files, token file, ...) after testenv's
+	// defaults; a test that sets it takes over security (Insecure, audit) from testenv.
+	Configure func(*server.Config)
+	// Options are passed to server.New after testenv's own.
+	Options []server.Option
 	// DialOptions replace the client's default plaintext transport (TLS, per-call tokens).
 	DialOptions []grpc.DialOption
 	// Addr is the listen address; empty means a free loopback port. A restart test reuses the
@@ -65,6 +70,7 @@ type Config struct {
 
 // Env is a running control plane.
 type Env struct {
+	Server    *server.Server
 	Store     store.Store
 	Scheduler *scheduler.Scheduler
 	Hub       *watch.Hub
@@ -93,8 +99,18 @@ func Start(t testing.TB, cfg Config) *Env {
 // Run starts a control plane outside a test (benchmarks); call Stop when done. cfg.DBPath is
 // required unless cfg.Store is set.
 func Run(cfg Config) (_ *Env, err error) {
-	if cfg.DBPath == "" && cfg.Store == nil {
+	cleanup := func() {}
+	switch {
+	case cfg.DBPath == "" && cfg.Store == nil:
 		return nil, errors.New("testenv: DBPath or Store is required")
+	case cfg.DBPath == "":
+		// The data directory still holds the server's other files.
+		dir, err := os.MkdirTemp("", "flasher-testenv-")
+		if err != nil {
+			return nil, err
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		cfg.DBPath = filepath.Join(dir, "unused.db")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -105,79 +121,85 @@ func Run(cfg Config) (_ *Env, err error) {
 	if cfg.Worker == "" {
 		cfg.Worker = "testenv"
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer func() {
-		if err != nil {
-			cancel()
-		}
-	}()
-	st := cfg.Store
-	if st == nil {
-		if st, err = sqlite.Open(ctx, sqlite.Config{Path: cfg.DBPath}); err != nil {
-			return nil, err
-		}
-	}
-	sched := scheduler.New(scheduler.Config{Store: st, Executors: cfg.Executors, Worker: cfg.Worker, Logger: cfg.Logger})
-	hub := watch.New(watch.Config{Store: st, Keep: cfg.HubKeep, Buffer: cfg.WatchBuffer, Poll: 50 * time.Millisecond, Logger: cfg.Logger})
-	srv, err := api.NewServer(api.ServerConfig{Logger: cfg.Logger, Options: cfg.ServerOptions, AuthUnary: cfg.AuthUnary, AuthStream: cfg.AuthStream})
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	tc := api.TaskConfig{Store: st, Queue: sched, Hub: hub, Logger: cfg.Logger, Heartbeat: cfg.Heartbeat, Inventory: cfg.Inventory}
-	if cfg.Inventory != nil {
-		tc.Planner = plan.NewSourcePlanner(cfg.Inventory)
-		api.NewInventoryService(api.InventoryConfig{Source: cfg.Inventory, Logger: cfg.Logger}).Register(srv)
-	}
-	api.NewTaskService(tc).Register(srv)
-	if cfg.Register != nil {
-		cfg.Register(srv)
-	}
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
 	}
-	lis, err := net.Listen("tcp", cfg.Addr)
+	sc := server.DefaultConfig()
+	sc.DataDir, sc.Database = filepath.Dir(cfg.DBPath), cfg.DBPath
+	sc.GRPCListen, sc.HTTPListen = cfg.Addr, ""
+	sc.Insecure, sc.Worker, sc.WatchHeartbeat, sc.WatchKeep = true, cfg.Worker, cfg.Heartbeat, cfg.HubKeep
+	// Stop is a crash as far as calls are concerned: they are cancelled, not waited for.
+	sc.ShutdownTimeout = 0
+	// The scheduler's own default limit, not a production replica's.
+	sc.MaxActive = 0
+	opts := []server.Option{
+		server.WithLogger(cfg.Logger),
+		server.WithExecutors(cfg.Executors),
+		server.WithGRPCOptions(cfg.ServerOptions...),
+		server.WithWatchTuning(cfg.WatchBuffer, 50*time.Millisecond),
+	}
+	if cfg.Configure == nil {
+		opts = append(opts, server.WithoutAudit())
+	} else {
+		cfg.Configure(&sc)
+	}
+	if cfg.Inventory != nil {
+		opts = append(opts, server.WithInventory(cfg.Inventory))
+	}
+	if cfg.Store != nil {
+		opts = append(opts, server.WithStore(cfg.Store))
+	}
+	if cfg.Register != nil {
+		opts = append(opts, server.WithServices(cfg.Register))
+	}
+	if cfg.AuthUnary != nil || cfg.AuthStream != nil {
+		opts = append(opts, server.WithAuth(cfg.AuthUnary, cfg.AuthStream))
+	}
+	srv, err := server.New(context.Background(), sc, append(opts, cfg.Options...)...)
 	if err != nil {
-		st.Close()
+		cleanup()
 		return nil, err
 	}
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); _ = srv.Serve(lis) }()
-	go func() { defer wg.Done(); _ = sched.Run(ctx) }()
-	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
-	<-hub.Ready()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		cancel()
+		cleanup()
+		return nil, err
+	}
 	dial := cfg.DialOptions
 	if len(dial) == 0 {
 		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	conn, err := grpc.NewClient(lis.Addr().String(), dial...)
+	conn, err := grpc.NewClient(srv.GRPCAddr(), dial...)
 	if err != nil {
-		srv.Stop()
 		cancel()
-		wg.Wait()
-		st.Close()
+		<-done
+		cleanup()
 		return nil, err
 	}
 	e := &Env{
-		Store: st, Scheduler: sched, Hub: hub, Addr: lis.Addr().String(), Conn: conn,
+		Server: srv, Store: srv.Store(), Scheduler: srv.Scheduler(), Hub: srv.Hub(), Addr: srv.GRPCAddr(), Conn: conn,
 		Tasks: flasherv1.NewTaskServiceClient(conn), Inventory: flasherv1.NewInventoryServiceClient(conn),
 	}
 	var once sync.Once
 	e.stop = func() {
 		once.Do(func() {
 			conn.Close()
-			srv.Stop()
 			cancel()
-			wg.Wait()
-			st.Close()
+			<-done
+			cleanup()
 		})
 	}
 	return e, nil
 }
 
-// Stop stops the control plane now, as a crash of the process would (running executors see
-// their context end; nothing more is recorded). Start again with the same DBPath to restart.
+// Stop stops the control plane now, as a crash of the process would as far as calls and
+// executors are concerned (they see their context end), and waits until it has. Start again
+// with the same DBPath to restart.
 func (e *Env) Stop() { e.stop() }
 
 // WaitState polls until the task reaches one of the states or the timeout passes.

@@ -31,10 +31,10 @@ import (
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/audit"
-	"github.com/flasher-dev/flasher/internal/audit/auditapi"
 	"github.com/flasher-dev/flasher/internal/auth"
 	"github.com/flasher-dev/flasher/internal/auth/authtest"
 	"github.com/flasher-dev/flasher/internal/auth/ca"
+	"github.com/flasher-dev/flasher/internal/server"
 	"github.com/flasher-dev/flasher/internal/testenv"
 )
 
@@ -111,11 +111,6 @@ func newFixture(t *testing.T, clientAuth tls.ClientAuthType) *fixture {
 	if err := srvCert.Write(certFile, keyFile); err != nil {
 		t.Fatal(err)
 	}
-	serverTLS, err := ca.ServerTLSConfig(ca.ServerTLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: f.caFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverTLS.ClientAuth = clientAuth
 
 	// Static tokens.
 	var file strings.Builder
@@ -135,10 +130,6 @@ func newFixture(t *testing.T, clientAuth tls.ClientAuthType) *fixture {
 	if err := os.WriteFile(tokenPath, []byte(file.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := auth.NewStaticTokens(tokenPath, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	// OIDC issuer with its JWKS served over loopback HTTP.
 	if f.idp, err = authtest.NewIssuer("ES256", "idp-1"); err != nil {
@@ -146,60 +137,36 @@ func newFixture(t *testing.T, clientAuth tls.ClientAuthType) *fixture {
 	}
 	jwksSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(authtest.JWKS(f.idp)) }))
 	t.Cleanup(jwksSrv.Close)
-	jwks, err := auth.NewJWKS(auth.JWKSConfig{URL: jwksSrv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jv, err := auth.NewJWTVerifier(auth.JWTConfig{Issuer: issuerURL, Audience: audience, Keys: jwks})
-	if err != nil {
-		t.Fatal(err)
-	}
 
-	// Agents: the Flasher CA and its deny list.
-	deny, err := ca.OpenDenyList(f.denyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, err := ca.Pool(f.caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agents, err := auth.NewAgentVerifier(auth.AgentVerifierConfig{Roots: roots, Revoked: deny})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(auth.RedactingHandler(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	authn, err := auth.New(auth.Config{
-		Tokens: tokens, JWT: jv, Agents: agents, Logger: log, AgentRecheck: 20 * time.Millisecond,
-		RateLimits: map[string]auth.RateLimit{auth.CreateTaskMethod: {PerSecond: 0.001, Burst: 20}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auditStore, err := audit.OpenSQLite(context.Background(), filepath.Join(f.dir, "audit.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { auditStore.Close() })
-	if f.audit, err = audit.New(audit.Config{Store: auditStore, Logger: log}); err != nil {
-		t.Fatal(err)
-	}
+	// The server is built as flasher-server builds it, from its configuration: TLS, the
+	// Flasher CA and its deny list for agents, the token file, the OIDC issuer, the rate
+	// limit and the audit trail. Its logger is a plain JSON handler at debug level: the
+	// server itself must redact.
+	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f.agents = &agentService{images: map[string]string{"sha256:image-a": "srv-a", "sha256:image-b": "srv-b"}}
 	clientTLS, err := ca.ClientTLSConfig(f.caFile, "localhost")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.env = testenv.Start(t, testenv.Config{
-		Logger:        log,
-		ServerOptions: []grpc.ServerOption{grpc.Creds(credentials.NewTLS(serverTLS))},
-		AuthUnary:     auth.ChainUnary(f.audit.Unary(), authn.Unary()),
-		AuthStream:    auth.ChainStream(f.audit.Stream(), authn.Stream()),
-		DialOptions:   []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(clientTLS))},
+		Logger: log,
+		Configure: func(c *server.Config) {
+			c.Insecure = false
+			c.TLSCert, c.TLSKey, c.CAFile, c.DenyList = certFile, keyFile, f.caFile, f.denyPath
+			c.TokenFile = tokenPath
+			c.JWTIssuer, c.JWTAudience, c.JWKSURL = issuerURL, audience, jwksSrv.URL
+			c.CreateRate, c.CreateBurst = 0.001, 20
+		},
+		Options: []server.Option{
+			server.WithClientAuth(clientAuth),
+			server.WithAgentRecheck(20 * time.Millisecond),
+		},
+		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(clientTLS))},
 		Register: func(r grpc.ServiceRegistrar) {
 			flasherv1.RegisterAgentServiceServer(r, f.agents)
-			auditapi.New(auditapi.Config{Log: f.audit}).Register(r)
 		},
 	})
+	f.audit = f.env.Server.Audit()
 	return f
 }
 

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"io"
@@ -17,7 +17,7 @@ func TestBMCBoundsConfigurable(t *testing.T) {
 	if err := os.WriteFile(yml, []byte("bmc_install_timeout: 3h\nbmc_overrides:\n  - dell/BIOS:install=4h;max-poll-interval=2m\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := defaultConfig()
+	cfg := DefaultConfig()
 	if _, err := config.Load("flasher-server", &cfg, []string{"-config", yml, "-bmc-reboot-timeout", "25m", "-bmc-ready-reads", "5"}, io.Discard); err != nil {
 		t.Fatal(err)
 	}

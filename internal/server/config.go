@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"fmt"
@@ -90,9 +90,11 @@ type Config struct {
 	AllowUnauthenticatedAgents bool          `flag:"allow-unauthenticated-agents" usage:"INSECURE: trust the x-flasher-server-id header of agents instead of a client certificate"`
 	AgentConnectTimeout        time.Duration `flag:"agent-connect-timeout" usage:"how long an in-band task waits for its agent before failing AGENT_UNAVAILABLE"`
 	AgentLostTimeout           time.Duration `flag:"agent-lost-timeout" usage:"how long an agent may be away mid-task before the task fails AGENT_LOST"`
+	AgentHeartbeat             time.Duration `flag:"agent-heartbeat" usage:"heartbeat interval agents are told to keep; a stream silent for three intervals is closed"`
 }
 
-func defaultConfig() Config {
+// DefaultConfig is the configuration flags, file and environment start from.
+func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
 		GRPCListen:      "127.0.0.1:9090",
@@ -117,6 +119,7 @@ func defaultConfig() Config {
 		CollectConcurrency:  16,
 		AgentConnectTimeout: 5 * time.Minute,
 		AgentLostTimeout:    10 * time.Minute,
+		AgentHeartbeat:      10 * time.Second,
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -17,18 +17,21 @@ import (
 
 // security is the wired TLS, authentication, authorization and audit of one server.
 type security struct {
-	unary   grpc.UnaryServerInterceptor
-	stream  grpc.StreamServerInterceptor
-	options []grpc.ServerOption
-	trail   *audit.Log
-	close   func() error
+	authUnary   grpc.UnaryServerInterceptor
+	authStream  grpc.StreamServerInterceptor
+	auditUnary  grpc.UnaryServerInterceptor
+	auditStream grpc.StreamServerInterceptor
+	options     []grpc.ServerOption
+	// trail is nil when the audit trail is left out (WithoutAudit).
+	trail *audit.Log
+	close func() error
 }
 
 // newSecurity builds TLS (unless -insecure), the token and certificate authentication with
-// per-method scopes and the audit trail. The audit interceptor runs outside authentication so
-// refused calls are recorded too. The trail goes to auditStore, or, when it is nil, to the SQLite
-// file -audit-db.
-func newSecurity(ctx context.Context, cfg Config, log *slog.Logger, auditStore audit.Store) (*security, error) {
+// per-method scopes and the audit trail. api.NewServer puts the audit interceptor outside
+// authentication, so refused calls are recorded too. The trail goes to auditStore, or, when it
+// is nil, to the SQLite file -audit-db.
+func newSecurity(ctx context.Context, cfg Config, o *options, log *slog.Logger, auditStore audit.Store) (*security, error) {
 	sec := &security{close: func() error { return nil }}
 	var agents *auth.AgentVerifier
 	if !cfg.Insecure {
@@ -39,6 +42,9 @@ func newSecurity(ctx context.Context, cfg Config, log *slog.Logger, auditStore a
 		tlsCfg, err := ca.ServerTLSConfig(ca.ServerTLS{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, ClientCAFile: cfg.CAFile})
 		if err != nil {
 			return nil, err
+		}
+		if o.clientAuth != nil {
+			tlsCfg.ClientAuth = *o.clientAuth
 		}
 		sec.options = append(sec.options, grpc.Creds(credentials.NewTLS(tlsCfg)))
 	}
@@ -78,46 +84,52 @@ func newSecurity(ctx context.Context, cfg Config, log *slog.Logger, auditStore a
 		}
 	}
 
-	store := auditStore
-	if store == nil {
-		st, err := audit.OpenSQLite(ctx, cfg.AuditDB)
-		if err != nil {
-			return nil, fmt.Errorf("audit log %s: %w", cfg.AuditDB, err)
+	if !o.noAudit {
+		store := auditStore
+		if store == nil {
+			st, err := audit.OpenSQLite(ctx, cfg.AuditDB)
+			if err != nil {
+				return nil, fmt.Errorf("audit log %s: %w", cfg.AuditDB, err)
+			}
+			store = st
 		}
-		store = st
+		sec.close = store.Close
+		var err error
+		if sec.trail, err = audit.New(audit.Config{Store: store, Logger: log}); err != nil {
+			store.Close()
+			return nil, err
+		}
+		sec.auditUnary, sec.auditStream = sec.trail.Unary(), sec.trail.Stream()
 	}
-	sec.close = store.Close
-	var err error
-	if sec.trail, err = audit.New(audit.Config{Store: store, Logger: log}); err != nil {
-		store.Close()
-		return nil, err
+	if o.ownAuth {
+		sec.authUnary, sec.authStream = o.authUnary, o.authStream
+		return sec, nil
 	}
-
 	if tokens == nil && jwt == nil {
 		if !cfg.Insecure {
-			store.Close()
+			sec.close()
 			return nil, errors.New("no client authentication: give -token-file (`flasher-server ca token` makes entries) or -jwt-issuer with -jwks-url/-jwks-file")
 		}
 		log.Warn("no client authentication (-token-file, -jwt-issuer): every caller is anonymous and may do anything; use only on a trusted host")
 		// Without identities, -create-rate holds per connection.
 		limits, err := auth.NewCallLimits(createLimits(cfg), nil)
 		if err != nil {
-			store.Close()
+			sec.close()
 			return nil, err
 		}
-		sec.unary, sec.stream = auth.ChainUnary(sec.trail.Unary(), limits.Unary()), sec.trail.Stream()
+		sec.authUnary = limits.Unary()
 		return sec, nil
 	}
 	authn, err := auth.New(auth.Config{
 		Tokens: tokens, JWT: jwt, Agents: agents, InsecureAgents: cfg.AllowUnauthenticatedAgents, Logger: log,
-		RateLimits: createLimits(cfg),
+		AgentRecheck: o.recheck,
+		RateLimits:   createLimits(cfg),
 	})
 	if err != nil {
-		store.Close()
+		sec.close()
 		return nil, err
 	}
-	sec.unary = auth.ChainUnary(sec.trail.Unary(), authn.Unary())
-	sec.stream = auth.ChainStream(sec.trail.Stream(), authn.Stream())
+	sec.authUnary, sec.authStream = authn.Unary(), authn.Stream()
 	return sec, nil
 }
 
