@@ -129,6 +129,35 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return &Server{Server: s, Health: h}, nil
 }
 
+// RegisterService registers a service so that a unary request body that is not a valid
+// protobuf message is InvalidArgument. grpc-go decodes it before any interceptor runs and
+// answers Internal, which tells the caller the server failed when the caller did. (On streams
+// grpc-go writes that status itself, before the handler can change it.)
+func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	d := *desc
+	d.Methods = make([]grpc.MethodDesc, len(desc.Methods))
+	for i, m := range desc.Methods {
+		h := m.Handler
+		m.Handler = func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+			return h(srv, ctx, func(v any) error {
+				if err := dec(v); err != nil {
+					return undecodable(err)
+				}
+				return nil
+			}, ic)
+		}
+		d.Methods[i] = m
+	}
+	s.Server.RegisterService(&d, impl)
+}
+
+func undecodable(err error) error {
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Internal {
+		return err
+	}
+	return badRequest("body", "not a valid protobuf message of the method's request type")
+}
+
 // fieldViolationsUnary adds google.rpc.BadRequest field violations to protovalidate's
 // InvalidArgument errors, so generic clients (grpcurl, any language) see which field is wrong
 // without knowing buf.validate's detail type.

@@ -48,7 +48,11 @@ type TaskConfig struct {
 	// CheckURL, when set, vets every image URL a client supplies (the artifact allowlist), so a
 	// task can never make the server fetch an address it must not.
 	CheckURL func(rawURL string) error
-	Logger   *slog.Logger
+	// AgentConnected, when set, tells whether the agent of a server is connected to this
+	// server: an IN_BAND task for a server without one is refused unless the spec says
+	// wait_for_agent, instead of holding a slot until the agent timeout.
+	AgentConnected func(serverID string) bool
+	Logger         *slog.Logger
 	// Heartbeat is how often an idle watch stream gets a HEARTBEAT (0 means 30s).
 	Heartbeat time.Duration
 	Now       func() time.Time
@@ -130,6 +134,9 @@ func (s *TaskService) CreateTask(ctx context.Context, req *flasherv1.CreateTaskR
 	if err := s.checkURLs(&spec); err != nil {
 		return nil, err
 	}
+	if err := s.checkAgent(req.GetTask()); err != nil {
+		return nil, err
+	}
 	spec.ID = uuid.NewString()
 	spec.RequestID = req.GetRequestId()
 	spec.Requester = auth.FromContext(ctx).Name
@@ -207,6 +214,9 @@ func (s *TaskService) PlanTask(ctx context.Context, req *flasherv1.PlanTaskReque
 	if err := s.checkURLs(&spec); err != nil {
 		return nil, err
 	}
+	if err := s.checkAgent(req.GetTask()); err != nil {
+		return nil, err
+	}
 	spec.Requester = auth.FromContext(ctx).Name
 	p, err := s.cfg.Planner.Plan(ctx, &spec)
 	if err != nil {
@@ -219,6 +229,21 @@ func (s *TaskService) PlanTask(ctx context.Context, req *flasherv1.PlanTaskReque
 		}
 	}
 	return out, nil
+}
+
+// checkAgent refuses an IN_BAND spec whose server has no agent connected, unless it asks to
+// wait for one.
+func (s *TaskService) checkAgent(spec *flasherv1.TaskSpec) error {
+	if s.cfg.AgentConnected == nil || spec.GetMethod() != flasherv1.Method_METHOD_IN_BAND ||
+		spec.GetWaitForAgent() || s.cfg.AgentConnected(spec.GetServerId()) {
+		return nil
+	}
+	return withDetails(codes.FailedPrecondition, fmt.Sprintf("no agent of server %s is connected", spec.GetServerId()),
+		&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
+			Type: "AGENT_NOT_CONNECTED", Subject: "server/" + spec.GetServerId(),
+			Description: "an in-band task needs the host's flasher-agent connected to this server; start it, " +
+				"or set wait_for_agent to queue the task anyway (it fails AGENT_UNAVAILABLE if no agent comes within the server's agent connect timeout)",
+		}}})
 }
 
 // GetTask returns one task.
@@ -282,6 +307,16 @@ func (s *TaskService) WatchTasks(req *flasherv1.WatchTasksRequest, stream grpc.S
 	after := req.GetStartRevision()
 	if after == 0 {
 		after = -1 // from now, after a snapshot
+	}
+	if after > s.cfg.Hub.Revision() {
+		// Ahead of what the hub delivered: ahead of the store too, or the hub is behind.
+		rev, err := s.cfg.Store.Revision(ctx)
+		if err != nil {
+			return s.status(ctx, err)
+		}
+		if after > rev {
+			return status.Error(codes.OutOfRange, fmt.Sprintf("start_revision %d is ahead of this server's latest revision %d: resume only from a revision a watch delivered", after, rev))
+		}
 	}
 	sub, err := s.cfg.Hub.Subscribe(ctx, after)
 	if errors.Is(err, store.ErrCompacted) {

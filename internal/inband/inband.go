@@ -155,6 +155,9 @@ func (s *Service) Register(r grpc.ServiceRegistrar) { flasherv1.RegisterAgentSer
 // touched; they see their agent go away as after any disconnect.
 func (s *Service) Shutdown() { s.closeOnce.Do(func() { close(s.closing) }) }
 
+// Connected reports whether the agent of serverID is connected to this service.
+func (s *Service) Connected(serverID string) bool { return s.reg.connected(serverID) }
+
 // Agents lists the connected agents, ordered by server id.
 func (s *Service) Agents() []AgentInfo { return s.reg.list() }
 

@@ -142,6 +142,14 @@ func (r *Registry) current(serverID string) (*session, <-chan struct{}) {
 	return sl.sess, sl.changed
 }
 
+// connected reports whether the server has a live stream, without creating its slot.
+func (r *Registry) connected(serverID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sl := r.slots[serverID]
+	return sl != nil && sl.sess != nil && !sl.sess.ended()
+}
+
 // wait returns the server's live stream, waiting up to timeout for one to connect. It returns
 // nil when none came in time, and ctx's error when ctx ended.
 func (r *Registry) wait(ctx context.Context, serverID string, timeout time.Duration) (*session, error) {

@@ -40,6 +40,7 @@ import (
 	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/scheduler"
 	"github.com/flasher-dev/flasher/internal/store"
+	"github.com/flasher-dev/flasher/internal/store/postgres"
 	"github.com/flasher-dev/flasher/internal/task"
 	"github.com/flasher-dev/flasher/internal/watch"
 )
@@ -189,6 +190,11 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 	}
 	if s.agents != nil {
 		s.agents.Register(s.grpc)
+		// With one server, an agent not connected here is connected nowhere. Replicas sharing
+		// PostgreSQL may hold it elsewhere, so they queue in-band tasks without the check.
+		if _, shared := st.(*postgres.Store); !shared {
+			tasks.AgentConnected = s.agents.Connected
+		}
 	}
 	taskSvc := api.NewTaskService(tasks)
 	taskSvc.Register(s.grpc)

@@ -96,7 +96,11 @@ type TaskSpec struct {
 	//	*TaskSpec_Firmware
 	//	*TaskSpec_FirmwareSet
 	//	*TaskSpec_Resolve
-	Install       isTaskSpec_Install `protobuf_oneof:"install"`
+	Install isTaskSpec_Install `protobuf_oneof:"install"`
+	// An IN_BAND task for a server whose agent is not connected to this server is refused
+	// (FailedPrecondition AGENT_NOT_CONNECTED) unless this is set: then it is queued and waits
+	// for the agent up to the server's -agent-connect-timeout.
+	WaitForAgent  bool `protobuf:"varint,7,opt,name=wait_for_agent,json=waitForAgent,proto3" json:"wait_for_agent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -184,6 +188,13 @@ func (x *TaskSpec) GetResolve() *ResolveInstall {
 		}
 	}
 	return nil
+}
+
+func (x *TaskSpec) GetWaitForAgent() bool {
+	if x != nil {
+		return x.WaitForAgent
+	}
+	return false
 }
 
 type isTaskSpec_Install interface {
@@ -1186,7 +1197,7 @@ var File_flasher_v1_task_service_proto protoreflect.FileDescriptor
 const file_flasher_v1_task_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1dflasher/v1/task_service.proto\x12\n" +
-	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15flasher/v1/task.proto\"\xf8\x02\n" +
+	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15flasher/v1/task.proto\"\x9e\x03\n" +
 	"\bTaskSpec\x12F\n" +
 	"\tserver_id\x18\x01 \x01(\tB)\xbaH&r$\x10\x01\x18\x80\x012\x1d^[A-Za-z0-9][A-Za-z0-9._:-]*$R\bserverId\x126\n" +
 	"\x06method\x18\x02 \x01(\x0e2\x12.flasher.v1.MethodB\n" +
@@ -1194,7 +1205,8 @@ const file_flasher_v1_task_service_proto_rawDesc = "" +
 	"\bpriority\x18\x03 \x01(\x05B\t\xbaH\x06\x1a\x04\x18\x03(\x00R\bpriority\x126\n" +
 	"\bfirmware\x18\x04 \x01(\v2\x18.flasher.v1.FirmwareListH\x00R\bfirmware\x12C\n" +
 	"\ffirmware_set\x18\x05 \x01(\v2\x1e.flasher.v1.FirmwareSetInstallH\x00R\vfirmwareSet\x126\n" +
-	"\aresolve\x18\x06 \x01(\v2\x1a.flasher.v1.ResolveInstallH\x00R\aresolveB\x10\n" +
+	"\aresolve\x18\x06 \x01(\v2\x1a.flasher.v1.ResolveInstallH\x00R\aresolve\x12$\n" +
+	"\x0ewait_for_agent\x18\a \x01(\bR\fwaitForAgentB\x10\n" +
 	"\ainstall\x12\x05\xbaH\x02\b\x01\"G\n" +
 	"\fFirmwareList\x127\n" +
 	"\x05items\x18\x01 \x03(\v2\x14.flasher.v1.FirmwareB\v\xbaH\b\x92\x01\x05\b\x01\x10\x80\x02R\x05items\"w\n" +
