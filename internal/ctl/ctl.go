@@ -231,7 +231,7 @@ func (a *app) usage(c *command, path []string) {
 		g.register(fs)
 		fs.SetOutput(a.stderr)
 		fs.PrintDefaults()
-		fmt.Fprintln(a.stderr, "\nExit codes: 0 ok, 1 usage/internal, 2 invalid argument, 3 refused, 4 not found,\n5 unauthenticated/denied, 6 unavailable, 7 not available on this server, 10 task failed, 11 task cancelled.")
+		fmt.Fprintln(a.stderr, "\nExit codes: 0 ok, 1 usage/internal, 2 invalid argument, 3 refused, 4 not found,\n5 unauthenticated/denied, 6 unavailable, 7 not available on this server, 10 task failed, 11 task cancelled,\n12 not compliant, 13 a collect failed.")
 	}
 }
 
@@ -269,7 +269,9 @@ func commands() *command {
 			{name: "server", args: "ID", summary: "show one server with its components", setup: setupServer},
 			{name: "firmware", summary: "list the firmware catalog", setup: setupFirmware},
 			{name: "sets", summary: "list firmware sets", setup: setupSets},
+			{name: "collect", args: "[ID...]", summary: "read installed versions through the BMC (or the agent's report) and record them; flashes nothing", setup: setupCollect},
 		}},
+		{name: "compliance", args: "[ID...]", summary: "each server's firmware set against the versions it runs (--summary: counts by set and status)", setup: setupCompliance},
 		{name: "agents", summary: "list connected in-band agents", setup: setupAgents},
 		{name: "audit", summary: "show the audit log", setup: setupAudit},
 		{name: "version", summary: "print flasherctl's version", setup: setupVersion},

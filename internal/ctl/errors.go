@@ -24,6 +24,8 @@ const (
 	ExitUnimplemented = 7 // this server does not offer the command's API (yet)
 	ExitTaskFailed    = 10
 	ExitTaskCancelled = 11
+	ExitNotCompliant  = 12 // `compliance`: some selected server is not compliant
+	ExitCollectFailed = 13 // `inventory collect`: some selected server could not be read
 )
 
 // usageError is a mistake on the command line; the command's usage follows it.
@@ -43,6 +45,15 @@ type taskEndError struct {
 
 func (e *taskEndError) Error() string { return fmt.Sprintf("task %s %s", e.id, e.state) }
 
+// quietError is an outcome the output has already shown (servers not compliant, collects
+// that failed): it sets the exit code and prints nothing more.
+type quietError struct {
+	code int
+	msg  string
+}
+
+func (e *quietError) Error() string { return e.msg }
+
 // exitCode maps an error to the documented exit code.
 func exitCode(err error) int {
 	if err == nil {
@@ -51,6 +62,10 @@ func exitCode(err error) int {
 	var te *taskEndError
 	if errors.As(err, &te) {
 		return te.code
+	}
+	var qe *quietError
+	if errors.As(err, &qe) {
+		return qe.code
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
@@ -108,7 +123,8 @@ func explainRule(code string) string {
 // invalid requests with every field, other failures with what to check.
 func printError(w io.Writer, err error) {
 	var te *taskEndError
-	if errors.As(err, &te) {
+	var qe *quietError
+	if errors.As(err, &te) || errors.As(err, &qe) {
 		return
 	}
 	st, ok := status.FromError(err)

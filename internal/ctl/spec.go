@@ -111,13 +111,9 @@ func (s *specFlags) spec() (*flasherv1.TaskSpec, error) {
 		return nil, usagef("--server is required")
 	}
 	spec := &flasherv1.TaskSpec{ServerId: s.server, Priority: int32(s.priority)}
-	switch strings.ToLower(s.method) {
-	case "oob", "out-of-band", "outofband", "out_of_band":
-		spec.Method = flasherv1.Method_METHOD_OUT_OF_BAND
-	case "inband", "in-band", "in_band":
-		spec.Method = flasherv1.Method_METHOD_IN_BAND
-	default:
-		return nil, usagef("--method %q: want oob or inband", s.method)
+	var err error
+	if spec.Method, err = parseMethod(s.method); err != nil {
+		return nil, err
 	}
 	modes := 0
 	if len(s.firmware) > 0 || s.firmwareFile != "" {

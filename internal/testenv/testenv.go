@@ -34,6 +34,9 @@ import (
 type Config struct {
 	// Executors by method; none keeps tasks QUEUED.
 	Executors map[task.Method]scheduler.Executor
+	// BuildExecutors lets the server build its own out-of-band executor and in-band service, as
+	// flasher-server does (Executors is then ignored), so collects read real (simulated) BMCs.
+	BuildExecutors bool
 	// Inventory, when set, plans tasks at creation and serves InventoryService.
 	Inventory inventory.Source
 	// DBPath reuses a database (to test restarts); empty means a new one in t.TempDir().
@@ -134,9 +137,11 @@ func Run(cfg Config) (_ *Env, err error) {
 	sc.MaxActive = 0
 	opts := []server.Option{
 		server.WithLogger(cfg.Logger),
-		server.WithExecutors(cfg.Executors),
 		server.WithGRPCOptions(cfg.ServerOptions...),
 		server.WithWatchTuning(cfg.WatchBuffer, 50*time.Millisecond),
+	}
+	if !cfg.BuildExecutors {
+		opts = append(opts, server.WithExecutors(cfg.Executors))
 	}
 	if cfg.Configure == nil {
 		opts = append(opts, server.WithoutAudit())
