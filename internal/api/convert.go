@@ -105,6 +105,7 @@ func TaskToPB(t *task.Task) *flasherv1.Task {
 		Priority:        int32(t.Priority),
 		Requester:       t.Requester,
 		Worker:          t.Worker,
+		RolloutId:       t.RolloutID,
 		InstallMode:     modeToPB[t.Mode],
 		FirmwareSet:     t.FirmwareSet,
 		Force:           t.Force,
@@ -249,6 +250,7 @@ func filterFromPB(f *flasherv1.TaskFilter) store.Filter {
 		ServerID:  f.GetServerId(),
 		Method:    methodFromPB[f.GetMethod()],
 		Requester: f.GetRequester(),
+		RolloutID: f.GetRolloutId(),
 	}
 	for _, s := range f.GetStates() {
 		out.States = append(out.States, stateFromPB[s])

@@ -53,6 +53,12 @@ func (s *Signals) Signal(rev int64) {
 			break
 		}
 	}
+	s.Wake()
+}
+
+// Wake tells every subscriber that something changed that takes no revision of its own (a
+// rollout's record).
+func (s *Signals) Wake() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for ch := range s.subs {

@@ -46,7 +46,12 @@ func pageTokenSum(seq int64, f Filter) uint64 {
 		states[i] = string(st)
 	}
 	slices.Sort(states)
-	for _, part := range append([]string{"flasher-page", f.ServerID, string(f.Method), f.Requester}, states...) {
+	parts := append([]string{"flasher-page", f.ServerID, string(f.Method), f.Requester}, states...)
+	if f.RolloutID != "" {
+		// Only when set, so tokens issued before the field existed stay valid.
+		parts = append(parts, "rollout", f.RolloutID)
+	}
+	for _, part := range parts {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}

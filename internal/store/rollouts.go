@@ -34,7 +34,22 @@ type RolloutRecord struct {
 	UpdatedAt time.Time
 	// Template is the task each server gets: its spec without id, server or request id.
 	Template task.Task
+	// WaitForAgent queues IN_BAND tasks whose agent is not connected instead of refusing them.
+	WaitForAgent bool
+	// Selector is how the servers were chosen, kept to show the spec back.
+	Selector RolloutSelector
 	Rollout  rollout.Rollout
+	// Revision is a counter over every rollout of the store, set by each CreateRollout and
+	// UpdateRollout: a rollout with a higher revision changed later. Watches resume from it.
+	Revision int64 `json:"-"`
+}
+
+// RolloutSelector is a rollout's selector as it was asked for.
+type RolloutSelector struct {
+	ServerIDs        []string          `json:",omitempty"`
+	Labels           map[string]string `json:",omitempty"`
+	NoncompliantWith string            `json:",omitempty"`
+	All              bool              `json:",omitempty"`
 }
 
 // Clone returns a deep copy, so a caller's later changes never reach a stored record.
@@ -44,6 +59,13 @@ func (r *RolloutRecord) Clone() *RolloutRecord {
 	c.Rollout.Rows = append([]rollout.Row(nil), r.Rollout.Rows...)
 	c.Rollout.Windows.Intervals = append([]rollout.Interval(nil), r.Rollout.Windows.Intervals...)
 	c.Rollout.Windows.Weekly = append([]rollout.Weekly(nil), r.Rollout.Windows.Weekly...)
+	c.Selector.ServerIDs = append([]string(nil), r.Selector.ServerIDs...)
+	if r.Selector.Labels != nil {
+		c.Selector.Labels = make(map[string]string, len(r.Selector.Labels))
+		for k, v := range r.Selector.Labels {
+			c.Selector.Labels[k] = v
+		}
+	}
 	return &c
 }
 
@@ -56,13 +78,14 @@ func EncodeRollout(r *RolloutRecord) ([]byte, error) {
 	return b, nil
 }
 
-// DecodeRollout is the inverse of EncodeRollout; version comes from its own column.
-func DecodeRollout(body []byte, version int64) (*RolloutRecord, error) {
+// DecodeRollout is the inverse of EncodeRollout; version and revision come from their own
+// columns.
+func DecodeRollout(body []byte, version, revision int64) (*RolloutRecord, error) {
 	var r RolloutRecord
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fmt.Errorf("decode rollout: %w", err)
 	}
-	r.Version = version
+	r.Version, r.Revision = version, revision
 	return &r, nil
 }
 
@@ -79,6 +102,7 @@ type Rollouts interface {
 	// ListRollouts returns rollouts in creation order; with active, only those not ended.
 	ListRollouts(ctx context.Context, active bool) ([]*RolloutRecord, error)
 	// UpdateRollout stores r if the stored version equals expected and returns the new version
-	// (also set on r); otherwise ErrRolloutConflict (or ErrRolloutNotFound) and nothing changes.
+	// (also set on r, with the new Revision); otherwise ErrRolloutConflict (or
+	// ErrRolloutNotFound) and nothing changes.
 	UpdateRollout(ctx context.Context, r *RolloutRecord, expected int64) (int64, error)
 }

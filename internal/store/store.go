@@ -36,6 +36,8 @@ type Filter struct {
 	States    []task.State
 	Method    task.Method
 	Requester string
+	// RolloutID selects the tasks one rollout created.
+	RolloutID string
 }
 
 // Match reports whether t passes the filter.
@@ -47,6 +49,9 @@ func (f Filter) Match(t *task.Task) bool {
 		return false
 	}
 	if f.Requester != "" && t.Requester != f.Requester {
+		return false
+	}
+	if f.RolloutID != "" && t.RolloutID != f.RolloutID {
 		return false
 	}
 	if len(f.States) == 0 {

@@ -218,6 +218,8 @@ type Task struct {
 	Priority  int    `json:"priority"`
 	Requester string `json:"requester"`
 	Worker    string `json:"worker,omitempty"`
+	// RolloutID names the rollout that created the task; "" for a task created on its own.
+	RolloutID string `json:"rollout_id,omitempty"`
 
 	Mode        InstallMode `json:"mode"`
 	FirmwareSet string      `json:"firmware_set,omitempty"` // requested, or resolved in RESOLVE mode

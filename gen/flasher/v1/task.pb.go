@@ -1178,7 +1178,9 @@ type Task struct {
 	StartTime  *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	FinishTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
 	// Reinstall reflashes members of the set already at their version (set and resolve modes).
-	Reinstall     bool `protobuf:"varint,22,opt,name=reinstall,proto3" json:"reinstall,omitempty"`
+	Reinstall bool `protobuf:"varint,22,opt,name=reinstall,proto3" json:"reinstall,omitempty"`
+	// The rollout that created the task; empty for a task created on its own.
+	RolloutId     string `protobuf:"bytes,23,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1367,6 +1369,13 @@ func (x *Task) GetReinstall() bool {
 	return false
 }
 
+func (x *Task) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
 // TaskEvent is one entry of a task's history.
 type TaskEvent struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1547,7 +1556,7 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\aFailure\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1c\n" +
 	"\tcomponent\x18\x02 \x01(\tR\tcomponent\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\x8b\a\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xaa\a\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1576,7 +1585,9 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"start_time\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
 	"\vfinish_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishTime\x12\x1c\n" +
-	"\treinstall\x18\x16 \x01(\bR\treinstall\"\x86\x02\n" +
+	"\treinstall\x18\x16 \x01(\bR\treinstall\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x17 \x01(\tR\trolloutId\"\x86\x02\n" +
 	"\tTaskEvent\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12.\n" +

@@ -586,11 +586,13 @@ func (x *GetTaskResponse) GetTask() *Task {
 
 // TaskFilter selects tasks. Empty fields match everything.
 type TaskFilter struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ServerId      string                 `protobuf:"bytes,1,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
-	States        []TaskState            `protobuf:"varint,2,rep,packed,name=states,proto3,enum=flasher.v1.TaskState" json:"states,omitempty"`
-	Method        Method                 `protobuf:"varint,3,opt,name=method,proto3,enum=flasher.v1.Method" json:"method,omitempty"`
-	Requester     string                 `protobuf:"bytes,4,opt,name=requester,proto3" json:"requester,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ServerId  string                 `protobuf:"bytes,1,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	States    []TaskState            `protobuf:"varint,2,rep,packed,name=states,proto3,enum=flasher.v1.TaskState" json:"states,omitempty"`
+	Method    Method                 `protobuf:"varint,3,opt,name=method,proto3,enum=flasher.v1.Method" json:"method,omitempty"`
+	Requester string                 `protobuf:"bytes,4,opt,name=requester,proto3" json:"requester,omitempty"`
+	// Only the tasks of this rollout.
+	RolloutId     string `protobuf:"bytes,5,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -649,6 +651,13 @@ func (x *TaskFilter) GetMethod() Method {
 func (x *TaskFilter) GetRequester() string {
 	if x != nil {
 		return x.Requester
+	}
+	return ""
+}
+
+func (x *TaskFilter) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
 	}
 	return ""
 }
@@ -1228,13 +1237,15 @@ const file_flasher_v1_task_service_proto_rawDesc = "" +
 	"\x0eGetTaskRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"7\n" +
 	"\x0fGetTaskResponse\x12$\n" +
-	"\x04task\x18\x01 \x01(\v2\x10.flasher.v1.TaskR\x04task\"\xd3\x01\n" +
+	"\x04task\x18\x01 \x01(\v2\x10.flasher.v1.TaskR\x04task\"\xfb\x01\n" +
 	"\n" +
 	"TaskFilter\x12%\n" +
 	"\tserver_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bserverId\x12@\n" +
 	"\x06states\x18\x02 \x03(\x0e2\x15.flasher.v1.TaskStateB\x11\xbaH\x0e\x92\x01\v\x10\x05\"\a\x82\x01\x04\x10\x01 \x00R\x06states\x124\n" +
 	"\x06method\x18\x03 \x01(\x0e2\x12.flasher.v1.MethodB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06method\x12&\n" +
-	"\trequester\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\trequester\"\x94\x01\n" +
+	"\trequester\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\trequester\x12&\n" +
+	"\n" +
+	"rollout_id\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18@R\trolloutId\"\x94\x01\n" +
 	"\x10ListTasksRequest\x12.\n" +
 	"\x06filter\x18\x01 \x01(\v2\x16.flasher.v1.TaskFilterR\x06filter\x12'\n" +
 	"\tpage_size\x18\x02 \x01(\x05B\n" +

@@ -6,6 +6,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -108,6 +109,10 @@ func (r *Runner) Step(ctx context.Context, id string) error {
 		return nil
 	}
 	ro := &rec.Rollout
+	before, err := store.EncodeRollout(rec)
+	if err != nil {
+		return err
+	}
 	// Rows QUEUED with no task yet were persisted by a step whose task creation did not finish
 	// (a crash, a refused create): create them now, under the same request id.
 	var pending []string
@@ -136,12 +141,17 @@ func (r *Runner) Step(ctx context.Context, id string) error {
 	}
 	started := ro.Step(r.cfg.Now())
 	pending = append(pending, started...)
+	if len(pending) == 0 {
+		// Nothing to start: write only a change, since every write wakes the runners and
+		// watchers again.
+		if after, err := store.EncodeRollout(rec); err != nil || bytes.Equal(before, after) {
+			return err
+		}
+		return r.save(ctx, rec)
+	}
 	// Persist before creating: the rows are QUEUED in the store before any task exists.
 	if err := r.save(ctx, rec); err != nil {
 		return err
-	}
-	if len(pending) == 0 {
-		return nil
 	}
 	for _, server := range pending {
 		t := rec.Template.Clone()

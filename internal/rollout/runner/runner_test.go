@@ -328,3 +328,25 @@ func TestWindowClosesAndReopens(t *testing.T) {
 		t.Fatalf("in the next window: %s, queued %v; want RUNNING with srv-1 queued", got.Rollout.State, queued(got))
 	}
 }
+
+// TestStepWithoutChangeWritesNothing: every rollout write wakes the runners and watchers, so a
+// step that changes nothing must not write (or a runner would wake itself forever).
+func TestStepWithoutChangeWritesNothing(t *testing.T) {
+	f := newFixture(t)
+	rows := []rollout.Row{{ServerID: "srv-1", State: rollout.ServerWaiting}, {ServerID: "srv-2", State: rollout.ServerWaiting}}
+	st := rollout.Strategy{Canary: 1, BatchSize: 1}
+	n := rollout.Assign(rows, st)
+	rec := &store.RolloutRecord{ID: "ro-1", CreatedAt: f.now, Template: task.Task{Method: task.MethodOutOfBand, Mode: task.ModeResolve},
+		Rollout: rollout.Rollout{State: rollout.StatePending, Strategy: st, Rows: rows, Batches: n}}
+	if _, _, err := f.s.CreateRollout(f.ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	first := f.step("ro-1")
+	if q := queued(first); len(q) != 1 {
+		t.Fatalf("first step queued %v, want the canary", q)
+	}
+	again := f.step("ro-1")
+	if again.Version != first.Version || again.Revision != first.Revision {
+		t.Errorf("a step with nothing new wrote: version %d → %d, revision %d → %d", first.Version, again.Version, first.Revision, again.Revision)
+	}
+}

@@ -378,7 +378,9 @@ func (s *Store) listenOnce(ctx context.Context, connected func()) error {
 			return err
 		}
 		var rev int64
-		if _, err := fmt.Sscan(n.Payload, &rev); err == nil {
+		if n.Payload == rolloutPayload {
+			s.Wake() // a rollout changed on another replica
+		} else if _, err := fmt.Sscan(n.Payload, &rev); err == nil {
 			s.Signal(rev)
 		}
 	}

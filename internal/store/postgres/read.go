@@ -70,6 +70,9 @@ func (s *Store) ListTasks(ctx context.Context, f store.Filter, pageSize int, pag
 	if f.Requester != "" {
 		q.WriteString(" AND requester = " + arg(f.Requester))
 	}
+	if f.RolloutID != "" {
+		q.WriteString(" AND rollout_id = " + arg(f.RolloutID))
+	}
 	if len(f.States) > 0 {
 		states := make([]string, len(f.States))
 		for i, st := range f.States {

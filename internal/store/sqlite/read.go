@@ -68,6 +68,10 @@ func (s *Store) ListTasks(ctx context.Context, f store.Filter, pageSize int, pag
 		q.WriteString(" AND requester = ?")
 		args = append(args, f.Requester)
 	}
+	if f.RolloutID != "" {
+		q.WriteString(" AND rollout_id = ?")
+		args = append(args, f.RolloutID)
+	}
 	if len(f.States) > 0 {
 		q.WriteString(" AND state IN (?" + strings.Repeat(", ?", len(f.States)-1) + ")")
 		for _, st := range f.States {

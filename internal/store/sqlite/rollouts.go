@@ -12,6 +12,13 @@ import (
 
 var _ store.Rollouts = (*Store)(nil)
 
+const (
+	sqlCreateRollout = `INSERT INTO rollouts (id, request_id, state, version, body, revision)
+		VALUES (?, ?, ?, 1, ?, (SELECT COALESCE(MAX(revision), 0) + 1 FROM rollouts)) RETURNING revision`
+	sqlUpdateRollout = `UPDATE rollouts SET state = ?, version = ?, body = ?, revision = (SELECT MAX(revision) + 1 FROM rollouts)
+		WHERE id = ? AND version = ? RETURNING revision`
+)
+
 // hasRollout reports whether a batch writes a rollout: those run on the savepoint path only,
 // being rare (one write per rollout step) and needing reads inside the transaction.
 func hasRollout(batch []*op) bool {
@@ -37,11 +44,11 @@ func (s *Store) CreateRollout(ctx context.Context, r *store.RolloutRecord) (*sto
 			if rec.RequestID != "" {
 				requestID = rec.RequestID
 				var old []byte
-				var version int64
-				err := conn.QueryRowContext(ctx, "SELECT body, version FROM rollouts WHERE request_id = ?", rec.RequestID).Scan(&old, &version)
+				var version, revision int64
+				err := conn.QueryRowContext(ctx, "SELECT body, version, revision FROM rollouts WHERE request_id = ?", rec.RequestID).Scan(&old, &version, &revision)
 				switch {
 				case err == nil:
-					existing, err := store.DecodeRollout(old, version)
+					existing, err := store.DecodeRollout(old, version, revision)
 					if err != nil {
 						return result{err: fmt.Errorf("sqlite store: rollout for request %s: %w", rec.RequestID, err)}
 					}
@@ -50,8 +57,8 @@ func (s *Store) CreateRollout(ctx context.Context, r *store.RolloutRecord) (*sto
 					return result{err: fmt.Errorf("sqlite store: rollout for request %s: %w", rec.RequestID, err)}
 				}
 			}
-			if _, err := conn.ExecContext(ctx, "INSERT INTO rollouts (id, request_id, state, version, body) VALUES (?, ?, ?, 1, ?)",
-				rec.ID, requestID, string(rec.Rollout.State), body); err != nil {
+			// One writer: the next revision cannot be taken by anybody else meanwhile.
+			if err := conn.QueryRowContext(ctx, sqlCreateRollout, rec.ID, requestID, string(rec.Rollout.State), body).Scan(&rec.Revision); err != nil {
 				return result{err: fmt.Errorf("sqlite store: create rollout %s: %w", rec.ID, err)}
 			}
 			return result{created: true, rollout: rec}
@@ -72,13 +79,12 @@ func (s *Store) UpdateRollout(ctx context.Context, r *store.RolloutRecord, expec
 	}
 	res := s.submit(&op{ctx: ctx, kind: opRollout, res: make(chan result, 1),
 		rollout: func(ctx context.Context, conn *sql.Conn) result {
-			out, err := conn.ExecContext(ctx, "UPDATE rollouts SET state = ?, version = ?, body = ? WHERE id = ? AND version = ?",
-				string(rec.Rollout.State), rec.Version, body, rec.ID, expected)
-			if err != nil {
-				return result{err: fmt.Errorf("sqlite store: update rollout %s: %w", rec.ID, err)}
+			err := conn.QueryRowContext(ctx, sqlUpdateRollout, string(rec.Rollout.State), rec.Version, body, rec.ID, expected).Scan(&rec.Revision)
+			if err == nil {
+				return result{rollout: rec}
 			}
-			if n, err := out.RowsAffected(); err != nil || n == 1 {
-				return result{err: err}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return result{err: fmt.Errorf("sqlite store: update rollout %s: %w", rec.ID, err)}
 			}
 			var version int64
 			switch err := conn.QueryRowContext(ctx, "SELECT version FROM rollouts WHERE id = ?", rec.ID).Scan(&version); {
@@ -93,13 +99,13 @@ func (s *Store) UpdateRollout(ctx context.Context, r *store.RolloutRecord, expec
 	if res.err != nil {
 		return 0, res.err
 	}
-	r.Version = rec.Version
+	r.Version, r.Revision = rec.Version, res.rollout.Revision
 	return rec.Version, nil
 }
 
 // GetRollout implements store.Rollouts.
 func (s *Store) GetRollout(ctx context.Context, id string) (*store.RolloutRecord, error) {
-	out, err := s.queryRollouts(ctx, "SELECT body, version FROM rollouts WHERE id = ?", id)
+	out, err := s.queryRollouts(ctx, "SELECT body, version, revision FROM rollouts WHERE id = ?", id)
 	if err != nil {
 		return nil, err
 	}
@@ -112,10 +118,10 @@ func (s *Store) GetRollout(ctx context.Context, id string) (*store.RolloutRecord
 // ListRollouts implements store.Rollouts.
 func (s *Store) ListRollouts(ctx context.Context, active bool) ([]*store.RolloutRecord, error) {
 	if active {
-		return s.queryRollouts(ctx, "SELECT body, version FROM rollouts WHERE state NOT IN (?, ?, ?) ORDER BY seq",
+		return s.queryRollouts(ctx, "SELECT body, version, revision FROM rollouts WHERE state NOT IN (?, ?, ?) ORDER BY seq",
 			string(rollout.StateSucceeded), string(rollout.StateFailed), string(rollout.StateCancelled))
 	}
-	return s.queryRollouts(ctx, "SELECT body, version FROM rollouts ORDER BY seq")
+	return s.queryRollouts(ctx, "SELECT body, version, revision FROM rollouts ORDER BY seq")
 }
 
 func (s *Store) queryRollouts(ctx context.Context, query string, args ...any) ([]*store.RolloutRecord, error) {
@@ -130,11 +136,11 @@ func (s *Store) queryRollouts(ctx context.Context, query string, args ...any) ([
 	var out []*store.RolloutRecord
 	for rows.Next() {
 		var body []byte
-		var version int64
-		if err := rows.Scan(&body, &version); err != nil {
+		var version, revision int64
+		if err := rows.Scan(&body, &version, &revision); err != nil {
 			return nil, fmt.Errorf("sqlite store: read rollouts: %w", err)
 		}
-		r, err := store.DecodeRollout(body, version)
+		r, err := store.DecodeRollout(body, version, revision)
 		if err != nil {
 			return nil, fmt.Errorf("sqlite store: %w", err)
 		}

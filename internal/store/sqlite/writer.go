@@ -178,6 +178,9 @@ func (s *Store) commit(w *writer, batch []*op) {
 	}
 	if committed {
 		s.Signal(cur)
+		if hasRollout(batch) {
+			s.Wake() // rollout writes take no revision: Signal alone would not tell anybody
+		}
 	}
 }
 

@@ -46,7 +46,8 @@ func newRollout(id, requestID string) *store.RolloutRecord {
 	n := rollout.Assign(rows, st)
 	return &store.RolloutRecord{
 		ID: id, RequestID: requestID, Requester: "alice", CreatedAt: at, UpdatedAt: at,
-		Template: task.Task{Method: task.MethodOutOfBand, Priority: 3},
+		Template: task.Task{Method: task.MethodOutOfBand, Priority: 3}, WaitForAgent: true,
+		Selector: store.RolloutSelector{Labels: map[string]string{"rack": "r1"}, NoncompliantWith: "set-1"},
 		Rollout: rollout.Rollout{
 			State: rollout.StatePending, Strategy: st, Rows: rows, Batches: n,
 			Windows: rollout.Windows{
@@ -75,7 +76,7 @@ func testRolloutsRoundTrip(t *testing.T, st store.Store) {
 		t.Fatalf("CreateRollout = %v, %v", created, err)
 	}
 	want := in.Clone()
-	want.Version = 1
+	want.Version, want.Revision = 1, 1
 	if d := rolloutDiff(want, got); d != "" {
 		t.Errorf("CreateRollout returned (-want +got):\n%s", d)
 	}
@@ -86,9 +87,11 @@ func testRolloutsRoundTrip(t *testing.T, st store.Store) {
 	if d := rolloutDiff(want, read); d != "" {
 		t.Errorf("GetRollout (-want +got):\n%s", d)
 	}
-	// Two rollouts without request ids are distinct.
-	if _, created, err := s.CreateRollout(ctx, newRollout("ro-2", "")); err != nil || !created {
+	// Two rollouts without request ids are distinct; each write takes the next revision.
+	if r2, created, err := s.CreateRollout(ctx, newRollout("ro-2", "")); err != nil || !created {
 		t.Errorf("second CreateRollout without request id = %v, %v; want created", created, err)
+	} else if r2.Revision != 2 {
+		t.Errorf("second CreateRollout at revision %d, want 2", r2.Revision)
 	}
 	if _, _, err := s.CreateRollout(ctx, newRollout("ro-1", "")); err == nil {
 		t.Error("CreateRollout with an existing id succeeded")
@@ -139,9 +142,12 @@ func testRolloutsUpdateFenced(t *testing.T, st store.Store) {
 		t.Fatal(err)
 	}
 	r.Rollout.Step(r.CreatedAt)
+	if _, _, err := s.CreateRollout(ctx, newRollout("ro-2", "")); err != nil {
+		t.Fatal(err)
+	}
 	v, err := s.UpdateRollout(ctx, r, 1)
-	if err != nil || v != 2 || r.Version != 2 {
-		t.Fatalf("UpdateRollout = %d, %v (record version %d); want 2", v, err, r.Version)
+	if err != nil || v != 2 || r.Version != 2 || r.Revision != 3 {
+		t.Fatalf("UpdateRollout = %d, %v (record version %d, revision %d); want version 2 at revision 3", v, err, r.Version, r.Revision)
 	}
 	stale := r.Clone()
 	stale.Rollout.State = rollout.StateCancelled

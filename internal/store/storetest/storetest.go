@@ -88,6 +88,7 @@ func (c *clock) Now() time.Time {
 // spec describes a task to create.
 type spec struct {
 	id, requestID, server, requester string
+	rollout                          string
 	method                           task.Method
 	priority                         int
 }
@@ -109,6 +110,7 @@ func (sp spec) new(c *clock) (*task.Task, task.Event) {
 		Method:    sp.method,
 		Priority:  sp.priority,
 		Requester: sp.requester,
+		RolloutID: sp.rollout,
 		Mode:      task.ModeFirmware,
 		Firmware: []task.Firmware{{
 			Component: "BMC", Vendor: "dell", Model: "r750", Version: "7.10.30.00",
@@ -422,9 +424,11 @@ func testListFilters(t *testing.T, s store.Store) {
 	servers := []string{"srv-a", "srv-b", "srv-c"}
 	methods := []task.Method{task.MethodOutOfBand, task.MethodInBand}
 	requesters := []string{"alice", "bob"}
+	rollouts := []string{"", "ro-1", "ro-2"}
 	for i := range 12 {
 		tk := create(t, s, c, spec{
 			id: fmt.Sprintf("t%02d", i), server: servers[i%3], method: methods[i%2], requester: requesters[i/6],
+			rollout: rollouts[i%5%3],
 		})
 		switch i % 4 {
 		case 1:
@@ -454,6 +458,8 @@ func testListFilters(t *testing.T, s store.Store) {
 		{"two states", store.Filter{States: []task.State{task.StateFailed, task.StateActive}}, 0},
 		{"method", store.Filter{Method: task.MethodInBand}, 0},
 		{"requester", store.Filter{Requester: "bob"}, 0},
+		{"rollout", store.Filter{RolloutID: "ro-1"}, 0},
+		{"rollout paged", store.Filter{RolloutID: "ro-2", States: []task.State{task.StateQueued, task.StateFailed, task.StateCancelled}}, 1},
 		{"combined", store.Filter{ServerID: "srv-a", Method: task.MethodOutOfBand, Requester: "alice",
 			States: []task.State{task.StateQueued, task.StateCancelled}}, 0},
 		{"combined paged", store.Filter{States: []task.State{task.StateQueued, task.StateCancelled, task.StateFailed}}, 2},

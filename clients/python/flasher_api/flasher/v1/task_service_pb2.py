@@ -15,7 +15,7 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from flasher.v1 import task_pb2 as flasher_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lasher/v1/task_service.proto\x12\nflasher.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x15\x66lasher/v1/task.proto\"\x9e\x03\n\x08TaskSpec\x12\x46\n\tserver_id\x18\x01 \x01(\tB)\xbaH&r$\x10\x01\x18\x80\x01\x32\x1d^[A-Za-z0-9][A-Za-z0-9._:-]*$R\x08serverId\x12\x36\n\x06method\x18\x02 \x01(\x0e\x32\x12.flasher.v1.MethodB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x06method\x12%\n\x08priority\x18\x03 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x03(\x00R\x08priority\x12\x36\n\x08\x66irmware\x18\x04 \x01(\x0b\x32\x18.flasher.v1.FirmwareListH\x00R\x08\x66irmware\x12\x43\n\x0c\x66irmware_set\x18\x05 \x01(\x0b\x32\x1e.flasher.v1.FirmwareSetInstallH\x00R\x0b\x66irmwareSet\x12\x36\n\x07resolve\x18\x06 \x01(\x0b\x32\x1a.flasher.v1.ResolveInstallH\x00R\x07resolve\x12$\n\x0ewait_for_agent\x18\x07 \x01(\x08R\x0cwaitForAgentB\x10\n\x07install\x12\x05\xbaH\x02\x08\x01\"G\n\x0c\x46irmwareList\x12\x37\n\x05items\x18\x01 \x03(\x0b\x32\x14.flasher.v1.FirmwareB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\x80\x02R\x05items\"w\n\x12\x46irmwareSetInstall\x12-\n\x0c\x66irmware_set\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01R\x0b\x66irmwareSet\x12\x14\n\x05\x66orce\x18\x02 \x01(\x08R\x05\x66orce\x12\x1c\n\treinstall\x18\x03 \x01(\x08R\treinstall\"D\n\x0eResolveInstall\x12\x14\n\x05\x66orce\x18\x01 \x01(\x08R\x05\x66orce\x12\x1c\n\treinstall\x18\x02 \x01(\x08R\treinstall\"\x82\x01\n\x11\x43reateTaskRequest\x12;\n\nrequest_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\trequestId\x12\x30\n\x04task\x18\x02 \x01(\x0b\x32\x14.flasher.v1.TaskSpecB\x06\xbaH\x03\xc8\x01\x01R\x04task\"T\n\x12\x43reateTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flasher.v1.TaskR\x04task\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\"*\n\x0eGetTaskRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x02id\"7\n\x0fGetTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flasher.v1.TaskR\x04task\"\xd3\x01\n\nTaskFilter\x12%\n\tserver_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x08serverId\x12@\n\x06states\x18\x02 \x03(\x0e\x32\x15.flasher.v1.TaskStateB\x11\xbaH\x0e\x92\x01\x0b\x10\x05\"\x07\x82\x01\x04\x10\x01 \x00R\x06states\x12\x34\n\x06method\x18\x03 \x01(\x0e\x32\x12.flasher.v1.MethodB\x08\xbaH\x05\x82\x01\x02\x10\x01R\x06method\x12&\n\trequester\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02R\trequester\"\x94\x01\n\x10ListTasksRequest\x12.\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x16.flasher.v1.TaskFilterR\x06\x66ilter\x12\'\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"c\n\x11ListTasksResponse\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x10.flasher.v1.TaskR\x05tasks\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\":\n\x15ListTaskEventsRequest\x12!\n\x07task_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\"G\n\x16ListTaskEventsResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.flasher.v1.TaskEventR\x06\x65vents\"O\n\x11\x43\x61ncelTaskRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12 \n\x06reason\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\x06reason\":\n\x12\x43\x61ncelTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flasher.v1.TaskR\x04task\"s\n\x11WatchTasksRequest\x12.\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x16.flasher.v1.TaskFilterR\x06\x66ilter\x12.\n\x0estart_revision\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\rstartRevision\"\xb3\x01\n\x12WatchTasksResponse\x12.\n\x04type\x18\x01 \x01(\x0e\x32\x1a.flasher.v1.WatchEventTypeR\x04type\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\x12$\n\x04task\x18\x03 \x01(\x0b\x32\x10.flasher.v1.TaskR\x04task\x12+\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x15.flasher.v1.TaskEventR\x05\x65vent\"C\n\x0fPlanTaskRequest\x12\x30\n\x04task\x18\x01 \x01(\x0b\x32\x14.flasher.v1.TaskSpecB\x06\xbaH\x03\xc8\x01\x01R\x04task\"\x80\x01\n\x10PlanTaskResponse\x12$\n\x04plan\x18\x01 \x01(\x0b\x32\x10.flasher.v1.PlanR\x04plan\x12#\n\rserver_vendor\x18\x02 \x01(\tR\x0cserverVendor\x12!\n\x0cserver_model\x18\x03 \x01(\tR\x0bserverModel*\xab\x01\n\x0eWatchEventType\x12 \n\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19WATCH_EVENT_TYPE_SNAPSHOT\x10\x01\x12\x1b\n\x17WATCH_EVENT_TYPE_SYNCED\x10\x02\x12\x1b\n\x17WATCH_EVENT_TYPE_CHANGE\x10\x03\x12\x1e\n\x1aWATCH_EVENT_TYPE_HEARTBEAT\x10\x04\x32\xa4\x04\n\x0bTaskService\x12K\n\nCreateTask\x12\x1d.flasher.v1.CreateTaskRequest\x1a\x1e.flasher.v1.CreateTaskResponse\x12\x42\n\x07GetTask\x12\x1a.flasher.v1.GetTaskRequest\x1a\x1b.flasher.v1.GetTaskResponse\x12H\n\tListTasks\x12\x1c.flasher.v1.ListTasksRequest\x1a\x1d.flasher.v1.ListTasksResponse\x12W\n\x0eListTaskEvents\x12!.flasher.v1.ListTaskEventsRequest\x1a\".flasher.v1.ListTaskEventsResponse\x12K\n\nCancelTask\x12\x1d.flasher.v1.CancelTaskRequest\x1a\x1e.flasher.v1.CancelTaskResponse\x12M\n\nWatchTasks\x12\x1d.flasher.v1.WatchTasksRequest\x1a\x1e.flasher.v1.WatchTasksResponse0\x01\x12\x45\n\x08PlanTask\x12\x1b.flasher.v1.PlanTaskRequest\x1a\x1c.flasher.v1.PlanTaskResponseB9Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lasher/v1/task_service.proto\x12\nflasher.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x15\x66lasher/v1/task.proto\"\x9e\x03\n\x08TaskSpec\x12\x46\n\tserver_id\x18\x01 \x01(\tB)\xbaH&r$\x10\x01\x18\x80\x01\x32\x1d^[A-Za-z0-9][A-Za-z0-9._:-]*$R\x08serverId\x12\x36\n\x06method\x18\x02 \x01(\x0e\x32\x12.flasher.v1.MethodB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x06method\x12%\n\x08priority\x18\x03 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x03(\x00R\x08priority\x12\x36\n\x08\x66irmware\x18\x04 \x01(\x0b\x32\x18.flasher.v1.FirmwareListH\x00R\x08\x66irmware\x12\x43\n\x0c\x66irmware_set\x18\x05 \x01(\x0b\x32\x1e.flasher.v1.FirmwareSetInstallH\x00R\x0b\x66irmwareSet\x12\x36\n\x07resolve\x18\x06 \x01(\x0b\x32\x1a.flasher.v1.ResolveInstallH\x00R\x07resolve\x12$\n\x0ewait_for_agent\x18\x07 \x01(\x08R\x0cwaitForAgentB\x10\n\x07install\x12\x05\xbaH\x02\x08\x01\"G\n\x0c\x46irmwareList\x12\x37\n\x05items\x18\x01 \x03(\x0b\x32\x14.flasher.v1.FirmwareB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\x80\x02R\x05items\"w\n\x12\x46irmwareSetInstall\x12-\n\x0c\x66irmware_set\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01R\x0b\x66irmwareSet\x12\x14\n\x05\x66orce\x18\x02 \x01(\x08R\x05\x66orce\x12\x1c\n\treinstall\x18\x03 \x01(\x08R\treinstall\"D\n\x0eResolveInstall\x12\x14\n\x05\x66orce\x18\x01 \x01(\x08R\x05\x66orce\x12\x1c\n\treinstall\x18\x02 \x01(\x08R\treinstall\"\x82\x01\n\x11\x43reateTaskRequest\x12;\n\nrequest_id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x01\x32\x12^[A-Za-z0-9._:-]*$R\trequestId\x12\x30\n\x04task\x18\x02 \x01(\x0b\x32\x14.flasher.v1.TaskSpecB\x06\xbaH\x03\xc8\x01\x01R\x04task\"T\n\x12\x43reateTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flasher.v1.TaskR\x04task\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\"*\n\x0eGetTaskRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x02id\"7\n\x0fGetTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flasher.v1.TaskR\x04task\"\xfb\x01\n\nTaskFilter\x12%\n\tserver_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x08serverId\x12@\n\x06states\x18\x02 \x03(\x0e\x32\x15.flasher.v1.TaskStateB\x11\xbaH\x0e\x92\x01\x0b\x10\x05\"\x07\x82\x01\x04\x10\x01 \x00R\x06states\x12\x34\n\x06method\x18\x03 \x01(\x0e\x32\x12.flasher.v1.MethodB\x08\xbaH\x05\x82\x01\x02\x10\x01R\x06method\x12&\n\trequester\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02R\trequester\x12&\n\nrollout_id\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@R\trolloutId\"\x94\x01\n\x10ListTasksRequest\x12.\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x16.flasher.v1.TaskFilterR\x06\x66ilter\x12\'\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x08pageSize\x12\'\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"c\n\x11ListTasksResponse\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x10.flasher.v1.TaskR\x05tasks\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\":\n\x15ListTaskEventsRequest\x12!\n\x07task_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x06taskId\"G\n\x16ListTaskEventsResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.flasher.v1.TaskEventR\x06\x65vents\"O\n\x11\x43\x61ncelTaskRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12 \n\x06reason\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\x06reason\":\n\x12\x43\x61ncelTaskResponse\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x10.flasher.v1.TaskR\x04task\"s\n\x11WatchTasksRequest\x12.\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x16.flasher.v1.TaskFilterR\x06\x66ilter\x12.\n\x0estart_revision\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\rstartRevision\"\xb3\x01\n\x12WatchTasksResponse\x12.\n\x04type\x18\x01 \x01(\x0e\x32\x1a.flasher.v1.WatchEventTypeR\x04type\x12\x1a\n\x08revision\x18\x02 \x01(\x03R\x08revision\x12$\n\x04task\x18\x03 \x01(\x0b\x32\x10.flasher.v1.TaskR\x04task\x12+\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x15.flasher.v1.TaskEventR\x05\x65vent\"C\n\x0fPlanTaskRequest\x12\x30\n\x04task\x18\x01 \x01(\x0b\x32\x14.flasher.v1.TaskSpecB\x06\xbaH\x03\xc8\x01\x01R\x04task\"\x80\x01\n\x10PlanTaskResponse\x12$\n\x04plan\x18\x01 \x01(\x0b\x32\x10.flasher.v1.PlanR\x04plan\x12#\n\rserver_vendor\x18\x02 \x01(\tR\x0cserverVendor\x12!\n\x0cserver_model\x18\x03 \x01(\tR\x0bserverModel*\xab\x01\n\x0eWatchEventType\x12 \n\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19WATCH_EVENT_TYPE_SNAPSHOT\x10\x01\x12\x1b\n\x17WATCH_EVENT_TYPE_SYNCED\x10\x02\x12\x1b\n\x17WATCH_EVENT_TYPE_CHANGE\x10\x03\x12\x1e\n\x1aWATCH_EVENT_TYPE_HEARTBEAT\x10\x04\x32\xa4\x04\n\x0bTaskService\x12K\n\nCreateTask\x12\x1d.flasher.v1.CreateTaskRequest\x1a\x1e.flasher.v1.CreateTaskResponse\x12\x42\n\x07GetTask\x12\x1a.flasher.v1.GetTaskRequest\x1a\x1b.flasher.v1.GetTaskResponse\x12H\n\tListTasks\x12\x1c.flasher.v1.ListTasksRequest\x1a\x1d.flasher.v1.ListTasksResponse\x12W\n\x0eListTaskEvents\x12!.flasher.v1.ListTaskEventsRequest\x1a\".flasher.v1.ListTaskEventsResponse\x12K\n\nCancelTask\x12\x1d.flasher.v1.CancelTaskRequest\x1a\x1e.flasher.v1.CancelTaskResponse\x12M\n\nWatchTasks\x12\x1d.flasher.v1.WatchTasksRequest\x1a\x1e.flasher.v1.WatchTasksResponse0\x01\x12\x45\n\x08PlanTask\x12\x1b.flasher.v1.PlanTaskRequest\x1a\x1c.flasher.v1.PlanTaskResponseB9Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flasher.v1.task_service_pb2', globals())
@@ -49,6 +49,8 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _TASKFILTER.fields_by_name['method']._serialized_options = b'\272H\005\202\001\002\020\001'
   _TASKFILTER.fields_by_name['requester']._options = None
   _TASKFILTER.fields_by_name['requester']._serialized_options = b'\272H\005r\003\030\200\002'
+  _TASKFILTER.fields_by_name['rollout_id']._options = None
+  _TASKFILTER.fields_by_name['rollout_id']._serialized_options = b'\272H\004r\002\030@'
   _LISTTASKSREQUEST.fields_by_name['page_size']._options = None
   _LISTTASKSREQUEST.fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _LISTTASKSREQUEST.fields_by_name['page_token']._options = None
@@ -63,8 +65,8 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _WATCHTASKSREQUEST.fields_by_name['start_revision']._serialized_options = b'\272H\004\"\002(\000'
   _PLANTASKREQUEST.fields_by_name['task']._options = None
   _PLANTASKREQUEST.fields_by_name['task']._serialized_options = b'\272H\003\310\001\001'
-  _WATCHEVENTTYPE._serialized_start=2338
-  _WATCHEVENTTYPE._serialized_end=2509
+  _WATCHEVENTTYPE._serialized_start=2378
+  _WATCHEVENTTYPE._serialized_end=2549
   _TASKSPEC._serialized_start=98
   _TASKSPEC._serialized_end=512
   _FIRMWARELIST._serialized_start=514
@@ -82,27 +84,27 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _GETTASKRESPONSE._serialized_start=1041
   _GETTASKRESPONSE._serialized_end=1096
   _TASKFILTER._serialized_start=1099
-  _TASKFILTER._serialized_end=1310
-  _LISTTASKSREQUEST._serialized_start=1313
-  _LISTTASKSREQUEST._serialized_end=1461
-  _LISTTASKSRESPONSE._serialized_start=1463
-  _LISTTASKSRESPONSE._serialized_end=1562
-  _LISTTASKEVENTSREQUEST._serialized_start=1564
-  _LISTTASKEVENTSREQUEST._serialized_end=1622
-  _LISTTASKEVENTSRESPONSE._serialized_start=1624
-  _LISTTASKEVENTSRESPONSE._serialized_end=1695
-  _CANCELTASKREQUEST._serialized_start=1697
-  _CANCELTASKREQUEST._serialized_end=1776
-  _CANCELTASKRESPONSE._serialized_start=1778
-  _CANCELTASKRESPONSE._serialized_end=1836
-  _WATCHTASKSREQUEST._serialized_start=1838
-  _WATCHTASKSREQUEST._serialized_end=1953
-  _WATCHTASKSRESPONSE._serialized_start=1956
-  _WATCHTASKSRESPONSE._serialized_end=2135
-  _PLANTASKREQUEST._serialized_start=2137
-  _PLANTASKREQUEST._serialized_end=2204
-  _PLANTASKRESPONSE._serialized_start=2207
-  _PLANTASKRESPONSE._serialized_end=2335
-  _TASKSERVICE._serialized_start=2512
-  _TASKSERVICE._serialized_end=3060
+  _TASKFILTER._serialized_end=1350
+  _LISTTASKSREQUEST._serialized_start=1353
+  _LISTTASKSREQUEST._serialized_end=1501
+  _LISTTASKSRESPONSE._serialized_start=1503
+  _LISTTASKSRESPONSE._serialized_end=1602
+  _LISTTASKEVENTSREQUEST._serialized_start=1604
+  _LISTTASKEVENTSREQUEST._serialized_end=1662
+  _LISTTASKEVENTSRESPONSE._serialized_start=1664
+  _LISTTASKEVENTSRESPONSE._serialized_end=1735
+  _CANCELTASKREQUEST._serialized_start=1737
+  _CANCELTASKREQUEST._serialized_end=1816
+  _CANCELTASKRESPONSE._serialized_start=1818
+  _CANCELTASKRESPONSE._serialized_end=1876
+  _WATCHTASKSREQUEST._serialized_start=1878
+  _WATCHTASKSREQUEST._serialized_end=1993
+  _WATCHTASKSRESPONSE._serialized_start=1996
+  _WATCHTASKSRESPONSE._serialized_end=2175
+  _PLANTASKREQUEST._serialized_start=2177
+  _PLANTASKREQUEST._serialized_end=2244
+  _PLANTASKRESPONSE._serialized_start=2247
+  _PLANTASKRESPONSE._serialized_end=2375
+  _TASKSERVICE._serialized_start=2552
+  _TASKSERVICE._serialized_end=3100
 # @@protoc_insertion_point(module_scope)
