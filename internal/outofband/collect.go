@@ -13,6 +13,7 @@ import (
 // interleaves with a flash through the same BMC.
 func (x *Executor) ReadInventory(ctx context.Context, srv *inventory.Server) ([]inventory.Component, error) {
 	target, err := ParseTarget(srv.BMC)
+	target.Vendor = srv.Vendor
 	if err != nil {
 		return nil, fmt.Errorf("server %s: %w", srv.ID, err)
 	}

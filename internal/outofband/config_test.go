@@ -54,7 +54,7 @@ func TestWithinAbandonsHungCalls(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	began := time.Now()
-	_, err := within(t.Context(), "hung call", 50*time.Millisecond, func(context.Context) (int, error) {
+	_, err := within(t.Context(), &Session{s: NewSessions(nil)}, "hung call", 50*time.Millisecond, func(context.Context) (int, error) {
 		<-release // ignores its context, as gofish requests do
 		return 0, nil
 	})

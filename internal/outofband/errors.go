@@ -36,6 +36,25 @@ const (
 	classTLS                  // the BMC's certificate was refused: never retried
 )
 
+// String names the class as the kind label of failed BMC calls (CallObserver, traces).
+func (c errClass) String() string {
+	switch c {
+	case classUnreachable:
+		return "unreachable"
+	case classTimeout:
+		return "timeout"
+	case classAuth:
+		return "auth"
+	case classStatus:
+		return "http_status"
+	case classShutdown:
+		return "shutdown"
+	case classTLS:
+		return "tls"
+	}
+	return "other"
+}
+
 func classify(err error) errClass {
 	if err == nil {
 		return classOther

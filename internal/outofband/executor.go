@@ -51,8 +51,22 @@ type Config struct {
 	// Observer, when set, is told the inventory read before planning and after a failure, and
 	// each verified version (the fleet's observed versions).
 	Observer inventory.Observer
-	Logger   *slog.Logger
+	// Calls, when set, is told about every BMC call that failed (internal/server counts them
+	// by vendor and kind). It is set on the session layer, shared or not.
+	Calls  CallObserver
+	Logger *slog.Logger
 }
+
+// CallObserver is told about each BMC call that failed: the server's vendor, the operation
+// ("login", "upload", ...) and the kind of failure ("unreachable", "timeout", "auth",
+// "http_status", "tls", "other"). Calls ended by Flasher's own shutdown are not failures.
+type CallObserver interface {
+	BMCCallFailed(vendor, op, kind string)
+}
+
+// tracerName names the spans this package starts (BMC calls). Spans use the tracer provider of
+// the span in the context, so with tracing off nothing is recorded.
+const tracerName = "github.com/flasher-dev/flasher/internal/outofband"
 
 // Executor runs OUT_OF_BAND tasks through the BMC.
 type Executor struct {
@@ -78,6 +92,9 @@ func New(cfg Config) (*Executor, error) {
 	}
 	if x.sessions == nil {
 		x.sessions = NewSessions(x.log)
+	}
+	if cfg.Calls != nil {
+		x.sessions.calls = cfg.Calls
 	}
 	return x, nil
 }
@@ -143,6 +160,7 @@ func (x *Executor) Execute(ctx context.Context, t *task.Task, r task.Reporter) e
 		return task.Fail(task.CodeInventoryError, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
 	}
 	target, err := ParseTarget(srv.BMC)
+	target.Vendor = srv.Vendor
 	if err != nil {
 		return task.Fail(task.CodeInventoryError, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
 	}

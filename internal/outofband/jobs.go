@@ -121,7 +121,7 @@ func (ss *Session) redfishClient(ctx context.Context) (*gofish.APIClient, error)
 	}
 	hc.Timeout = ss.to.Call
 	endpoint := ss.target.Scheme + "://" + ss.target.Key()
-	c, err := within(ctx, "connect to Redfish", ss.to.Call, func(context.Context) (*gofish.APIClient, error) {
+	c, err := within(ctx, ss, "connect to Redfish", ss.to.Call, func(context.Context) (*gofish.APIClient, error) {
 		return gofish.ConnectContext(context.Background(), gofish.ClientConfig{
 			Endpoint: endpoint, Username: creds.Username, Password: creds.Password, BasicAuth: true, HTTPClient: hc})
 	})
@@ -139,7 +139,7 @@ func (ss *Session) getJSON(ctx context.Context, uri string, v any) error {
 	if err != nil {
 		return err
 	}
-	_, err = within(ctx, "GET "+uri, ss.to.Call, func(context.Context) (struct{}, error) {
+	_, err = within(ctx, ss, "GET "+uri, ss.to.Call, func(context.Context) (struct{}, error) {
 		resp, err := c.Get(uri)
 		if err != nil {
 			return struct{}{}, err
@@ -290,7 +290,7 @@ func (ss *Session) DeleteJob(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	_, err = within(ctx, "delete job "+id, ss.to.Call, func(context.Context) (struct{}, error) {
+	_, err = within(ctx, ss, "delete job "+id, ss.to.Call, func(context.Context) (struct{}, error) {
 		resp, err := c.Delete(dellJobs + "/" + id)
 		if err == nil {
 			resp.Body.Close()

@@ -26,6 +26,9 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/jacobweinstock/registrar"
 	"github.com/stmcginnis/gofish"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/task"
@@ -39,7 +42,8 @@ var providerNames = []string{dell.ProviderName, openbmc.ProviderName}
 // remembers which bmclib provider each BMC answered to, so later logins try only that one.
 // It is safe for concurrent use.
 type Sessions struct {
-	log *slog.Logger
+	log   *slog.Logger
+	calls CallObserver
 
 	mu     sync.Mutex
 	locks  map[string]*bmcLock
@@ -108,7 +112,10 @@ func (s *Sessions) pin(key, provider string) {
 // Target is where a BMC listens and how its certificate is checked.
 type Target struct {
 	Scheme, Host, Port string
-	bmc                inventory.BMC
+	// Vendor is the server's vendor, as the inventory names it: it labels the BMC's calls in
+	// traces and failed-call counts.
+	Vendor string
+	bmc    inventory.BMC
 }
 
 // Key identifies the BMC for locking and pinning.
@@ -392,7 +399,7 @@ func (ss *Session) openOnce(ctx context.Context) error {
 	// every later request of this client (uploads set their own).
 	c := bmclib.NewClient(ss.target.Host, creds.Username, creds.Password,
 		bmclib.WithRegistry(reg), bmclib.WithPerProviderTimeout(ss.to.Connect), bmclib.WithLogger(logr.Discard()))
-	_, err = within(ctx, "login", ss.to.Connect+ss.to.Connect/4, func(cctx context.Context) (struct{}, error) {
+	_, err = within(ctx, ss, "login", ss.to.Connect+ss.to.Connect/4, func(cctx context.Context) (struct{}, error) {
 		return struct{}{}, c.Open(cctx)
 	})
 	if err != nil {
@@ -460,7 +467,7 @@ func do[T any](ctx context.Context, ss *Session, op string, d time.Duration, f f
 			return zero, err
 		}
 		c := ss.client
-		v, err := within(ctx, op, d, func(cctx context.Context) (T, error) { return f(cctx, c) })
+		v, err := within(ctx, ss, op, d, func(cctx context.Context) (T, error) { return f(cctx, c) })
 		if err != nil {
 			switch classify(err) {
 			case classTimeout, classUnreachable:
@@ -571,7 +578,7 @@ func (ss *Session) Upload(ctx context.Context, component string, f *os.File, don
 	}
 	c := ss.client
 	lib := max(uploadLibDeadline, ss.to.Upload+time.Minute)
-	id, err := within(context.WithoutCancel(ctx), "upload", ss.to.Upload, func(context.Context) (string, error) {
+	id, err := within(context.WithoutCancel(ctx), ss, "upload", ss.to.Upload, func(context.Context) (string, error) {
 		defer done()
 		lctx, cancel := context.WithTimeout(context.Background(), lib)
 		defer cancel()
@@ -589,11 +596,28 @@ func (ss *Session) Upload(ctx context.Context, component string, f *os.File, don
 // within runs f in its own goroutine and returns when f returns, when d passes or when ctx ends,
 // whichever comes first. bmclib's HTTP requests ignore ctx and stop only at their client's
 // timeout, so a call that outlives d is abandoned: its goroutine ends at that timeout.
-func within[T any](ctx context.Context, op string, d time.Duration, f func(context.Context) (T, error)) (T, error) {
+//
+// Each call is a span (a child of the task's step when tracing is on) and a failed one is told
+// to the session layer's CallObserver.
+func within[T any](ctx context.Context, ss *Session, op string, d time.Duration, f func(context.Context) (T, error)) (v T, err error) {
 	var zero T
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
+	ctx, span := trace.SpanFromContext(ctx).TracerProvider().Tracer(tracerName).Start(ctx, "BMC "+op,
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("bmc.address", ss.target.Key()), attribute.String("server.vendor", ss.target.Vendor)))
+	defer func() {
+		if err != nil {
+			kind := classify(err)
+			span.SetStatus(codes.Error, kind.String())
+			span.SetAttributes(attribute.String("bmc.error_kind", kind.String()))
+			if kind != classShutdown && ss.s.calls != nil {
+				ss.s.calls.BMCCallFailed(ss.target.Vendor, op, kind.String())
+			}
+		}
+		span.End()
+	}()
 	cctx, cancel := context.WithTimeout(ctx, d)
 	type res struct {
 		v   T

@@ -47,6 +47,7 @@ func (s *Server) Run(ctx context.Context) error {
 	run("watch hub", hubCtx, s.hub.Run)
 	run("scheduler", workCtx, s.sched.Run)
 	run("change-log compaction", workCtx, s.compact)
+	run("task metrics", hubCtx, func(ctx context.Context) error { return s.obs.tasks.Run(ctx, s.store, s.hub) })
 	if s.fileInventory != nil {
 		run("inventory reload", workCtx, s.fileInventory.Run)
 	}

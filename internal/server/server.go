@@ -55,6 +55,7 @@ type Server struct {
 	grpc  *api.Server
 	sec   *security
 	reg   *prometheus.Registry
+	obs   *metrics
 	// fileInventory is the file inventory, reloaded on SIGHUP and on change; nil when the
 	// inventory is not a file.
 	fileInventory *file.Source
@@ -91,6 +92,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 	}
 	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.obs = newMetrics(s.reg)
 	defer func() {
 		if err != nil {
 			s.close()
@@ -127,6 +129,8 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 		}
 		inv = observed
 		planner = plan.NewSourcePlanner(inv)
+		s.obs.tasks.useInventory(ctx, observed.Declared())
+		s.reg.MustRegister(newObservationAges(st, observed.Declared()))
 	}
 	executors := o.executors
 	var bmcReader fleet.BMCReader
@@ -278,6 +282,8 @@ func (s *Server) executors(cfg Config, o *options, inv inventory.Source, planner
 		return nil, nil, fmt.Errorf("artifact cache: %w", err)
 	}
 	s.images = images
+	registerCache(s.reg, images)
+	recorder = s.obs.recorder(recorder)
 	policy, err := cfg.bmcPolicy()
 	if err != nil {
 		return nil, nil, err
@@ -285,7 +291,7 @@ func (s *Server) executors(cfg Config, o *options, inv inventory.Source, planner
 	if o.oobPolicy != nil {
 		o.oobPolicy(&policy)
 	}
-	oob, err := outofband.New(outofband.Config{Inventory: inv, Planner: planner, Images: images, Recorder: recorder, Observer: observed, Logger: s.log, Policy: policy})
+	oob, err := outofband.New(outofband.Config{Inventory: inv, Planner: planner, Images: images, Recorder: recorder, Observer: observed, Logger: s.log, Policy: policy, Calls: s.obs})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -296,6 +302,7 @@ func (s *Server) executors(cfg Config, o *options, inv inventory.Source, planner
 	if err != nil {
 		return nil, nil, err
 	}
+	registerAgents(s.reg, func() int { return len(s.agents.Agents()) })
 	execs := map[task.Method]scheduler.Executor{task.MethodOutOfBand: oob, task.MethodInBand: s.agents}
 	if o.wrap != nil {
 		for m, x := range execs {
