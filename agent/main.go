@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/flasher-dev/flasher/internal/auth"
 	"github.com/flasher-dev/flasher/internal/auth/ca"
 
 	"github.com/flasher-dev/flasher/internal/agent"
@@ -34,7 +35,8 @@ type Config struct {
 	KeyFile  string `flag:"tls-key" usage:"the client certificate's key"`
 	// Insecure disables TLS; only for servers started with unauthenticated agents allowed.
 	Insecure  bool          `flag:"insecure" usage:"plaintext connection and identity by header (INSECURE: test labs only)"`
-	ServerID  string        `flag:"server-id" usage:"this host's server id, sent as a header in insecure mode only"`
+	ServerID  string        `flag:"server-id" usage:"this host's server id: enrolled for with -join-token-file (in Kubernetes, the node name), or sent as a header in insecure mode"`
+	JoinToken string        `flag:"join-token-file" usage:"file holding a join token ('flasher-server ca join-token'): without a valid -tls-cert the agent makes its key and enrolls, writing -tls-cert and -tls-key"`
 	StateDir  string        `flag:"state-dir" usage:"directory for task records and downloaded images"`
 	Reboot    []string      `flag:"reboot-command" usage:"command (comma-separated argv) that reboots the host; empty: never reboot"`
 	Heartbeat time.Duration `flag:"heartbeat" usage:"heartbeat interval until the server names one"`
@@ -76,17 +78,41 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		lvl = slog.LevelInfo
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	log := slog.New(auth.RedactingHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl})))
 
+	var enroller *agent.Enroller
+	if !cfg.Insecure && cfg.CAFile != "" && cfg.CertFile != "" && cfg.KeyFile != "" {
+		if enroller, err = agent.NewEnroller(agent.EnrollConfig{
+			Server: cfg.Server, CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile,
+			ServerID: cfg.ServerID, JoinTokenFile: cfg.JoinToken, Logger: log,
+		}); err != nil {
+			return err
+		}
+		if cfg.JoinToken != "" {
+			if err := enroller.Ensure(ctx); err != nil {
+				return err
+			}
+		}
+	}
 	creds, err := transportCredentials(cfg)
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(cfg.Server, grpc.WithTransportCredentials(creds))
+	conn, err := agent.NewSwapConn(func() (*grpc.ClientConn, error) {
+		cc, err := grpc.NewClient(cfg.Server, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			return nil, fmt.Errorf("server %s: %w", cfg.Server, err)
+		}
+		return cc, nil
+	})
 	if err != nil {
-		return fmt.Errorf("server %s: %w", cfg.Server, err)
+		return err
 	}
 	defer conn.Close()
+	if enroller != nil {
+		// The certificate is renewed over the agent's own connection before it expires.
+		go enroller.RenewLoop(ctx, conn)
+	}
 	serverID := ""
 	if cfg.Insecure {
 		serverID = cfg.ServerID

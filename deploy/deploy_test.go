@@ -3,6 +3,7 @@ package deploy
 
 import (
 	"bytes"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -52,9 +53,16 @@ func TestKustomizeBuilds(t *testing.T) {
 			if err := yaml.Unmarshal([]byte(agent), &cfg); err != nil {
 				t.Fatalf("agent.yaml in %s: %v", key, err)
 			}
-			for _, k := range []string{"server", "state_dir", "tls_ca"} {
+			for _, k := range []string{"server", "state_dir", "tls_ca", "tls_cert", "tls_key", "join_token_file"} {
 				if cfg[k] == nil {
 					t.Errorf("agent.yaml in %s has no %s", key, k)
+				}
+			}
+			// The enrolled key and certificate are the node's own: they live on its state
+			// directory, not in a shared Secret.
+			for _, k := range []string{"tls_cert", "tls_key"} {
+				if p, _ := cfg[k].(string); !strings.HasPrefix(p, cfg["state_dir"].(string)+"/") {
+					t.Errorf("agent.yaml %s = %q, want it under state_dir %v", k, p, cfg["state_dir"])
 				}
 			}
 		}
@@ -69,6 +77,72 @@ func TestKustomizeBuilds(t *testing.T) {
 	}
 	if !strings.Contains(rendered.String(), configMap) {
 		t.Errorf("DaemonSet does not mount ConfigMap %s:\n%s", configMap, rendered.String())
+	}
+	checkEnrollment(t, ds)
+}
+
+// checkEnrollment: every pod enrolls with the one batch token Secret and names its server by
+// its node; no Secret per node, no shared certificate.
+func checkEnrollment(t *testing.T, ds map[string]any) {
+	t.Helper()
+	var podSpec struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					Containers []struct {
+						Env []struct {
+							Name      string
+							ValueFrom struct {
+								FieldRef struct {
+									FieldPath string `yaml:"fieldPath"`
+								} `yaml:"fieldRef"`
+							} `yaml:"valueFrom"`
+						}
+					}
+					Volumes []struct {
+						Name   string
+						Secret *struct {
+							SecretName string `yaml:"secretName"`
+						}
+						Projected *struct {
+							Sources []map[string]any
+						}
+					}
+				}
+			}
+		}
+	}
+	b, _ := yaml.Marshal(ds)
+	if err := yaml.Unmarshal(b, &podSpec); err != nil {
+		t.Fatal(err)
+	}
+	spec := podSpec.Spec.Template.Spec
+	serverID := false
+	for _, c := range spec.Containers {
+		for _, e := range c.Env {
+			if e.Name == "FLASHER_SERVER_ID" && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName" {
+				serverID = true
+			}
+		}
+	}
+	if !serverID {
+		t.Error("the agent does not take FLASHER_SERVER_ID from the node name")
+	}
+	var secrets []string
+	for _, v := range spec.Volumes {
+		if v.Secret != nil {
+			secrets = append(secrets, v.Secret.SecretName)
+		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if s, ok := src["secret"].(map[string]any); ok {
+					secrets = append(secrets, fmt.Sprint(s["name"]))
+				}
+			}
+		}
+	}
+	if len(secrets) != 1 || secrets[0] != "flasher-join-token" {
+		t.Errorf("the DaemonSet mounts Secrets %v, want only the batch join token flasher-join-token", secrets)
 	}
 }
 

@@ -23,6 +23,11 @@ commands:
   issue-agent   issue an agent's client certificate for --server-id (default 24h)
   revoke        add a certificate --serial to the deny list (checked on every agent call)
   token         generate a static API token: prints the token once and its token-file entry
+  join-token    make an agent join token, for one --server or a batch of --count servers
+                (stored hashed in the server's database; agents enroll with it over TLS)
+  join-tokens   list the join tokens and the servers that used them
+  revoke-token  revoke a join token by --id
+  revoke-agent  revoke a server's agent: its certificates, renewals and older tokens
 
 run "flasher-server ca <command> -h" for a command's flags.
 `
@@ -153,6 +158,9 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "token (shown once; give it to %s and do not store it):\n%s\n\nadd this entry under tokens: in the token file:\n%s", *name, tok, y)
 		return nil
+
+	case "join-token", "join-tokens", "revoke-token", "revoke-agent":
+		return runEnrollment(ctx, cmd, fs, args, stdout)
 
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, caUsage)

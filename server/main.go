@@ -30,7 +30,10 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "ca" {
-		return runCA(ctx, args[1:], stdout, stderr)
+		if err := runCA(ctx, args[1:], stdout, stderr); !errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return nil
 	}
 	cfg := server.DefaultConfig()
 	rest, err := config.Load("flasher-server", &cfg, args, stderr)

@@ -130,7 +130,7 @@ func New(cfg Config) (*Log, error) {
 
 // mutatingVerbs start the names of methods that change state. Naming new RPCs with these verbs
 // (StartRollout, PauseRollout, ...) puts them in the trail with no change here.
-var mutatingVerbs = []string{"Create", "Cancel", "Delete", "Update", "Start", "Pause", "Resume", "Abort", "Approve", "Revoke", "Set", "Retry"}
+var mutatingVerbs = []string{"Create", "Cancel", "Delete", "Update", "Start", "Pause", "Resume", "Abort", "Approve", "Revoke", "Set", "Retry", "Enroll"}
 
 // IsMutating reports whether a full gRPC method changes state, by its verb.
 func IsMutating(fullMethod string) bool {

@@ -140,6 +140,16 @@ func (v *AgentVerifier) AgentIdentity(ctx context.Context) (string, error) {
 	return id, nil
 }
 
+// PeerLeaf returns the client certificate the caller presented, or ErrNoClientCert. It does
+// not verify it: the interceptor has, for agent methods.
+func PeerLeaf(ctx context.Context) (*x509.Certificate, error) {
+	chain, err := peerChain(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return chain[0], nil
+}
+
 func peerChain(ctx context.Context) ([]*x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {

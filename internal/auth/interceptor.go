@@ -146,6 +146,11 @@ func (a *Authenticator) Authorize(ctx context.Context, fullMethod string) (conte
 				return ctx, nil // the insecure header interceptor decides
 			}
 		}
+		if rule.Bootstrap && a.cfg.Agents != nil {
+			if _, err := peerChain(ctx); errors.Is(err, ErrNoClientCert) {
+				return ctx, nil // the handler authenticates the join token
+			}
+		}
 		serverID, err := a.cfg.Agents.AgentIdentity(ctx)
 		if err != nil {
 			a.log.WarnContext(ctx, "agent refused", "method", fullMethod, "error", err)

@@ -53,7 +53,7 @@ func redact(a slog.Attr) slog.Attr {
 
 func looksLikeCredential(s string) bool {
 	l := strings.ToLower(strings.TrimSpace(s))
-	return strings.HasPrefix(l, "bearer ") || strings.HasPrefix(l, "basic ") || strings.Contains(s, TokenPrefix)
+	return strings.HasPrefix(l, "bearer ") || strings.HasPrefix(l, "basic ") || strings.Contains(s, TokenPrefix) || strings.Contains(s, JoinTokenPrefix)
 }
 
 // RedactingHandler wraps a handler so every record's attributes (including those added with

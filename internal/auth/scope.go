@@ -48,12 +48,19 @@ type Rule struct {
 	// Agent marks methods only agents call: the caller is authenticated by its client
 	// certificate (AgentVerifier), never by a token.
 	Agent bool
+	// Bootstrap marks the one agent method callable without a client certificate (Enroll): a
+	// presented certificate is verified as for Agent and names the caller; without one the call
+	// reaches the handler with no identity, and the handler authenticates its join token.
+	Bootstrap bool
 }
 
 // Policy maps full gRPC method names ("/flasher.v1.TaskService/CreateTask") to their rule.
 // Methods not in the policy are refused unless the caller is admin: a new RPC stays closed
 // until someone decides who may call it.
 type Policy map[string]Rule
+
+// EnrollMethod is the full name of AgentService.Enroll, the agents' certificate bootstrap.
+const EnrollMethod = "/flasher.v1.AgentService/Enroll"
 
 // DefaultPolicy is the rule table for Flasher's services. AuditService and AgentService are
 // named by string so this package needs no generated code.
@@ -81,6 +88,7 @@ func DefaultPolicy() Policy {
 	for _, m := range []string{"Connect", "FetchArtifact"} {
 		p["/flasher.v1.AgentService/"+m] = Rule{Scope: ScopeAgent, Agent: true}
 	}
+	p[EnrollMethod] = Rule{Scope: ScopeAgent, Agent: true, Bootstrap: true}
 	p["/flasher.v1.AgentService/ListAgents"] = Rule{Scope: ScopeAgentsRead} // operators, not agents
 	p["/flasher.v1.AuditService/ListAuditEvents"] = Rule{Scope: ScopeAuditRead}
 	return p

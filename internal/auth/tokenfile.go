@@ -21,6 +21,9 @@ import (
 // and is never mistaken for a JWT.
 const TokenPrefix = "flt_"
 
+// JoinTokenPrefix starts every agent join token (internal/enroll); log redaction knows it too.
+const JoinTokenPrefix = "fjt_"
+
 // ErrInvalidToken is returned for any token that does not authenticate. Its message never
 // contains the token or why a particular token failed beyond a coarse reason.
 var ErrInvalidToken = errors.New("invalid token")

@@ -91,6 +91,9 @@ type Config struct {
 	AgentConnectTimeout        time.Duration `flag:"agent-connect-timeout" usage:"how long an in-band task waits for its agent before failing AGENT_UNAVAILABLE"`
 	AgentLostTimeout           time.Duration `flag:"agent-lost-timeout" usage:"how long an agent may be away mid-task before the task fails AGENT_LOST"`
 	AgentHeartbeat             time.Duration `flag:"agent-heartbeat" usage:"heartbeat interval agents are told to keep; a stream silent for three intervals is closed"`
+
+	EnrollCADir        string        `flag:"enroll-ca-dir" usage:"Flasher CA directory (ca.crt, ca.key): serve AgentService.Enroll, which issues agent certificates for join tokens ('flasher-server ca join-token') and renews them; sets -ca-file when empty"`
+	EnrollCertValidity time.Duration `flag:"enroll-cert-validity" usage:"validity of the agent certificates Enroll issues; agents renew at two thirds of it"`
 }
 
 // DefaultConfig is the configuration flags, file and environment start from.
@@ -120,6 +123,7 @@ func DefaultConfig() Config {
 		AgentConnectTimeout: 5 * time.Minute,
 		AgentLostTimeout:    10 * time.Minute,
 		AgentHeartbeat:      10 * time.Second,
+		EnrollCertValidity:  24 * time.Hour,
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"github.com/flasher-dev/flasher/internal/audit"
 	"github.com/flasher-dev/flasher/internal/auth"
 	"github.com/flasher-dev/flasher/internal/auth/ca"
+	"github.com/flasher-dev/flasher/internal/enroll"
+	"github.com/flasher-dev/flasher/internal/store"
 )
 
 // security is the wired TLS, authentication, authorization and audit of one server.
@@ -136,4 +138,24 @@ func newSecurity(ctx context.Context, cfg Config, o *options, log *slog.Logger, 
 // createLimits is -create-rate and -create-burst.
 func createLimits(cfg Config) map[string]auth.RateLimit {
 	return map[string]auth.RateLimit{auth.CreateTaskMethod: {PerSecond: cfg.CreateRate, Burst: cfg.CreateBurst}}
+}
+
+// newEnroller is AgentService.Enroll's issuer when -enroll-ca-dir is set: it needs the CA key,
+// TLS (a join token never crosses plaintext) and a store that keeps join tokens.
+func newEnroller(cfg Config, st store.Store, log *slog.Logger) (*enroll.Service, error) {
+	if cfg.EnrollCADir == "" {
+		return nil, nil
+	}
+	if cfg.Insecure {
+		return nil, errors.New("-enroll-ca-dir needs TLS: join tokens never cross a plaintext connection")
+	}
+	enrollments, ok := st.(store.Enrollments)
+	if !ok {
+		return nil, fmt.Errorf("-enroll-ca-dir: the %T store keeps no join tokens", st)
+	}
+	authority, err := ca.Load(cfg.EnrollCADir)
+	if err != nil {
+		return nil, fmt.Errorf("-enroll-ca-dir: %w", err)
+	}
+	return enroll.New(enroll.Config{Store: enrollments, CA: authority, Validity: cfg.EnrollCertValidity, Logger: log})
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/flasher-dev/flasher/internal/audit"
 	"github.com/flasher-dev/flasher/internal/audit/auditapi"
 	"github.com/flasher-dev/flasher/internal/auth"
+	"github.com/flasher-dev/flasher/internal/auth/ca"
 	"github.com/flasher-dev/flasher/internal/fleet"
 	"github.com/flasher-dev/flasher/internal/fleetflag"
 	"github.com/flasher-dev/flasher/internal/inband"
@@ -105,7 +106,14 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 		}
 	}
 	s.store = st
+	if cfg.EnrollCADir != "" && cfg.CAFile == "" {
+		cfg.CAFile = filepath.Join(cfg.EnrollCADir, ca.CertFile)
+	}
 	if s.sec, err = newSecurity(ctx, cfg, o, log, auditStore); err != nil {
+		return nil, err
+	}
+	enroller, err := newEnroller(cfg, st, log)
+	if err != nil {
 		return nil, err
 	}
 
@@ -192,8 +200,14 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 	if s.images != nil {
 		tasks.CheckURL = s.images.CheckURL
 	}
+	agentSvc := api.AgentServiceConfig{Enroll: enroller, Logger: log}
 	if s.agents != nil {
-		s.agents.Register(s.grpc)
+		agentSvc.Agents = s.agents
+	}
+	if agentSvc.Agents != nil || enroller != nil {
+		api.RegisterAgentService(s.grpc, agentSvc)
+	}
+	if s.agents != nil {
 		// With one server, an agent not connected here is connected nowhere. Replicas sharing
 		// PostgreSQL may hold it elsewhere, so they queue in-band tasks without the check.
 		if _, shared := st.(*postgres.Store); !shared {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 
 	"github.com/flasher-dev/flasher/internal/audit"
@@ -52,4 +53,23 @@ func leasesOf(st store.Store) store.Leases {
 		return l
 	}
 	return nil
+}
+
+// OpenEnrollments opens the store cfg names (-store, or SQLite at -database under -data-dir)
+// for the join-token and agent-revocation tooling of `flasher-server ca`, which runs beside a
+// live server on the same database. The returned function closes it.
+func OpenEnrollments(ctx context.Context, cfg Config, log *slog.Logger) (store.Enrollments, func() error, error) {
+	if cfg.Database == "" {
+		cfg.Database = filepath.Join(cfg.DataDir, "flasher.db")
+	}
+	st, _, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	e, ok := st.(store.Enrollments)
+	if !ok {
+		st.Close()
+		return nil, nil, fmt.Errorf("the %T store keeps no join tokens", st)
+	}
+	return e, st.Close, nil
 }

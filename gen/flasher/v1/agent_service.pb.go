@@ -73,7 +73,157 @@ func (x AgentResult_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AgentResult_Outcome.Descriptor instead.
 func (AgentResult_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{16, 0}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{18, 0}
+}
+
+// EnrollRequest is the request of AgentService.Enroll.
+type EnrollRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The join token, for a first enrollment (or one after the certificate expired); empty for a
+	// renewal made with a valid agent certificate. Never logged or stored: the server keeps its
+	// SHA-256 only.
+	JoinToken string `protobuf:"bytes,1,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	// The server this agent runs on. Required with a join token; with a renewal it must be empty
+	// or the server the current certificate names.
+	ServerId string `protobuf:"bytes,2,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	// A PEM "CERTIFICATE REQUEST" signed by the agent's new key (ECDSA P-256/P-384, Ed25519 or
+	// RSA of at least 2048 bits). Its subject and extensions are ignored: the certificate's
+	// names are the server's to choose.
+	CsrPem        []byte `protobuf:"bytes,3,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollRequest) Reset() {
+	*x = EnrollRequest{}
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollRequest) ProtoMessage() {}
+
+func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
+func (*EnrollRequest) Descriptor() ([]byte, []int) {
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *EnrollRequest) GetJoinToken() string {
+	if x != nil {
+		return x.JoinToken
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+// EnrollResponse is the response of AgentService.Enroll.
+type EnrollResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's certificate (PEM), naming exactly server_id in its one URI SAN.
+	CertificatePem []byte `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	// The Flasher CA certificate (PEM) that signed it, for the agent's trust store.
+	CaPem []byte `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// The certificate's serial (lower-case hex, as `flasher-server ca revoke` takes it).
+	Serial   string                 `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
+	NotAfter *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	// The server the certificate names.
+	ServerId      string `protobuf:"bytes,5,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollResponse) Reset() {
+	*x = EnrollResponse{}
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollResponse) ProtoMessage() {}
+
+func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
+func (*EnrollResponse) Descriptor() ([]byte, []int) {
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EnrollResponse) GetCertificatePem() []byte {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *EnrollResponse) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
 }
 
 // ListAgentsRequest is the request of AgentService.ListAgents.
@@ -87,7 +237,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[0]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +249,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[0]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +262,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{0}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ListAgentsRequest) GetServerId() string {
@@ -132,7 +282,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[1]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -144,7 +294,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[1]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -157,7 +307,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{1}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*ConnectedAgent {
@@ -189,7 +339,7 @@ type ConnectedAgent struct {
 
 func (x *ConnectedAgent) Reset() {
 	*x = ConnectedAgent{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[2]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -201,7 +351,7 @@ func (x *ConnectedAgent) String() string {
 func (*ConnectedAgent) ProtoMessage() {}
 
 func (x *ConnectedAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[2]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -214,7 +364,7 @@ func (x *ConnectedAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectedAgent.ProtoReflect.Descriptor instead.
 func (*ConnectedAgent) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{2}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConnectedAgent) GetServerId() string {
@@ -305,7 +455,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[3]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +467,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[3]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +480,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{3}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConnectRequest) GetMsg() isConnectRequest_Msg {
@@ -449,7 +599,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[4]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +611,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[4]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +624,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{4}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -547,7 +697,7 @@ type AgentHello struct {
 
 func (x *AgentHello) Reset() {
 	*x = AgentHello{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[5]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +709,7 @@ func (x *AgentHello) String() string {
 func (*AgentHello) ProtoMessage() {}
 
 func (x *AgentHello) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[5]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +722,7 @@ func (x *AgentHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHello.ProtoReflect.Descriptor instead.
 func (*AgentHello) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{5}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AgentHello) GetAgentVersion() string {
@@ -610,7 +760,7 @@ type HostFacts struct {
 
 func (x *HostFacts) Reset() {
 	*x = HostFacts{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[6]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +772,7 @@ func (x *HostFacts) String() string {
 func (*HostFacts) ProtoMessage() {}
 
 func (x *HostFacts) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[6]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +785,7 @@ func (x *HostFacts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostFacts.ProtoReflect.Descriptor instead.
 func (*HostFacts) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{6}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HostFacts) GetHostname() string {
@@ -687,7 +837,7 @@ type AgentComponent struct {
 
 func (x *AgentComponent) Reset() {
 	*x = AgentComponent{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[7]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +849,7 @@ func (x *AgentComponent) String() string {
 func (*AgentComponent) ProtoMessage() {}
 
 func (x *AgentComponent) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[7]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +862,7 @@ func (x *AgentComponent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentComponent.ProtoReflect.Descriptor instead.
 func (*AgentComponent) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{7}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AgentComponent) GetSlug() string {
@@ -759,7 +909,7 @@ type AgentHeartbeat struct {
 
 func (x *AgentHeartbeat) Reset() {
 	*x = AgentHeartbeat{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[8]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +921,7 @@ func (x *AgentHeartbeat) String() string {
 func (*AgentHeartbeat) ProtoMessage() {}
 
 func (x *AgentHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[8]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +934,7 @@ func (x *AgentHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHeartbeat.ProtoReflect.Descriptor instead.
 func (*AgentHeartbeat) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{8}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{10}
 }
 
 // AgentWelcome answers Hello with the server's settings for this stream.
@@ -801,7 +951,7 @@ type AgentWelcome struct {
 
 func (x *AgentWelcome) Reset() {
 	*x = AgentWelcome{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[9]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +963,7 @@ func (x *AgentWelcome) String() string {
 func (*AgentWelcome) ProtoMessage() {}
 
 func (x *AgentWelcome) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[9]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +976,7 @@ func (x *AgentWelcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentWelcome.ProtoReflect.Descriptor instead.
 func (*AgentWelcome) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{9}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AgentWelcome) GetServerId() string {
@@ -859,7 +1009,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[10]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1021,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[10]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1034,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{10}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Assignment) GetTaskId() string {
@@ -928,7 +1078,7 @@ type AssignedStep struct {
 
 func (x *AssignedStep) Reset() {
 	*x = AssignedStep{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[11]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1090,7 @@ func (x *AssignedStep) String() string {
 func (*AssignedStep) ProtoMessage() {}
 
 func (x *AssignedStep) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[11]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1103,7 @@ func (x *AssignedStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignedStep.ProtoReflect.Descriptor instead.
 func (*AssignedStep) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{11}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AssignedStep) GetComponent() string {
@@ -1037,7 +1187,7 @@ type CancelAssignment struct {
 
 func (x *CancelAssignment) Reset() {
 	*x = CancelAssignment{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[12]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1199,7 @@ func (x *CancelAssignment) String() string {
 func (*CancelAssignment) ProtoMessage() {}
 
 func (x *CancelAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[12]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1212,7 @@ func (x *CancelAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAssignment.ProtoReflect.Descriptor instead.
 func (*CancelAssignment) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{12}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelAssignment) GetTaskId() string {
@@ -1082,7 +1232,7 @@ type AssignmentAck struct {
 
 func (x *AssignmentAck) Reset() {
 	*x = AssignmentAck{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[13]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1244,7 @@ func (x *AssignmentAck) String() string {
 func (*AssignmentAck) ProtoMessage() {}
 
 func (x *AssignmentAck) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[13]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1257,7 @@ func (x *AssignmentAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentAck.ProtoReflect.Descriptor instead.
 func (*AssignmentAck) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{13}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AssignmentAck) GetTaskId() string {
@@ -1137,7 +1287,7 @@ type AgentProgress struct {
 
 func (x *AgentProgress) Reset() {
 	*x = AgentProgress{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[14]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1299,7 @@ func (x *AgentProgress) String() string {
 func (*AgentProgress) ProtoMessage() {}
 
 func (x *AgentProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[14]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1312,7 @@ func (x *AgentProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentProgress.ProtoReflect.Descriptor instead.
 func (*AgentProgress) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{14}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AgentProgress) GetTaskId() string {
@@ -1241,7 +1391,7 @@ type RebootRequired struct {
 
 func (x *RebootRequired) Reset() {
 	*x = RebootRequired{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[15]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1403,7 @@ func (x *RebootRequired) String() string {
 func (*RebootRequired) ProtoMessage() {}
 
 func (x *RebootRequired) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[15]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1416,7 @@ func (x *RebootRequired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootRequired.ProtoReflect.Descriptor instead.
 func (*RebootRequired) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{15}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RebootRequired) GetTaskId() string {
@@ -1308,7 +1458,7 @@ type AgentResult struct {
 
 func (x *AgentResult) Reset() {
 	*x = AgentResult{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[16]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1470,7 @@ func (x *AgentResult) String() string {
 func (*AgentResult) ProtoMessage() {}
 
 func (x *AgentResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[16]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1483,7 @@ func (x *AgentResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentResult.ProtoReflect.Descriptor instead.
 func (*AgentResult) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{16}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AgentResult) GetTaskId() string {
@@ -1403,7 +1553,7 @@ type ComponentOutcome struct {
 
 func (x *ComponentOutcome) Reset() {
 	*x = ComponentOutcome{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[17]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1565,7 @@ func (x *ComponentOutcome) String() string {
 func (*ComponentOutcome) ProtoMessage() {}
 
 func (x *ComponentOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[17]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1578,7 @@ func (x *ComponentOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComponentOutcome.ProtoReflect.Descriptor instead.
 func (*ComponentOutcome) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{17}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ComponentOutcome) GetComponent() string {
@@ -1498,7 +1648,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[18]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1660,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[18]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1673,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{18}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FetchArtifactRequest) GetChecksum() string {
@@ -1552,7 +1702,7 @@ type FetchArtifactResponse struct {
 
 func (x *FetchArtifactResponse) Reset() {
 	*x = FetchArtifactResponse{}
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[19]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1714,7 @@ func (x *FetchArtifactResponse) String() string {
 func (*FetchArtifactResponse) ProtoMessage() {}
 
 func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flasher_v1_agent_service_proto_msgTypes[19]
+	mi := &file_flasher_v1_agent_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1727,7 @@ func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactResponse.ProtoReflect.Descriptor instead.
 func (*FetchArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{19}
+	return file_flasher_v1_agent_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FetchArtifactResponse) GetOffset() int64 {
@@ -1606,7 +1756,18 @@ var File_flasher_v1_agent_service_proto protoreflect.FileDescriptor
 const file_flasher_v1_agent_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1eflasher/v1/agent_service.proto\x12\n" +
-	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15flasher/v1/task.proto\x1a\x1fgoogle/protobuf/timestamp.proto\":\n" +
+	"flasher.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15flasher/v1/task.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x01\n" +
+	"\rEnrollRequest\x12'\n" +
+	"\n" +
+	"join_token\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tjoinToken\x12L\n" +
+	"\tserver_id\x18\x02 \x01(\tB/\xbaH,r*\x18\x80\x012%^([A-Za-z0-9][A-Za-z0-9._-]{0,127})?$R\bserverId\x12$\n" +
+	"\acsr_pem\x18\x03 \x01(\fB\v\xbaH\bz\x06\x10\x01\x18\x80\x80\x01R\x06csrPem\"\xbe\x01\n" +
+	"\x0eEnrollResponse\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12\x15\n" +
+	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\x12\x16\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x1b\n" +
+	"\tserver_id\x18\x05 \x01(\tR\bserverId\":\n" +
 	"\x11ListAgentsRequest\x12%\n" +
 	"\tserver_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bserverId\"H\n" +
 	"\x12ListAgentsResponse\x122\n" +
@@ -1733,12 +1894,13 @@ const file_flasher_v1_agent_service_proto_rawDesc = "" +
 	"\x15FetchArtifactResponse\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size2\xfb\x01\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size2\xbc\x02\n" +
 	"\fAgentService\x12F\n" +
 	"\aConnect\x12\x1a.flasher.v1.ConnectRequest\x1a\x1b.flasher.v1.ConnectResponse(\x010\x01\x12V\n" +
 	"\rFetchArtifact\x12 .flasher.v1.FetchArtifactRequest\x1a!.flasher.v1.FetchArtifactResponse0\x01\x12K\n" +
 	"\n" +
-	"ListAgents\x12\x1d.flasher.v1.ListAgentsRequest\x1a\x1e.flasher.v1.ListAgentsResponseB9Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3"
+	"ListAgents\x12\x1d.flasher.v1.ListAgentsRequest\x1a\x1e.flasher.v1.ListAgentsResponse\x12?\n" +
+	"\x06Enroll\x12\x19.flasher.v1.EnrollRequest\x1a\x1a.flasher.v1.EnrollResponseB9Z7github.com/flasher-dev/flasher/gen/flasher/v1;flasherv1b\x06proto3"
 
 var (
 	file_flasher_v1_agent_service_proto_rawDescOnce sync.Once
@@ -1753,63 +1915,68 @@ func file_flasher_v1_agent_service_proto_rawDescGZIP() []byte {
 }
 
 var file_flasher_v1_agent_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_flasher_v1_agent_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_flasher_v1_agent_service_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_flasher_v1_agent_service_proto_goTypes = []any{
 	(AgentResult_Outcome)(0),      // 0: flasher.v1.AgentResult.Outcome
-	(*ListAgentsRequest)(nil),     // 1: flasher.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 2: flasher.v1.ListAgentsResponse
-	(*ConnectedAgent)(nil),        // 3: flasher.v1.ConnectedAgent
-	(*ConnectRequest)(nil),        // 4: flasher.v1.ConnectRequest
-	(*ConnectResponse)(nil),       // 5: flasher.v1.ConnectResponse
-	(*AgentHello)(nil),            // 6: flasher.v1.AgentHello
-	(*HostFacts)(nil),             // 7: flasher.v1.HostFacts
-	(*AgentComponent)(nil),        // 8: flasher.v1.AgentComponent
-	(*AgentHeartbeat)(nil),        // 9: flasher.v1.AgentHeartbeat
-	(*AgentWelcome)(nil),          // 10: flasher.v1.AgentWelcome
-	(*Assignment)(nil),            // 11: flasher.v1.Assignment
-	(*AssignedStep)(nil),          // 12: flasher.v1.AssignedStep
-	(*CancelAssignment)(nil),      // 13: flasher.v1.CancelAssignment
-	(*AssignmentAck)(nil),         // 14: flasher.v1.AssignmentAck
-	(*AgentProgress)(nil),         // 15: flasher.v1.AgentProgress
-	(*RebootRequired)(nil),        // 16: flasher.v1.RebootRequired
-	(*AgentResult)(nil),           // 17: flasher.v1.AgentResult
-	(*ComponentOutcome)(nil),      // 18: flasher.v1.ComponentOutcome
-	(*FetchArtifactRequest)(nil),  // 19: flasher.v1.FetchArtifactRequest
-	(*FetchArtifactResponse)(nil), // 20: flasher.v1.FetchArtifactResponse
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(StepState)(0),                // 22: flasher.v1.StepState
+	(*EnrollRequest)(nil),         // 1: flasher.v1.EnrollRequest
+	(*EnrollResponse)(nil),        // 2: flasher.v1.EnrollResponse
+	(*ListAgentsRequest)(nil),     // 3: flasher.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),    // 4: flasher.v1.ListAgentsResponse
+	(*ConnectedAgent)(nil),        // 5: flasher.v1.ConnectedAgent
+	(*ConnectRequest)(nil),        // 6: flasher.v1.ConnectRequest
+	(*ConnectResponse)(nil),       // 7: flasher.v1.ConnectResponse
+	(*AgentHello)(nil),            // 8: flasher.v1.AgentHello
+	(*HostFacts)(nil),             // 9: flasher.v1.HostFacts
+	(*AgentComponent)(nil),        // 10: flasher.v1.AgentComponent
+	(*AgentHeartbeat)(nil),        // 11: flasher.v1.AgentHeartbeat
+	(*AgentWelcome)(nil),          // 12: flasher.v1.AgentWelcome
+	(*Assignment)(nil),            // 13: flasher.v1.Assignment
+	(*AssignedStep)(nil),          // 14: flasher.v1.AssignedStep
+	(*CancelAssignment)(nil),      // 15: flasher.v1.CancelAssignment
+	(*AssignmentAck)(nil),         // 16: flasher.v1.AssignmentAck
+	(*AgentProgress)(nil),         // 17: flasher.v1.AgentProgress
+	(*RebootRequired)(nil),        // 18: flasher.v1.RebootRequired
+	(*AgentResult)(nil),           // 19: flasher.v1.AgentResult
+	(*ComponentOutcome)(nil),      // 20: flasher.v1.ComponentOutcome
+	(*FetchArtifactRequest)(nil),  // 21: flasher.v1.FetchArtifactRequest
+	(*FetchArtifactResponse)(nil), // 22: flasher.v1.FetchArtifactResponse
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(StepState)(0),                // 24: flasher.v1.StepState
 }
 var file_flasher_v1_agent_service_proto_depIdxs = []int32{
-	3,  // 0: flasher.v1.ListAgentsResponse.agents:type_name -> flasher.v1.ConnectedAgent
-	21, // 1: flasher.v1.ConnectedAgent.connect_time:type_name -> google.protobuf.Timestamp
-	21, // 2: flasher.v1.ConnectedAgent.last_seen_time:type_name -> google.protobuf.Timestamp
-	6,  // 3: flasher.v1.ConnectRequest.hello:type_name -> flasher.v1.AgentHello
-	9,  // 4: flasher.v1.ConnectRequest.heartbeat:type_name -> flasher.v1.AgentHeartbeat
-	14, // 5: flasher.v1.ConnectRequest.ack:type_name -> flasher.v1.AssignmentAck
-	15, // 6: flasher.v1.ConnectRequest.progress:type_name -> flasher.v1.AgentProgress
-	16, // 7: flasher.v1.ConnectRequest.reboot_required:type_name -> flasher.v1.RebootRequired
-	17, // 8: flasher.v1.ConnectRequest.result:type_name -> flasher.v1.AgentResult
-	10, // 9: flasher.v1.ConnectResponse.welcome:type_name -> flasher.v1.AgentWelcome
-	11, // 10: flasher.v1.ConnectResponse.assign:type_name -> flasher.v1.Assignment
-	13, // 11: flasher.v1.ConnectResponse.cancel:type_name -> flasher.v1.CancelAssignment
-	7,  // 12: flasher.v1.AgentHello.host:type_name -> flasher.v1.HostFacts
-	8,  // 13: flasher.v1.AgentHello.components:type_name -> flasher.v1.AgentComponent
-	12, // 14: flasher.v1.Assignment.steps:type_name -> flasher.v1.AssignedStep
-	22, // 15: flasher.v1.AgentProgress.state:type_name -> flasher.v1.StepState
-	0,  // 16: flasher.v1.AgentResult.outcome:type_name -> flasher.v1.AgentResult.Outcome
-	18, // 17: flasher.v1.AgentResult.components:type_name -> flasher.v1.ComponentOutcome
-	22, // 18: flasher.v1.ComponentOutcome.state:type_name -> flasher.v1.StepState
-	4,  // 19: flasher.v1.AgentService.Connect:input_type -> flasher.v1.ConnectRequest
-	19, // 20: flasher.v1.AgentService.FetchArtifact:input_type -> flasher.v1.FetchArtifactRequest
-	1,  // 21: flasher.v1.AgentService.ListAgents:input_type -> flasher.v1.ListAgentsRequest
-	5,  // 22: flasher.v1.AgentService.Connect:output_type -> flasher.v1.ConnectResponse
-	20, // 23: flasher.v1.AgentService.FetchArtifact:output_type -> flasher.v1.FetchArtifactResponse
-	2,  // 24: flasher.v1.AgentService.ListAgents:output_type -> flasher.v1.ListAgentsResponse
-	22, // [22:25] is the sub-list for method output_type
-	19, // [19:22] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	23, // 0: flasher.v1.EnrollResponse.not_after:type_name -> google.protobuf.Timestamp
+	5,  // 1: flasher.v1.ListAgentsResponse.agents:type_name -> flasher.v1.ConnectedAgent
+	23, // 2: flasher.v1.ConnectedAgent.connect_time:type_name -> google.protobuf.Timestamp
+	23, // 3: flasher.v1.ConnectedAgent.last_seen_time:type_name -> google.protobuf.Timestamp
+	8,  // 4: flasher.v1.ConnectRequest.hello:type_name -> flasher.v1.AgentHello
+	11, // 5: flasher.v1.ConnectRequest.heartbeat:type_name -> flasher.v1.AgentHeartbeat
+	16, // 6: flasher.v1.ConnectRequest.ack:type_name -> flasher.v1.AssignmentAck
+	17, // 7: flasher.v1.ConnectRequest.progress:type_name -> flasher.v1.AgentProgress
+	18, // 8: flasher.v1.ConnectRequest.reboot_required:type_name -> flasher.v1.RebootRequired
+	19, // 9: flasher.v1.ConnectRequest.result:type_name -> flasher.v1.AgentResult
+	12, // 10: flasher.v1.ConnectResponse.welcome:type_name -> flasher.v1.AgentWelcome
+	13, // 11: flasher.v1.ConnectResponse.assign:type_name -> flasher.v1.Assignment
+	15, // 12: flasher.v1.ConnectResponse.cancel:type_name -> flasher.v1.CancelAssignment
+	9,  // 13: flasher.v1.AgentHello.host:type_name -> flasher.v1.HostFacts
+	10, // 14: flasher.v1.AgentHello.components:type_name -> flasher.v1.AgentComponent
+	14, // 15: flasher.v1.Assignment.steps:type_name -> flasher.v1.AssignedStep
+	24, // 16: flasher.v1.AgentProgress.state:type_name -> flasher.v1.StepState
+	0,  // 17: flasher.v1.AgentResult.outcome:type_name -> flasher.v1.AgentResult.Outcome
+	20, // 18: flasher.v1.AgentResult.components:type_name -> flasher.v1.ComponentOutcome
+	24, // 19: flasher.v1.ComponentOutcome.state:type_name -> flasher.v1.StepState
+	6,  // 20: flasher.v1.AgentService.Connect:input_type -> flasher.v1.ConnectRequest
+	21, // 21: flasher.v1.AgentService.FetchArtifact:input_type -> flasher.v1.FetchArtifactRequest
+	3,  // 22: flasher.v1.AgentService.ListAgents:input_type -> flasher.v1.ListAgentsRequest
+	1,  // 23: flasher.v1.AgentService.Enroll:input_type -> flasher.v1.EnrollRequest
+	7,  // 24: flasher.v1.AgentService.Connect:output_type -> flasher.v1.ConnectResponse
+	22, // 25: flasher.v1.AgentService.FetchArtifact:output_type -> flasher.v1.FetchArtifactResponse
+	4,  // 26: flasher.v1.AgentService.ListAgents:output_type -> flasher.v1.ListAgentsResponse
+	2,  // 27: flasher.v1.AgentService.Enroll:output_type -> flasher.v1.EnrollResponse
+	24, // [24:28] is the sub-list for method output_type
+	20, // [20:24] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_flasher_v1_agent_service_proto_init() }
@@ -1818,7 +1985,7 @@ func file_flasher_v1_agent_service_proto_init() {
 		return
 	}
 	file_flasher_v1_task_proto_init()
-	file_flasher_v1_agent_service_proto_msgTypes[3].OneofWrappers = []any{
+	file_flasher_v1_agent_service_proto_msgTypes[5].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_Ack)(nil),
@@ -1826,7 +1993,7 @@ func file_flasher_v1_agent_service_proto_init() {
 		(*ConnectRequest_RebootRequired)(nil),
 		(*ConnectRequest_Result)(nil),
 	}
-	file_flasher_v1_agent_service_proto_msgTypes[4].OneofWrappers = []any{
+	file_flasher_v1_agent_service_proto_msgTypes[6].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
 		(*ConnectResponse_Assign)(nil),
 		(*ConnectResponse_Cancel)(nil),
@@ -1837,7 +2004,7 @@ func file_flasher_v1_agent_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flasher_v1_agent_service_proto_rawDesc), len(file_flasher_v1_agent_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

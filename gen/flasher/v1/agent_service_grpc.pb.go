@@ -22,6 +22,7 @@ const (
 	AgentService_Connect_FullMethodName       = "/flasher.v1.AgentService/Connect"
 	AgentService_FetchArtifact_FullMethodName = "/flasher.v1.AgentService/FetchArtifact"
 	AgentService_ListAgents_FullMethodName    = "/flasher.v1.AgentService/ListAgents"
+	AgentService_Enroll_FullMethodName        = "/flasher.v1.AgentService/Enroll"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -47,6 +48,13 @@ type AgentServiceClient interface {
 	// ListAgents lists the connected agents. It is an operator call (a token with agents:read),
 	// not an agent call.
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
+	// Enroll issues the agent's client certificate for the public key of its CSR. It is the one
+	// agent call that needs no client certificate: a first enrollment is authenticated by a join
+	// token (`flasher-server ca join-token`), short-lived and single-use or bound to one server,
+	// and the certificate names the server the request does. A renewal before expiry is the same
+	// call without a join token, made with the current certificate, which names the server. The
+	// server generates no key: the private key never leaves the agent.
+	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
 }
 
 type agentServiceClient struct {
@@ -99,6 +107,16 @@ func (c *agentServiceClient) ListAgents(ctx context.Context, in *ListAgentsReque
 	return out, nil
 }
 
+func (c *agentServiceClient) Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnrollResponse)
+	err := c.cc.Invoke(ctx, AgentService_Enroll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -122,6 +140,13 @@ type AgentServiceServer interface {
 	// ListAgents lists the connected agents. It is an operator call (a token with agents:read),
 	// not an agent call.
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
+	// Enroll issues the agent's client certificate for the public key of its CSR. It is the one
+	// agent call that needs no client certificate: a first enrollment is authenticated by a join
+	// token (`flasher-server ca join-token`), short-lived and single-use or bound to one server,
+	// and the certificate names the server the request does. A renewal before expiry is the same
+	// call without a join token, made with the current certificate, which names the server. The
+	// server generates no key: the private key never leaves the agent.
+	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -140,6 +165,9 @@ func (UnimplementedAgentServiceServer) FetchArtifact(*FetchArtifactRequest, grpc
 }
 func (UnimplementedAgentServiceServer) ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListAgents not implemented")
+}
+func (UnimplementedAgentServiceServer) Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Enroll not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -198,6 +226,24 @@ func _AgentService_ListAgents_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_Enroll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnrollRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).Enroll(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_Enroll_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).Enroll(ctx, req.(*EnrollRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,6 +254,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAgents",
 			Handler:    _AgentService_ListAgents_Handler,
+		},
+		{
+			MethodName: "Enroll",
+			Handler:    _AgentService_Enroll_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -7,8 +7,10 @@ package ca
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -38,8 +40,9 @@ const (
 	DefaultCAValidity     = 10 * 365 * 24 * time.Hour
 	DefaultServerValidity = 90 * 24 * time.Hour
 	DefaultAgentValidity  = 24 * time.Hour
-	// backdate tolerates clocks slightly behind the CA's.
-	backdate = 5 * time.Minute
+	// Backdate is how far before its issue a certificate's NotBefore lies: it tolerates clocks
+	// slightly behind the CA's.
+	Backdate = 5 * time.Minute
 )
 
 // CA is a loaded Flasher CA.
@@ -90,7 +93,7 @@ func Init(dir, commonName string, validity time.Duration, now func() time.Time) 
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"Flasher"}},
-		NotBefore:             t.Add(-backdate),
+		NotBefore:             t.Add(-Backdate),
 		NotAfter:              t.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -205,27 +208,105 @@ func (c *CA) issue(tmpl *x509.Certificate, validity time.Duration) (*Issued, err
 	if err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
+	is, err := c.sign(tmpl, key.Public(), validity)
+	if err != nil {
+		return nil, err
+	}
+	if is.KeyPEM, err = encodeKey(key); err != nil {
+		return nil, err
+	}
+	return is, nil
+}
+
+// SignAgentCSR issues an agent certificate naming serverID for the public key of a CSR the
+// agent made (ParseCSR): the key never leaves the agent, so Issued.KeyPEM is empty. Nothing of
+// the CSR but its key is used: the names are the CA's to choose.
+func (c *CA) SignAgentCSR(csr *x509.CertificateRequest, serverID string, validity time.Duration) (*Issued, error) {
+	u, err := auth.AgentURI(serverID)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	if validity <= 0 {
+		validity = DefaultAgentValidity
+	}
+	if c.key == nil {
+		return nil, errors.New("ca: no CA key loaded")
+	}
+	return c.sign(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: "flasher-agent " + serverID, Organization: []string{"Flasher"}},
+		URIs:        []*url.URL{u},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, csr.PublicKey, validity)
+}
+
+// ParseCSR parses a PEM certificate request, checks its self-signature and accepts only keys
+// worth a certificate: ECDSA P-256 or P-384, Ed25519, RSA of 2048 bits or more.
+func ParseCSR(pemBytes []byte) (*x509.CertificateRequest, error) {
+	blk, _ := pem.Decode(pemBytes)
+	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
+		return nil, errors.New("csr: no CERTIFICATE REQUEST PEM block")
+	}
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("csr: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("csr: signature: %w", err)
+	}
+	switch k := csr.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
+			return nil, fmt.Errorf("csr: ECDSA curve %s not accepted (P-256, P-384)", k.Curve.Params().Name)
+		}
+	case ed25519.PublicKey:
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("csr: RSA key of %d bits, want at least 2048", k.N.BitLen())
+		}
+	default:
+		return nil, fmt.Errorf("csr: key type %T not accepted", k)
+	}
+	return csr, nil
+}
+
+// NewAgentKey makes an agent's key and a CSR for it (PEM both); the CA ignores the CSR's
+// subject, so it names the server for the operator reading it only.
+func NewAgentKey(serverID string) (keyPEM, csrPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent key: %w", err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "flasher-agent " + serverID},
+	}, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent csr: %w", err)
+	}
+	if keyPEM, err = encodeKey(key); err != nil {
+		return nil, nil, err
+	}
+	return keyPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+// sign issues tmpl for pub, valid from now (backdated) for validity, capped at the CA's end.
+func (c *CA) sign(tmpl *x509.Certificate, pub crypto.PublicKey, validity time.Duration) (*Issued, error) {
+	var err error
 	if tmpl.SerialNumber, err = newSerial(); err != nil {
 		return nil, err
 	}
 	t := c.now()
-	tmpl.NotBefore = t.Add(-backdate)
+	tmpl.NotBefore = t.Add(-Backdate)
 	tmpl.NotAfter = t.Add(validity)
 	if tmpl.NotAfter.After(c.Cert.NotAfter) {
 		tmpl.NotAfter = c.Cert.NotAfter
 	}
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.Cert, key.Public(), c.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.Cert, pub, c.key)
 	if err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
-	keyPEM, err := encodeKey(key)
-	if err != nil {
-		return nil, err
-	}
 	return &Issued{
 		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:   keyPEM,
 		Serial:   tmpl.SerialNumber,
 		NotAfter: tmpl.NotAfter,
 	}, nil

@@ -35,6 +35,11 @@ class AgentServiceStub(object):
                 request_serializer=flasher_dot_v1_dot_agent__service__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=flasher_dot_v1_dot_agent__service__pb2.ListAgentsResponse.FromString,
                 )
+        self.Enroll = channel.unary_unary(
+                '/flasher.v1.AgentService/Enroll',
+                request_serializer=flasher_dot_v1_dot_agent__service__pb2.EnrollRequest.SerializeToString,
+                response_deserializer=flasher_dot_v1_dot_agent__service__pb2.EnrollResponse.FromString,
+                )
 
 
 class AgentServiceServicer(object):
@@ -73,6 +78,18 @@ class AgentServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Enroll(self, request, context):
+        """Enroll issues the agent's client certificate for the public key of its CSR. It is the one
+        agent call that needs no client certificate: a first enrollment is authenticated by a join
+        token (`flasher-server ca join-token`), short-lived and single-use or bound to one server,
+        and the certificate names the server the request does. A renewal before expiry is the same
+        call without a join token, made with the current certificate, which names the server. The
+        server generates no key: the private key never leaves the agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +107,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=flasher_dot_v1_dot_agent__service__pb2.ListAgentsRequest.FromString,
                     response_serializer=flasher_dot_v1_dot_agent__service__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'Enroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Enroll,
+                    request_deserializer=flasher_dot_v1_dot_agent__service__pb2.EnrollRequest.FromString,
+                    response_serializer=flasher_dot_v1_dot_agent__service__pb2.EnrollResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -155,5 +177,22 @@ class AgentService(object):
         return grpc.experimental.unary_unary(request, target, '/flasher.v1.AgentService/ListAgents',
             flasher_dot_v1_dot_agent__service__pb2.ListAgentsRequest.SerializeToString,
             flasher_dot_v1_dot_agent__service__pb2.ListAgentsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Enroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/flasher.v1.AgentService/Enroll',
+            flasher_dot_v1_dot_agent__service__pb2.EnrollRequest.SerializeToString,
+            flasher_dot_v1_dot_agent__service__pb2.EnrollResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
