@@ -137,29 +137,39 @@ func (s *TaskService) CreateTask(ctx context.Context, req *flasherv1.CreateTaskR
 	if err := s.checkAgent(req.GetTask()); err != nil {
 		return nil, err
 	}
-	spec.ID = uuid.NewString()
 	spec.RequestID = req.GetRequestId()
 	spec.Requester = auth.FromContext(ctx).Name
+	stored, created, err := s.create(ctx, spec)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	if !created && !sameRequest(stored, &spec) {
+		return nil, status.Error(codes.AlreadyExists, fmt.Sprintf("request_id %q was used for task %s with a different server, method or install mode", spec.RequestID, stored.ID))
+	}
+	return &flasherv1.CreateTaskResponse{Task: TaskToPB(stored), Created: created}, nil
+}
+
+// create plans spec, stores it (idempotently on its request id) and queues it.
+func (s *TaskService) create(ctx context.Context, spec task.Task) (*task.Task, bool, error) {
+	spec.ID = uuid.NewString()
 	if s.cfg.Planner != nil {
 		p, err := s.cfg.Planner.Plan(ctx, &spec)
 		if err != nil {
-			return nil, s.status(ctx, err)
+			return nil, false, err
 		}
 		applyPlan(&spec, p)
 	}
 	t, ev := task.New(spec, s.cfg.Now().UTC())
 	stored, created, err := s.cfg.Store.CreateTask(ctx, t, ev)
 	if err != nil {
-		return nil, s.status(ctx, err)
-	}
-	if !created && !sameRequest(stored, t) {
-		return nil, status.Error(codes.AlreadyExists, fmt.Sprintf("request_id %q was used for task %s with a different server, method or install mode", t.RequestID, stored.ID))
+		return nil, false, err
 	}
 	if created {
 		s.cfg.Queue.Submit(stored)
-		s.log.DebugContext(ctx, "task created", "task", stored.ID, "server", stored.ServerID, "method", stored.Method, "requester", stored.Requester, "priority", stored.Priority)
+		s.log.DebugContext(ctx, "task created", "task", stored.ID, "server", stored.ServerID, "method", stored.Method,
+			"requester", stored.Requester, "priority", stored.Priority, "rollout", stored.RolloutID)
 	}
-	return &flasherv1.CreateTaskResponse{Task: TaskToPB(stored), Created: created}, nil
+	return stored, created, nil
 }
 
 // applyPlan stores the plan in the task and fills the resolved set and firmware, as the

@@ -77,6 +77,15 @@ func DefaultPolicy() Policy {
 	} {
 		p["/flasher.v1.TaskService/"+m] = Rule{Scope: s}
 	}
+	// A rollout creates tasks: starting, pausing, resuming or approving one needs tasks:write,
+	// cancelling it tasks:cancel, as for single tasks.
+	for m, s := range map[string]Scope{
+		"CreateRollout": ScopeTasksWrite, "PauseRollout": ScopeTasksWrite, "ResumeRollout": ScopeTasksWrite,
+		"ApproveRollout": ScopeTasksWrite, "CancelRollout": ScopeTasksCancel, "PlanRollout": ScopeTasksRead,
+		"GetRollout": ScopeTasksRead, "ListRollouts": ScopeTasksRead, "WatchRollouts": ScopeTasksRead,
+	} {
+		p["/flasher.v1.RolloutService/"+m] = Rule{Scope: s}
+	}
 	for _, m := range []string{"ListServers", "GetServer", "ListFirmware", "ListFirmwareSets"} {
 		p["/flasher.v1.InventoryService/"+m] = Rule{Scope: ScopeInventoryRead}
 	}

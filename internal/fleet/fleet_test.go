@@ -56,13 +56,13 @@ func TestSelectorValidate(t *testing.T) {
 		sel   fleet.Selector
 		field string
 	}{
-		"empty":         {fleet.Selector{}, "all"},
-		"all and ids":   {fleet.Selector{All: true, ServerIDs: []string{"a"}}, "all"},
-		"unknown label": {fleet.Selector{Labels: map[string]string{"colour": "blue"}}, "labels.colour"},
-		"empty value":   {fleet.Selector{Labels: map[string]string{"vendor": " "}}, "labels.vendor"},
-		"empty id":      {fleet.Selector{ServerIDs: []string{""}}, "server_ids[0]"},
-		"ok all":        {fleet.Selector{All: true}, ""},
-		"ok labels":     {fleet.Selector{Labels: map[string]string{"vendor": "dell", "facility": "ams1"}}, ""},
+		"empty":       {fleet.Selector{}, "all"},
+		"all and ids": {fleet.Selector{All: true, ServerIDs: []string{"a"}}, "all"},
+		"bad label":   {fleet.Selector{Labels: map[string]string{"Colour!": "blue"}}, "labels.Colour!"},
+		"empty value": {fleet.Selector{Labels: map[string]string{"vendor": " "}}, "labels.vendor"},
+		"empty id":    {fleet.Selector{ServerIDs: []string{""}}, "server_ids[0]"},
+		"ok all":      {fleet.Selector{All: true}, ""},
+		"ok labels":   {fleet.Selector{Labels: map[string]string{"vendor": "dell", "facility": "ams1"}}, ""},
 	} {
 		err := tc.sel.Validate()
 		var se *fleet.SelectorError
@@ -150,5 +150,23 @@ func TestCollectJoinsInFlight(t *testing.T) {
 	srv, err := f.Server(ctx, "s1")
 	if err != nil || srv.Components[0].Version != "2.0" || srv.Components[0].VersionSource != "bmc" {
 		t.Errorf("after the collect the server is %+v, %v; want BIOS 2.0 from the bmc", srv, err)
+	}
+}
+
+// TestSelectByServerLabels: a server's own labels select it; a label no server declares is
+// refused rather than selecting nothing.
+func TestSelectByServerLabels(t *testing.T) {
+	all := []*inventory.Server{
+		{ID: "a", Labels: map[string]string{"rack": "r1", "site": "ams"}},
+		{ID: "b", Labels: map[string]string{"rack": "r2", "site": "ams"}},
+		{ID: "c", Labels: map[string]string{"rack": "r1", "site": "fra"}},
+	}
+	got, err := fleet.Selector{Labels: map[string]string{"rack": "r1", "site": "ams"}}.Select(all)
+	if err != nil || len(got) != 1 || got[0].ID != "a" {
+		t.Errorf("rack=r1,site=ams selected %v, %v; want [a]", got, err)
+	}
+	var se *fleet.SelectorError
+	if _, err := (fleet.Selector{Labels: map[string]string{"colour": "blue"}}).Select(all); !errors.As(err, &se) || se.Field != "labels.colour" {
+		t.Errorf("undeclared label: %v, want a violation of labels.colour", err)
 	}
 }

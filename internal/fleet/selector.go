@@ -3,6 +3,8 @@ package fleet
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -11,8 +13,12 @@ import (
 	"github.com/flasher-dev/flasher/internal/inventory"
 )
 
-// Labels a selector may name: the server fields the declared inventory keeps.
+// Labels a selector may name besides the servers' own labels: the server fields the declared
+// inventory keeps.
 var selectorLabels = []string{"vendor", "model", "facility"}
+
+// labelName is what a server's own label may be called.
+var labelName = regexp.MustCompile(`^[a-z][a-z0-9_./-]{0,62}$`)
 
 // Selector names servers. Its fields narrow each other (a server must pass every one given);
 // a selector that gives none selects nothing unless All says the whole fleet is meant.
@@ -20,7 +26,8 @@ type Selector struct {
 	// ServerIDs selects these servers (all of them must exist).
 	ServerIDs []string
 	// Labels selects servers whose label equals the value: vendor, model, facility (vendor and
-	// model compared as the planner compares them).
+	// model compared as the planner compares them), or a label the inventory declares on its
+	// servers (site, rack, ...; compared exactly).
 	Labels map[string]string
 	// All selects every server; it may not be combined with the other fields.
 	All bool
@@ -51,8 +58,8 @@ func (s Selector) Validate() error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if !slices.Contains(selectorLabels, k) {
-			return &SelectorError{Field: "labels." + k, Reason: fmt.Sprintf("unknown label %q (known: %s)", k, strings.Join(selectorLabels, ", "))}
+		if !slices.Contains(selectorLabels, k) && !labelName.MatchString(k) {
+			return &SelectorError{Field: "labels." + k, Reason: fmt.Sprintf("%q is not a label name (lower-case letters, digits, _ . / -)", k)}
 		}
 		if strings.TrimSpace(s.Labels[k]) == "" {
 			return &SelectorError{Field: "labels." + k, Reason: "empty value"}
@@ -91,6 +98,15 @@ func (s Selector) Select(all []*inventory.Server) ([]*inventory.Server, error) {
 			out = append(out, srv)
 		}
 	}
+	// A label no server declares is a typo more likely than a wish to select nothing.
+	for _, k := range slices.Sorted(maps.Keys(s.Labels)) {
+		if slices.Contains(selectorLabels, k) {
+			continue
+		}
+		if !slices.ContainsFunc(all, func(srv *inventory.Server) bool { _, ok := srv.Labels[k]; return ok }) {
+			return nil, &SelectorError{Field: "labels." + k, Reason: fmt.Sprintf("unknown label %q: no server declares it (known: %s, and the servers' own labels)", k, strings.Join(selectorLabels, ", "))}
+		}
+	}
 	if want != nil && found < len(want) {
 		have := make(map[string]bool, len(all))
 		for _, srv := range all {
@@ -119,6 +135,10 @@ func (s Selector) matchLabels(srv *inventory.Server) bool {
 			}
 		case "facility":
 			if !strings.EqualFold(strings.TrimSpace(srv.Facility), strings.TrimSpace(v)) {
+				return false
+			}
+		default:
+			if got, ok := srv.Labels[k]; !ok || got != v {
 				return false
 			}
 		}

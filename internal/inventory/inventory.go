@@ -19,12 +19,15 @@ var ErrUnavailable = errors.New("inventory unavailable")
 
 // Server is one bare-metal server.
 type Server struct {
-	ID         string
-	Name       string
-	Facility   string
-	Vendor     string
-	Model      string
-	Serial     string
+	ID       string
+	Name     string
+	Facility string
+	Vendor   string
+	Model    string
+	Serial   string
+	// Labels are the operator's own labels of the server (site, rack, ...): rollouts select and
+	// group servers by them.
+	Labels     map[string]string
 	BMC        BMC
 	Components []Component
 }

@@ -39,6 +39,8 @@ type options struct {
 	watchBuffer int
 	watchPoll   time.Duration
 	oobPolicy   func(*outofband.Policy)
+	clock       func() time.Time
+	rolloutTick time.Duration
 }
 
 // WithLogger sends the server's logs to l. The server still wraps it in the redacting handler
@@ -104,4 +106,11 @@ func WithWatchTuning(buffer int, poll time.Duration) Option {
 // WithOutOfBandPolicy adjusts the out-of-band executor's bounds after the Config's are set.
 func WithOutOfBandPolicy(adjust func(*outofband.Policy)) Option {
 	return func(o *options) { o.oobPolicy = adjust }
+}
+
+// WithRolloutClock makes rollouts judge maintenance windows and deadlines by now instead of
+// time.Now, and sets how often the runner steps every rollout without a store change (0 keeps
+// the runner's default). Tests move the clock to open and close windows.
+func WithRolloutClock(now func() time.Time, tick time.Duration) Option {
+	return func(o *options) { o.clock, o.rolloutTick = now, tick }
 }

@@ -56,6 +56,9 @@ func (s *Server) Run(ctx context.Context) error {
 			return s.collector.Sweep(ctx, fleet.SweepConfig{MaxAge: s.cfg.ObservationMaxAge, Concurrency: s.cfg.CollectConcurrency})
 		})
 	}
+	if s.rollouts != nil {
+		run("rollout runner", workCtx, s.rollouts.Run)
+	}
 	if s.flagger != nil {
 		run("fleetdb attribute workflow", workCtx, s.flagger.Run)
 	}

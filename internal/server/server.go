@@ -39,6 +39,7 @@ import (
 	"github.com/flasher-dev/flasher/internal/inventory/fleetdb"
 	"github.com/flasher-dev/flasher/internal/outofband"
 	"github.com/flasher-dev/flasher/internal/plan"
+	"github.com/flasher-dev/flasher/internal/rollout/runner"
 	"github.com/flasher-dev/flasher/internal/scheduler"
 	"github.com/flasher-dev/flasher/internal/store"
 	"github.com/flasher-dev/flasher/internal/store/postgres"
@@ -64,6 +65,7 @@ type Server struct {
 	agents        *inband.Service
 	flagger       *fleetflag.Flagger
 	collector     *fleet.Collector
+	rollouts      *runner.Runner // nil without an inventory or a store that keeps rollouts
 	ready         atomic.Bool
 
 	grpcLis, httpLis net.Listener
@@ -216,6 +218,16 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 	}
 	taskSvc := api.NewTaskService(tasks)
 	taskSvc.Register(s.grpc)
+	if rs, ok := st.(store.Rollouts); ok && observed != nil {
+		// Rollouts plan from the fleet as tasks do. With replicas sharing PostgreSQL every
+		// replica runs the runner: each step is fenced by the rollout's version and each task is
+		// created once under its request id, so two runners never start a server twice.
+		api.NewRolloutService(api.RolloutConfig{
+			Store: st, Rollouts: rs, Preparer: &runner.Preparer{Fleet: observed, Planner: planner, Rollouts: rs},
+			Now: o.clock, Logger: log, Heartbeat: cfg.WatchHeartbeat,
+		}).Register(s.grpc)
+		s.rollouts = runner.New(runner.Config{Store: st, Rollouts: rs, Tasks: taskSvc.RolloutTasks(), Now: o.clock, Tick: o.rolloutTick, Logger: log})
+	}
 	for _, register := range o.services {
 		register(s.grpc)
 	}

@@ -81,6 +81,7 @@ type Env struct {
 	Conn      *grpc.ClientConn
 	Tasks     flasherv1.TaskServiceClient
 	Inventory flasherv1.InventoryServiceClient
+	Rollouts  flasherv1.RolloutServiceClient
 
 	stop func()
 }
@@ -189,6 +190,7 @@ func Run(cfg Config) (_ *Env, err error) {
 	e := &Env{
 		Server: srv, Store: srv.Store(), Scheduler: srv.Scheduler(), Hub: srv.Hub(), Addr: srv.GRPCAddr(), Conn: conn,
 		Tasks: flasherv1.NewTaskServiceClient(conn), Inventory: flasherv1.NewInventoryServiceClient(conn),
+		Rollouts: flasherv1.NewRolloutServiceClient(conn),
 	}
 	var once sync.Once
 	e.stop = func() {

@@ -85,7 +85,8 @@ func (CollectState) EnumDescriptor() ([]byte, []int) {
 type ServerSelector struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ServerIds []string               `protobuf:"bytes,1,rep,name=server_ids,json=serverIds,proto3" json:"server_ids,omitempty"`
-	// Label equals value. Known labels: vendor, model, facility; others are refused.
+	// Label equals value: vendor, model, facility, or a label the inventory declares on its
+	// servers (site, rack, ...); a label no server declares is refused.
 	Labels map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The whole fleet: must be said explicitly, and not combined with the other fields.
 	All           bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`

@@ -14,14 +14,16 @@ type Document struct {
 
 // ServerDoc is one server.
 type ServerDoc struct {
-	ID         string         `yaml:"id"`
-	Name       string         `yaml:"name,omitempty"`
-	Facility   string         `yaml:"facility,omitempty"`
-	Vendor     string         `yaml:"vendor"`
-	Model      string         `yaml:"model"`
-	Serial     string         `yaml:"serial,omitempty"`
-	BMC        BMCDoc         `yaml:"bmc"`
-	Components []ComponentDoc `yaml:"components,omitempty"`
+	ID       string `yaml:"id"`
+	Name     string `yaml:"name,omitempty"`
+	Facility string `yaml:"facility,omitempty"`
+	Vendor   string `yaml:"vendor"`
+	Model    string `yaml:"model"`
+	Serial   string `yaml:"serial,omitempty"`
+	// Labels are free-form (site, rack, ...): rollouts select and group servers by them.
+	Labels     map[string]string `yaml:"labels,omitempty"`
+	BMC        BMCDoc            `yaml:"bmc"`
+	Components []ComponentDoc    `yaml:"components,omitempty"`
 }
 
 // BMCDoc is how to reach the server's BMC.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"path"
@@ -374,6 +375,7 @@ func (l *loader) validateServers(snap *Snapshot) {
 		l.checkServer(it)
 		srv := &inventory.Server{
 			ID: d.ID, Name: d.Name, Facility: d.Facility, Vendor: d.Vendor, Model: d.Model, Serial: d.Serial,
+			Labels: maps.Clone(d.Labels),
 			BMC: inventory.BMC{Address: d.BMC.Address, CredentialRef: d.BMC.Credentials, CAFile: d.BMC.CAFile,
 				Fingerprint: d.BMC.Fingerprint, InsecureSkipVerify: d.BMC.InsecureSkipVerify},
 		}

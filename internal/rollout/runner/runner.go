@@ -20,9 +20,11 @@ import (
 
 // Tasks creates and cancels tasks the way the task API does (planning, queueing).
 type Tasks interface {
-	// Create creates t, idempotently on t.RequestID, and returns the stored task.
-	Create(ctx context.Context, t *task.Task) (*task.Task, error)
-	// Cancel cancels a queued task.
+	// Create plans and queues t, idempotently on t.RequestID, and returns the stored task. A
+	// refusal is a *task.FailureError. waitForAgent queues an IN_BAND task whose agent is not
+	// connected instead of refusing it.
+	Create(ctx context.Context, t *task.Task, waitForAgent bool) (*task.Task, error)
+	// Cancel cancels a queued task, or asks a running one to stop at its next safe point.
 	Cancel(ctx context.Context, id, reason string) error
 }
 
@@ -131,7 +133,7 @@ func (r *Runner) Step(ctx context.Context, id string) error {
 	}
 	if ro.Cancelled {
 		for _, row := range ro.Rows {
-			if row.State == rollout.ServerQueued && row.TaskID != "" {
+			if row.State.InFlight() && row.TaskID != "" {
 				if err := r.cfg.Tasks.Cancel(ctx, row.TaskID, "rollout "+id+" cancelled"); err != nil {
 					r.log.Warn("cancel of a rollout's task failed", "rollout", id, "server", row.ServerID, "task", row.TaskID, "err", err)
 				}
@@ -155,8 +157,8 @@ func (r *Runner) Step(ctx context.Context, id string) error {
 	}
 	for _, server := range pending {
 		t := rec.Template.Clone()
-		t.ID, t.ServerID, t.RequestID, t.Requester = "", server, RequestID(id, server), rec.Requester
-		created, err := r.cfg.Tasks.Create(ctx, t)
+		t.ID, t.ServerID, t.RequestID, t.Requester, t.RolloutID = "", server, RequestID(id, server), rec.Requester, id
+		created, err := r.cfg.Tasks.Create(ctx, t, rec.WaitForAgent)
 		if err != nil {
 			// The row stays QUEUED without a task; a refusal fails the row with its code.
 			var fe *task.FailureError

@@ -24,7 +24,7 @@ type storeTasks struct {
 	now func() time.Time
 }
 
-func (st storeTasks) Create(ctx context.Context, t *task.Task) (*task.Task, error) {
+func (st storeTasks) Create(ctx context.Context, t *task.Task, _ bool) (*task.Task, error) {
 	t.ID = uuid.NewString()
 	tk, ev := task.New(*t, st.now())
 	got, _, err := st.s.CreateTask(ctx, tk, ev)
