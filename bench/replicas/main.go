@@ -13,7 +13,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +26,7 @@ import (
 
 	"github.com/flasher-dev/flasher/bench/internal/measure"
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/server"
 	"github.com/flasher-dev/flasher/internal/store/postgres"
 	"github.com/flasher-dev/flasher/internal/testenv"
 )
@@ -33,7 +37,14 @@ func main() {
 	runs := flag.Int("runs", 3, "runs of each measurement; the table shows each and the median")
 	changes := flag.Int("changes", 200, "changes timed in the cross-replica watch run")
 	dir := flag.String("dir", "var/bench", "directory for the SQLite databases (on a real disk)")
+	only := flag.String("only", "", "run only the CreateTask setup with this many PostgreSQL replicas (0: SQLite), and no watch run")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	stopProfile, err := measure.StartCPUProfile(*cpuProfile)
+	if err != nil {
+		fail(err)
+	}
+	defer stopProfile()
 	admin := os.Getenv("FLASHER_TEST_POSTGRES")
 	if admin == "" {
 		fmt.Println("bench/replicas: FLASHER_TEST_POSTGRES is not set (make bench starts a throwaway PostgreSQL); skipped")
@@ -43,7 +54,7 @@ func main() {
 		fail(err)
 	}
 
-	type row struct{ name, rate, p50, p99, note string }
+	type row struct{ name, rate, p50, p99, cpu, pgCPU, ceiling, note string }
 	var rows []row
 	rates := map[string][]float64{}
 	p99s := map[string][]time.Duration{}
@@ -53,6 +64,9 @@ func main() {
 	}{{"SQLite, 1 server", 0}, {"PostgreSQL, 1 replica", 1}, {"PostgreSQL, 3 replicas", 3}}
 	for r := 0; r < *runs; r++ {
 		for _, setup := range setups {
+			if *only != "" && *only != fmt.Sprint(setup.replicas) {
+				continue
+			}
 			envs, cleanup := start(admin, *dir, setup.replicas, r)
 			cc := make([]*grpc.ClientConn, 0, 4*len(envs))
 			for i := 0; i < 4; i++ {
@@ -60,10 +74,21 @@ func main() {
 					cc = append(cc, dial(e.Addr))
 				}
 			}
+			// One call on each connection first: connections are set up and each server
+			// builds its request validators before the clock starts.
+			for i, c := range cc {
+				if _, err := flasherv1.NewTaskServiceClient(c).CreateTask(context.Background(), &flasherv1.CreateTaskRequest{Task: spec(fmt.Sprintf("warm-%d", i))}); err != nil {
+					fail(err)
+				}
+			}
+			pg0 := postgresCPU(admin)
+			commits0 := writerStats(envs)
 			l, err := measure.RunLoad(*clients, *dur, func(ctx context.Context, i int) error {
 				_, err := flasherv1.NewTaskServiceClient(cc[i%len(cc)]).CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: spec(fmt.Sprintf("srv-%d", i))})
 				return err
 			})
+			pgUsed := postgresCPU(admin).since(pg0)
+			commits := writerStats(envs)
 			for _, c := range cc {
 				c.Close()
 			}
@@ -73,29 +98,47 @@ func main() {
 			}
 			rates[setup.name] = append(rates[setup.name], l.Rate)
 			p99s[setup.name] = append(p99s[setup.name], l.P99)
-			rows = append(rows, row{fmt.Sprintf("CreateTask, %s, run %d", setup.name, r+1), f0(l.Rate), measure.Ms(l.P50), measure.Ms(l.P99), ""})
+			rw := row{name: fmt.Sprintf("CreateTask, %s, run %d", setup.name, r+1), rate: f0(l.Rate), p50: measure.Ms(l.P50), p99: measure.Ms(l.P99),
+				cpu: us(l.CPU), ceiling: f0(float64(runtime.NumCPU()) * float64(time.Second) / float64(l.CPU))}
+			if setup.replicas > 0 {
+				perTask := pgUsed / time.Duration(l.Calls)
+				rw.pgCPU = us(perTask)
+				rw.ceiling = f0(float64(runtime.NumCPU()) * float64(time.Second) / float64(l.CPU+perTask))
+				if n := commits.Commits - commits0.Commits; n > 0 {
+					rw.note = fmt.Sprintf("%.1f tasks per commit", float64(commits.Operations-commits0.Operations)/float64(n))
+				}
+			}
+			rows = append(rows, rw)
 		}
 	}
 	for _, setup := range setups {
-		rows = append(rows, row{"**median CreateTask, " + setup.name + "**", f0(measure.Median(rates[setup.name])), "",
-			measure.Ms(measure.Median(p99s[setup.name])), "p99: median of the runs'"})
+		if len(rates[setup.name]) == 0 {
+			continue
+		}
+		rows = append(rows, row{name: "**median CreateTask, " + setup.name + "**", rate: f0(measure.Median(rates[setup.name])),
+			p99: measure.Ms(measure.Median(p99s[setup.name])), note: "p99: median of the runs'"})
 	}
 
 	var wp50, wp99, wmax []time.Duration
-	for r := 0; r < *runs; r++ {
+	for r := 0; r < *runs && *only == ""; r++ {
 		p50, p99, worst := crossWatch(admin, *dir, *changes, 100+r)
 		wp50, wp99, wmax = append(wp50, p50), append(wp99, p99), append(wmax, worst)
-		rows = append(rows, row{fmt.Sprintf("watch across replicas, run %d", r+1), "", measure.Ms(p50), measure.Ms(p99), "max " + measure.Ms(worst)})
+		rows = append(rows, row{name: fmt.Sprintf("watch across replicas, run %d", r+1), p50: measure.Ms(p50), p99: measure.Ms(p99), note: "max " + measure.Ms(worst)})
 	}
-	rows = append(rows, row{"**median watch across replicas**", "", measure.Ms(measure.Median(wp50)), measure.Ms(measure.Median(wp99)), "max " + measure.Ms(measure.Median(wmax))})
+	if len(wp99) > 0 {
+		rows = append(rows, row{name: "**median watch across replicas**", p50: measure.Ms(measure.Median(wp50)), p99: measure.Ms(measure.Median(wp99)),
+			note: "max " + measure.Ms(measure.Median(wmax))})
+	}
 
 	fmt.Printf("\n%d clients, %s per run; SQLite (WAL, synchronous=FULL) in %s; PostgreSQL 15 (fsync on, synchronous_commit on) on loopback, same machine\n\n", *clients, *dur, *dir)
-	fmt.Println("| measurement | per second | p50 | p99 | note |")
-	fmt.Println("|---|---|---|---|---|")
+	fmt.Println("| measurement | per second | p50 | p99 | CPU per task, flasher | CPU per task, PostgreSQL | CPU-bound ceiling /s | note |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Printf("| %s | %s | %s | %s | %s |\n", r.name, r.rate, r.p50, r.p99, r.note)
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name, r.rate, r.p50, r.p99, r.cpu, r.pgCPU, r.ceiling, r.note)
 	}
-	fmt.Println("\nTargets: CreateTask on PostgreSQL ≥ 2,000/s; watch latency across replicas p99 ≤ 100 ms.")
+	fmt.Printf("\nflasher CPU is this process's: the servers and the 64 clients. The ceiling is the rate %d idle cores would allow at that CPU per task;\n", runtime.NumCPU())
+	fmt.Println("a measured rate well below it means the run was short of CPU (other work on the machine) or waited on something else.")
+	fmt.Println("Targets: CreateTask on PostgreSQL ≥ 2,000/s; watch latency across replicas p99 ≤ 100 ms.")
 }
 
 // start runs n replicas on a new PostgreSQL database (or, for n = 0, one server on a new SQLite
@@ -106,7 +149,7 @@ func start(admin, dir string, n, run int) ([]*testenv.Env, func()) {
 		for _, suffix := range []string{"", "-wal", "-shm"} {
 			os.Remove(path + suffix)
 		}
-		e, err := testenv.Run(testenv.Config{DBPath: path, Heartbeat: time.Hour})
+		e, err := testenv.Run(testenv.Config{DBPath: path, Heartbeat: time.Hour, Configure: unlimited, Options: noAudit})
 		if err != nil {
 			fail(err)
 		}
@@ -119,7 +162,7 @@ func start(admin, dir string, n, run int) ([]*testenv.Env, func()) {
 		if err != nil {
 			fail(err)
 		}
-		e, err := testenv.Run(testenv.Config{Store: st, Heartbeat: time.Hour, Worker: fmt.Sprintf("replica-%d", i)})
+		e, err := testenv.Run(testenv.Config{Store: st, Heartbeat: time.Hour, Worker: fmt.Sprintf("replica-%d", i), Configure: unlimited, Options: noAudit})
 		if err != nil {
 			fail(err)
 		}
@@ -132,6 +175,14 @@ func start(admin, dir string, n, run int) ([]*testenv.Env, func()) {
 		drop()
 	}
 }
+
+// unlimited lifts -create-rate, which would otherwise measure the rate limit: the load comes from
+// a few connections.
+func unlimited(c *server.Config) { c.CreateRate, c.CreateBurst = 1e9, 1e9 }
+
+// noAudit leaves the audit trail out, as testenv does unless Configure is set: the figures are
+// the task store's.
+var noAudit = []server.Option{server.WithoutAudit()}
 
 // database creates an empty database and returns its DSN and a function that drops it.
 func database(admin string, run int) (string, func()) {
@@ -240,6 +291,93 @@ func spec(server string) *flasherv1.TaskSpec {
 			{Component: "BIOS", Version: "2.19.1"}, {Component: "BMC", Version: "7.00.00.171"},
 		}}},
 	}
+}
+
+// writerStats sums the PostgreSQL writers' counters of envs (zero for SQLite).
+func writerStats(envs []*testenv.Env) postgres.Stats {
+	var sum postgres.Stats
+	for _, e := range envs {
+		if st, ok := e.Store.(*postgres.Store); ok {
+			s := st.Stats()
+			sum.Commits += s.Commits
+			sum.Operations += s.Operations
+		}
+	}
+	return sum
+}
+
+// cpuSample is the CPU time used so far by each process of the PostgreSQL cluster.
+type cpuSample map[int]time.Duration
+
+// since returns the CPU the cluster used after s was taken: processes started since count whole.
+func (now cpuSample) since(s cpuSample) time.Duration {
+	var d time.Duration
+	for pid, t := range now {
+		d += t - s[pid]
+	}
+	return d
+}
+
+// postgresCPU samples the CPU time of the PostgreSQL server's processes (the postmaster's
+// children: backends, WAL writer, checkpointer), found through /proc from a backend's parent.
+// It returns nil when the server is not a local process this user may read.
+func postgresCPU(admin string) cpuSample {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		fail(err)
+	}
+	defer conn.Close(ctx)
+	var backend int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		fail(err)
+	}
+	stat := func(pid int) (ppid int, cpu time.Duration, ok bool) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, 0, false
+		}
+		// Fields after the command name, which is in parentheses and may hold spaces.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 13 {
+			return 0, 0, false
+		}
+		ppid, _ = strconv.Atoi(f[1])
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		return ppid, time.Duration(ut+st) * time.Second / clockTicks, true
+	}
+	postmaster, _, ok := stat(backend)
+	if !ok {
+		return nil
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	out := cpuSample{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == backend {
+			continue
+		}
+		if ppid, cpu, ok := stat(pid); ok && (ppid == postmaster || pid == postmaster) {
+			out[pid] = cpu
+		}
+	}
+	return out
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux platform Go
+// supports.
+const clockTicks = 100
+
+func us(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
 }
 
 func f0(v float64) string { return fmt.Sprintf("%.0f", v) }
