@@ -115,7 +115,7 @@ func (ss *Session) redfishClient(ctx context.Context) (*gofish.APIClient, error)
 	if err != nil {
 		return nil, fmt.Errorf("credentials: %w", err)
 	}
-	hc, err := ss.target.httpClient()
+	hc, err := ss.target.httpClient(ss.held)
 	if err != nil {
 		return nil, err
 	}

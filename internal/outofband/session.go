@@ -151,7 +151,7 @@ func ParseTarget(b inventory.BMC) (Target, error) {
 // inventory's pinned fingerprint, else its CA file, else the system roots. Verification is off
 // only for a BMC the inventory marks insecure_skip_verify (factory self-signed certificates);
 // the executor then says so in the task.
-func (t Target) httpClient() (*http.Client, error) {
+func (t Target) httpClient(held func() error) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 4
 	tr.IdleConnTimeout = 30 * time.Second
@@ -211,7 +211,7 @@ func (t Target) httpClient() (*http.Client, error) {
 		tc.ServerName = t.Host
 	}
 	tr.TLSClientConfig = tc
-	return &http.Client{Transport: keepAlive{tr}}, nil
+	return &http.Client{Transport: keepAlive{tr: tr, held: held}}, nil
 }
 
 // keepAlive lets a session reuse its connections. gofish (under bmclib) marks every request
@@ -222,9 +222,23 @@ func (t Target) httpClient() (*http.Client, error) {
 // retried by net/http when nothing was written or the request can be replayed; otherwise it
 // fails as a lost connection, which the executor already treats as such (new login; an upload
 // is retried, behind bmclib's queue check).
-type keepAlive struct{ tr *http.Transport }
+//
+// held (task.HoldCheck, nil outside a leased task) is checked before every request, the logout
+// included: a replica whose lease on the task is gone sends the BMC nothing more.
+type keepAlive struct {
+	tr   *http.Transport
+	held func() error
+}
 
 func (k keepAlive) RoundTrip(r *http.Request) (*http.Response, error) {
+	if k.held != nil {
+		if err := k.held(); err != nil {
+			if r.Body != nil {
+				r.Body.Close() // a RoundTripper closes the body, even on error
+			}
+			return nil, fmt.Errorf("BMC request not sent: %w", err)
+		}
+	}
 	if r.Close {
 		r2 := *r // a RoundTripper must not modify the caller's request
 		r2.Close = false
@@ -277,6 +291,7 @@ type Session struct {
 	to       Timeouts
 	log      *slog.Logger
 	onRetry  func(attempt int, err error)
+	held     func() error // task.HoldCheck of the context the session was opened with
 	client   *bmclib.Client
 	clients  []*http.Client
 	provider string
@@ -289,7 +304,7 @@ type Session struct {
 // Open logs in to the BMC at t, retrying transient failures with jittered backoff. onRetry
 // (optional) is told about each failed attempt before the next, so retries are visible.
 func (s *Sessions) Open(ctx context.Context, t Target, creds CredentialsFunc, to Timeouts, onRetry func(int, error)) (*Session, error) {
-	ss := &Session{s: s, target: t, creds: creds, to: to, log: s.log.With("bmc", t.Key()), onRetry: onRetry}
+	ss := &Session{s: s, target: t, creds: creds, to: to, log: s.log.With("bmc", t.Key()), onRetry: onRetry, held: task.HoldCheck(ctx)}
 	if err := ss.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -380,7 +395,7 @@ func (ss *Session) openOnce(ctx context.Context) error {
 	var clients []*http.Client
 	base := ss.target.Scheme + "://" + ss.target.Host
 	for _, name := range names {
-		hc, err := ss.target.httpClient()
+		hc, err := ss.target.httpClient(ss.held)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ type run struct {
 	lease    store.Lease
 	leased   bool
 	lost     bool
+	deadline time.Time // when the lease runs out by this process's clock, unless renewed
 	watchdog *time.Timer
 	stop     context.CancelFunc
 }
@@ -61,8 +63,8 @@ func (r *run) mutate(ctx context.Context, change func(*task.Task) (task.Event, e
 func (r *run) hold(l store.Lease, from time.Time, d time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.lease, r.leased = l, true
-	r.watchdog = time.AfterFunc(time.Until(from.Add(d)), func() { r.loseLease("lease ran out before it was renewed") })
+	r.lease, r.leased, r.deadline = l, true, from.Add(d)
+	r.watchdog = time.AfterFunc(time.Until(r.deadline), func() { r.loseLease("lease ran out before it was renewed") })
 }
 
 // renewed moves the watchdog after a renewal sent at from.
@@ -70,7 +72,8 @@ func (r *run) renewed(from time.Time, d time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.leased && !r.lost {
-		r.watchdog.Reset(time.Until(from.Add(d)))
+		r.deadline = from.Add(d)
+		r.watchdog.Reset(time.Until(r.deadline))
 	}
 }
 
@@ -90,6 +93,25 @@ func (r *run) fenced(ctx context.Context) context.Context {
 		return ctx
 	}
 	return store.WithFence(ctx, r.lease)
+}
+
+// held is the run's task.WithHold check: the lease must be neither lost nor past its deadline by
+// this process's clock. The deadline is checked itself, not left to the watchdog: a process
+// stopped past its lease wakes with every timer due at once, and the executor's may fire first.
+// Finding the deadline passed loses the lease at once, as the watchdog would.
+func (r *run) held() error {
+	r.mu.Lock()
+	leased, lost, expired, l := r.leased, r.lost, !time.Now().Before(r.deadline), r.lease
+	r.mu.Unlock()
+	switch {
+	case !leased:
+		return nil
+	case !lost && expired:
+		r.loseLease("lease ran out before it was renewed")
+	case !lost:
+		return nil
+	}
+	return fmt.Errorf("task %s: lease on server %s (epoch %d) no longer held by %s: %w", r.id, l.ServerID, l.Epoch, l.Owner, store.ErrLeaseLost)
 }
 
 func (r *run) isLost() bool {

@@ -364,7 +364,7 @@ func (s *Scheduler) startLocked(ctx context.Context, t *task.Task) {
 func (s *Scheduler) execute(ctx context.Context, t *task.Task, r *run) {
 	defer s.release(t.ID, t.ServerID, t.Method)
 	defer r.drop()
-	rctx, cancel := context.WithCancel(ctx)
+	rctx, cancel := context.WithCancel(task.WithHold(ctx, r.held))
 	defer cancel()
 	r.setStop(cancel)
 	err := safeExecute(rctx, s.cfg.Executors[t.Method], t.Clone(), r)
@@ -383,7 +383,9 @@ func safeExecute(ctx context.Context, e Executor, t *task.Task, r task.Reporter)
 // finish records how a task ended.
 func (s *Scheduler) finish(ctx context.Context, t *task.Task, execErr error, r *run) {
 	if r.isLost() {
-		return // another replica owns the task now; nothing more is written from here
+		// Another replica owns the task now; nothing more is written or done from here.
+		s.log.Warn("run ended after its lease was lost; nothing recorded here", "task", t.ID, "server", t.ServerID, "err", execErr)
+		return
 	}
 	lease, leased := r.leaseHeld()
 	failure, cancelled, shutdown := outcome(execErr)
