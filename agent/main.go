@@ -27,7 +27,7 @@ import (
 	"github.com/flasher-dev/flasher/internal/config"
 )
 
-// Config is flasher-agent's configuration (flags > YAML file > FLASHER_* env > defaults).
+// Config is flasher-agent's configuration, resolved in config.Precedence like every binary's.
 type Config struct {
 	Server   string `flag:"server" usage:"address of the Flasher server (host:port)"`
 	CAFile   string `flag:"tls-ca" usage:"CA bundle that signed the server's certificate"`

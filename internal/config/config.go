@@ -1,7 +1,10 @@
-// Package config loads a daemon's typed configuration from, in increasing precedence, defaults,
-// FLASHER_* environment variables, a YAML file and command-line flags. A struct field takes part
-// when it has a `flag` tag; its YAML key and environment name derive from it (flag "grpc-listen"
-// → YAML "grpc_listen", env FLASHER_GRPC_LISTEN). It knows nothing of what the fields mean.
+// Package config is the one configuration precedence of every Flasher binary (flasher-server,
+// flasher-agent, flasherctl), highest first: command-line flags, FLASHER_* environment
+// variables, the YAML config file, built-in defaults (Precedence; docs/configuration.md).
+// Resolve applies it to one setting; Load fills a daemon's typed configuration with it. A struct
+// field takes part in Load when it has a `flag` tag; its YAML key and environment name derive
+// from it (flag "grpc-listen" → YAML "grpc_listen", env FLASHER_GRPC_LISTEN). It knows nothing
+// of what the fields mean.
 package config
 
 import (
@@ -18,8 +21,31 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Load fills cfg (a pointer to a struct holding its defaults) from env, the YAML file named by
-// the -config flag or FLASHER_CONFIG, and args. It returns the remaining positional arguments.
+// Precedence is the order settings are resolved in, as every binary's -h prints it.
+const Precedence = "flags > FLASHER_* environment > YAML config file > defaults"
+
+// Setting is one layer's value of a setting; Set says whether the layer gives one at all.
+type Setting[T any] struct {
+	Value T
+	Set   bool
+}
+
+// Of is a layer that gives v.
+func Of[T any](v T) Setting[T] { return Setting[T]{Value: v, Set: true} }
+
+// Resolve returns the value of the highest layer that sets it, in Precedence order, else def.
+func Resolve[T any](flagValue, env, file Setting[T], def T) T {
+	for _, l := range []Setting[T]{flagValue, env, file} {
+		if l.Set {
+			return l.Value
+		}
+	}
+	return def
+}
+
+// Load fills cfg (a pointer to a struct holding its defaults) from args, the environment and
+// the YAML file named by the -config flag or FLASHER_CONFIG, in Precedence order. It returns the
+// remaining positional arguments.
 func Load(name string, cfg any, args []string, stderr io.Writer) ([]string, error) {
 	v := reflect.ValueOf(cfg)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
@@ -27,6 +53,13 @@ func Load(name string, cfg any, args []string, stderr io.Writer) ([]string, erro
 	}
 	fields := collect(v.Elem())
 
+	// Defaults are recorded before the flags are registered: the flag package takes each flag's
+	// default text at registration, and -h prints it for every setting that has one.
+	for _, f := range fields {
+		if !f.v.IsZero() {
+			f.def = f.get()
+		}
+	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", os.Getenv("FLASHER_CONFIG"), "YAML configuration file (env FLASHER_CONFIG)")
@@ -34,77 +67,81 @@ func Load(name string, cfg any, args []string, stderr io.Writer) ([]string, erro
 		fs.Var(&flagValue{f: f}, f.flag, fmt.Sprintf("%s (env %s, yaml %s)", f.usage, f.env, f.yaml))
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage of %s:\nPrecedence: flags > YAML file > FLASHER_* environment > defaults.\n", name)
+		fmt.Fprintf(stderr, "Usage of %s:\nPrecedence: %s.\n", name, Precedence)
 		fs.PrintDefaults()
 	}
-	// Defaults are shown by PrintDefaults through flagValue.String before anything is applied.
-	for _, f := range fields {
-		f.def = f.get()
-	}
-
-	// 1. environment
-	for _, f := range fields {
-		if s, ok := os.LookupEnv(f.env); ok {
-			if err := f.set(s); err != nil {
-				return nil, fmt.Errorf("%s: %w", f.env, err)
-			}
-		}
-	}
-	// Parse flags into a scratch copy first, only to find the config file and the set flags.
+	// Flags only record what was given (flagValue.Set); values are applied below.
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	set := map[string]string{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = fl.Value.String() })
-	// flag values were written directly; re-apply in precedence order: env (done) < file < flags.
+	flags := map[string]string{}
+	fs.Visit(func(fl *flag.Flag) { flags[fl.Name] = fl.Value.String() })
+	var file map[string]fileValue
 	if *configFile != "" {
-		if err := loadFile(*configFile, fields); err != nil {
+		var err error
+		if file, err = loadFile(*configFile, fields); err != nil {
 			return nil, err
 		}
 	}
 	for _, f := range fields {
-		if s, ok := set[f.flag]; ok {
-			if err := f.set(s); err != nil {
+		fv, fok := flags[f.flag]
+		ev, eok := os.LookupEnv(f.env)
+		yv, yok := file[f.yaml]
+		s := Resolve(Setting[string]{fv, fok}, Setting[string]{ev, eok}, Setting[string]{yv.value, yok}, "")
+		if !fok && !eok && !yok {
+			continue // the default stays
+		}
+		if err := f.set(s); err != nil {
+			switch {
+			case fok:
 				return nil, fmt.Errorf("-%s: %w", f.flag, err)
+			case eok:
+				return nil, fmt.Errorf("%s: %w", f.env, err)
+			default:
+				return nil, fmt.Errorf("config file %s:%d: %s: %w", *configFile, yv.line, f.yaml, err)
 			}
 		}
 	}
 	return fs.Args(), nil
 }
 
-func loadFile(path string, fields []*field) error {
+// fileValue is one key of the config file, as text, with its line for errors.
+type fileValue struct {
+	value string
+	line  int
+}
+
+func loadFile(path string, fields []*field) (map[string]fileValue, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("config file: %w", err)
+		return nil, fmt.Errorf("config file: %w", err)
 	}
 	var raw map[string]yaml.Node
 	if err := yaml.Unmarshal(data, &raw); err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
+		return nil, fmt.Errorf("config file %s: %w", path, err)
 	}
-	byKey := map[string]*field{}
+	known := map[string]bool{}
 	for _, f := range fields {
-		byKey[f.yaml] = f
+		known[f.yaml] = true
 	}
+	out := map[string]fileValue{}
 	for k, node := range raw {
-		f, ok := byKey[k]
-		if !ok {
-			return fmt.Errorf("config file %s:%d: unknown key %q", path, node.Line, k)
+		if !known[k] {
+			return nil, fmt.Errorf("config file %s:%d: unknown key %q", path, node.Line, k)
 		}
 		var s string
 		if node.Kind == yaml.SequenceNode {
 			var items []string
 			if err := node.Decode(&items); err != nil {
-				return fmt.Errorf("config file %s:%d: %s: %w", path, node.Line, k, err)
+				return nil, fmt.Errorf("config file %s:%d: %s: %w", path, node.Line, k, err)
 			}
 			s = strings.Join(items, ",")
 		} else if err := node.Decode(&s); err != nil {
-			return fmt.Errorf("config file %s:%d: %s: %w", path, node.Line, k, err)
+			return nil, fmt.Errorf("config file %s:%d: %s: %w", path, node.Line, k, err)
 		}
-		if err := f.set(s); err != nil {
-			return fmt.Errorf("config file %s:%d: %s: %w", path, node.Line, k, err)
-		}
+		out[k] = fileValue{value: s, line: node.Line}
 	}
-	return nil
+	return out, nil
 }
 
 type field struct {
@@ -200,7 +237,7 @@ func (fv *flagValue) String() string {
 	return fv.f.def
 }
 
-// Set validates the flag's syntax; the value itself is applied after the file, in Load.
+// Set validates the flag's syntax; the value itself is applied in Load, by Resolve.
 func (fv *flagValue) Set(s string) error {
 	tmp := reflect.New(fv.f.v.Type()).Elem()
 	probe := &field{v: tmp}

@@ -1,9 +1,12 @@
 package config
 
 import (
+	"errors"
+	"flag"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -30,10 +33,15 @@ func TestPrecedence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := testConfig{Listen: "file:1", Max: 42, Rate: 2.5, Wait: 3 * time.Second, Hosts: []string{"a", "b"}, Verbose: true}
+	// listen and wait: env over file; max-active: flag over file; rate, hosts: file over default.
+	want := testConfig{Listen: "env:1", Max: 42, Rate: 2.5, Wait: 9 * time.Second, Hosts: []string{"a", "b"}, Verbose: true}
 	if cfg.Listen != want.Listen || cfg.Max != want.Max || cfg.Rate != want.Rate || cfg.Wait != want.Wait ||
 		len(cfg.Hosts) != 2 || cfg.Hosts[1] != "b" || !cfg.Verbose {
-		t.Fatalf("got %+v, want %+v (flags > file > env > defaults)", cfg, want)
+		t.Fatalf("got %+v, want %+v (%s)", cfg, want, Precedence)
+	}
+	t.Setenv("FLASHER_MAX_ACTIVE", "8")
+	if _, err := Load("t", &cfg, []string{"-config", file, "-max-active", "43"}, io.Discard); err != nil || cfg.Max != 43 {
+		t.Fatalf("flag under env: max %d, %v; want the flag's 43", cfg.Max, err)
 	}
 	if len(rest) != 1 || rest[0] != "extra" {
 		t.Fatalf("rest %v", rest)
@@ -63,5 +71,40 @@ func TestErrors(t *testing.T) {
 	var cfg testConfig
 	if _, err := Load("t", &cfg, nil, io.Discard); err == nil {
 		t.Error("bad environment value accepted")
+	}
+}
+
+func TestResolve(t *testing.T) {
+	none := Setting[string]{}
+	for _, c := range []struct {
+		flag, env, file Setting[string]
+		want            string
+	}{
+		{Of("f"), Of("e"), Of("y"), "f"},
+		{none, Of("e"), Of("y"), "e"},
+		{none, none, Of("y"), "y"},
+		{none, none, none, "d"},
+		{Of(""), Of("e"), none, ""}, // an explicitly empty flag still wins
+	} {
+		if got := Resolve(c.flag, c.env, c.file, "d"); got != c.want {
+			t.Errorf("Resolve(%v, %v, %v) = %q, want %q", c.flag, c.env, c.file, got, c.want)
+		}
+	}
+}
+
+// TestHelpShowsDefaults: -h prints every non-zero default, and the precedence.
+func TestHelpShowsDefaults(t *testing.T) {
+	var out strings.Builder
+	cfg := testConfig{Listen: "127.0.0.1:9", Wait: 90 * time.Second, Hosts: []string{"a", "b"}}
+	if _, err := Load("t", &cfg, []string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	for _, want := range []string{"(default 127.0.0.1:9)", "(default 1m30s)", "(default a,b)", "Precedence: " + Precedence} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("-h lacks %s:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "(default 0)") || strings.Contains(out.String(), "(default false)") {
+		t.Errorf("-h prints zero defaults:\n%s", out.String())
 	}
 }

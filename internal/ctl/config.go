@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"gopkg.in/yaml.v3"
+
+	"github.com/flasher-dev/flasher/internal/config"
 )
 
 // DefaultAddr is flasher-server's default gRPC listen address.
@@ -71,8 +73,8 @@ type Config struct {
 	Output    string
 }
 
-// resolve applies flags > environment > config file > defaults. set holds the names of flags
-// given on the command line.
+// resolve applies config.Precedence, the order of every binary: flags > environment > config
+// file > defaults. set holds the names of flags given on the command line.
 func (g *globals) resolve(set map[string]bool, getenv func(string) string) (Config, error) {
 	var fc fileConfig
 	path, explicit := g.config, set["config"]
@@ -100,17 +102,14 @@ func (g *globals) resolve(set map[string]bool, getenv func(string) string) (Conf
 		}
 	}
 
+	// Every binary's one precedence (internal/config): flag, then environment, then file.
 	pick := func(flagName, flagVal, env, fileVal, def string) string {
-		if set[flagName] {
-			return flagVal
+		var e string
+		if env != "" {
+			e = getenv(env)
 		}
-		if v := getenv(env); v != "" && env != "" {
-			return v
-		}
-		if fileVal != "" {
-			return fileVal
-		}
-		return def
+		return config.Resolve(config.Setting[string]{Value: flagVal, Set: set[flagName]},
+			config.Setting[string]{Value: e, Set: e != ""}, config.Setting[string]{Value: fileVal, Set: fileVal != ""}, def)
 	}
 	c := Config{
 		Addr:   pick("addr", g.addr, "FLASHER_SERVER", fc.Server, DefaultAddr),

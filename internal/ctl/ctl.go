@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+
+	"github.com/flasher-dev/flasher/internal/config"
 )
 
 // runFunc runs a command with its positional arguments.
@@ -225,7 +227,7 @@ func (a *app) usage(c *command, path []string) {
 	}
 	tw.Flush()
 	if len(path) == 0 {
-		fmt.Fprintln(a.stderr, "\nGlobal flags:")
+		fmt.Fprintf(a.stderr, "\nGlobal flags (precedence: %s):\n", config.Precedence)
 		fs := flag.NewFlagSet("", flag.ContinueOnError)
 		var g globals
 		g.register(fs)

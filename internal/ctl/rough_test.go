@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/config"
 )
 
 // TestHelpEverywhere: every command, group or leaf, answers -h and --help with its usage and
@@ -182,5 +183,13 @@ func TestListSince(t *testing.T) {
 	r := runCtlOpts(t, testEnvVars(e.Addr), Options{Now: later}, "task", "list", "--since", "1h")
 	if r.code != ExitOK || strings.Contains(r.stdout, "r6515-02") {
 		t.Errorf("--since 1h, two hours later: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestHelpStatesPrecedence: flasherctl -h names the one precedence every binary uses.
+func TestHelpStatesPrecedence(t *testing.T) {
+	r := runCtlEnv(t, testEnvVars("127.0.0.1:1"), "-h")
+	if r.code != ExitOK || !strings.Contains(r.stderr, "precedence: "+config.Precedence) {
+		t.Fatalf("flasherctl -h does not state %q:\n%s", config.Precedence, r.stderr)
 	}
 }
