@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,9 +17,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"gopkg.in/yaml.v3"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
+	"github.com/flasher-dev/flasher/internal/inventory/file"
 	"github.com/flasher-dev/flasher/sim/fleet"
+	simfleetdb "github.com/flasher-dev/flasher/sim/fleetdb"
 )
 
 // fleetServer is a flasher-server over a simulated fleet's file inventory, restartable on the
@@ -82,26 +86,34 @@ func waitTask(t *testing.T, ctx context.Context, conn *grpc.ClientConn, id strin
 	}
 }
 
-// TestFleetTruth flashes a simulated server and checks that the plan and compliance then start
-// from the versions the BMC reported (before and after a restart), that a version changed
-// behind Flasher's back shows as drift after a collect, and that selectors are checked.
-func TestFleetTruth(t *testing.T) {
+// quickFleet starts one simulated server with fast installs (its BMC at ip), writing its
+// inventory file inv in dir; it stops with the test. Tests that flash skip under -short.
+func quickFleet(t *testing.T, ip string) (ctx context.Context, dir, inv string, sim *fleet.Fleet) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("flashes a simulated server")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	dir := t.TempDir()
-	inv := filepath.Join(dir, "inventory.yaml")
+	t.Cleanup(cancel)
+	dir = t.TempDir()
+	inv = filepath.Join(dir, "inventory.yaml")
 	sim, err := fleet.Start(ctx, fleet.Config{
-		N: 1, FirstIP: "127.0.4.1", Port: 0, InventoryPath: inv, ControlAddr: "127.0.0.1:0",
+		N: 1, FirstIP: ip, InventoryPath: inv, ControlAddr: "127.0.0.1:0",
 		InstallDuration: 200 * time.Millisecond, ApplyDuration: 100 * time.Millisecond,
 		BMCRebootDelay: 50 * time.Millisecond, BMCRebootDuration: 300 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sim.Close()
+	t.Cleanup(func() { sim.Close() })
+	return ctx, dir, inv, sim
+}
+
+// TestFleetTruth flashes a simulated server and checks that the plan and compliance then start
+// from the versions the BMC reported (before and after a restart), that a version changed
+// behind Flasher's back shows as drift after a collect, and that selectors are checked.
+func TestFleetTruth(t *testing.T) {
+	ctx, dir, inv, sim := quickFleet(t, "127.0.4.1")
 	fs := &fleetServer{t: t, args: []string{"-data-dir", filepath.Join(dir, "data"), "-inventory", inv,
 		"-artifact-schemes", "http", "-artifact-hosts", strings.TrimPrefix(sim.ImagesURL(), "http://"), "-bmc-poll-interval", "100ms"}}
 	fs.start()
@@ -253,5 +265,91 @@ func TestFleetTruth(t *testing.T) {
 	sum, err := flasherv1.NewComplianceServiceClient(fs.conn).SummarizeCompliance(ctx, &flasherv1.SummarizeComplianceRequest{Selector: &flasherv1.ServerSelector{All: true}})
 	if err != nil || sum.Servers != 1 || len(sum.Counts) != 1 {
 		t.Errorf("SummarizeCompliance(all) = %v, %v; want one server counted once", sum, err)
+	}
+}
+
+// TestFleetdbWriteBackFailureShown flashes a simulated server whose inventory is fleetdb while
+// fleetdb refuses every write: the task succeeds (the BMC verified each version), and each
+// flashed component carries a warning naming it and fleetdb's error, after the bounded retries.
+// fleetdb's own versions are declared, with fleetdb's time.
+func TestFleetdbWriteBackFailureShown(t *testing.T) {
+	ctx, dir, inv, sim := quickFleet(t, "127.0.4.9")
+	var doc file.Document
+	data, err := os.ReadFile(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	fdb, err := simfleetdb.New(simfleetdb.Config{Token: "fleetdb-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeded := time.Now()
+	ids := fdb.SeedDocument(doc)
+	if err := fdb.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer fdb.Close()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("fleetdb-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := &fleetServer{t: t, args: []string{"-data-dir", filepath.Join(dir, "data"), "-fleetdb-url", fdb.URL(), "-fleetdb-token-file", tokenFile,
+		"-fleetdb-bmc-insecure-skip-verify", "*", "-artifact-schemes", "http", "-artifact-hosts", strings.TrimPrefix(sim.ImagesURL(), "http://"),
+		"-bmc-poll-interval", "100ms"}}
+	fs.start()
+	defer fs.close()
+	id := ids[fleet.ServerID(0)].String()
+
+	srv, err := flasherv1.NewInventoryServiceClient(fs.conn).GetServer(ctx, &flasherv1.GetServerRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range srv.Server.Components {
+		if c.Version == "" {
+			continue
+		}
+		if c.VersionSource != flasherv1.VersionSource_VERSION_SOURCE_DECLARED || c.VersionObservedAt == nil || c.VersionObservedAt.AsTime().Before(seeded.Add(-time.Second)) {
+			t.Errorf("%s from fleetdb: source %s at %v, want declared at fleetdb's time (%v)", c.Slug, c.VersionSource, c.VersionObservedAt, seeded)
+		}
+	}
+
+	defer fdb.InjectFault(simfleetdb.Fault{Method: http.MethodPut, Status: http.StatusInternalServerError})()
+	created, err := flasherv1.NewTaskServiceClient(fs.conn).CreateTask(ctx, &flasherv1.CreateTaskRequest{Task: &flasherv1.TaskSpec{
+		ServerId: id, Method: flasherv1.Method_METHOD_OUT_OF_BAND, Install: &flasherv1.TaskSpec_Resolve{Resolve: &flasherv1.ResolveInstall{}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := waitTask(t, ctx, fs.conn, created.Task.Id)
+	if done.State != flasherv1.TaskState_TASK_STATE_SUCCEEDED || len(done.GetPlan().GetSteps()) == 0 {
+		t.Fatalf("task %s %s with %d steps (%v); want SUCCEEDED with steps", done.Id, done.State, len(done.GetPlan().GetSteps()), done.Failure)
+	}
+	events, err := flasherv1.NewTaskServiceClient(fs.conn).ListTaskEvents(ctx, &flasherv1.ListTaskEventsRequest{TaskId: done.Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range done.Plan.Steps {
+		var row *flasherv1.ComponentProgress
+		for _, p := range done.Progress {
+			if p.Component == st.Component && p.Serial == st.Serial {
+				row = p
+			}
+		}
+		if row == nil || row.Step != "inventory-write-back" || !strings.HasPrefix(row.Message, "warning: verified at "+st.ToVersion) ||
+			!strings.Contains(row.Message, "4 attempts failed") || !strings.Contains(row.Message, "HTTP 500") || strings.Contains(row.Message, "fleetdb-secret") {
+			t.Errorf("%s: progress %v, want a write-back warning naming the version, the attempts and fleetdb's error", st.Component, row)
+		}
+		found := false
+		for _, ev := range events.Events {
+			found = found || (strings.Contains(ev.Message, st.Component) && strings.Contains(ev.Message, "warning: verified at "+st.ToVersion))
+		}
+		if !found {
+			t.Errorf("%s: no event in the task's history carries the write-back warning", st.Component)
+		}
+		if v, _ := fdb.InstalledVersion(ids[fleet.ServerID(0)], simfleetdb.FleetdbSlug(st.Component)); v == st.ToVersion {
+			t.Errorf("%s: fleetdb shows %s although every write failed", st.Component, v)
+		}
 	}
 }

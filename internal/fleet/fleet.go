@@ -152,8 +152,8 @@ func (f *Fleet) Catalog(ctx context.Context) (*inventory.Catalog, error) {
 
 // Overlay returns a copy of srv whose components carry the freshest version: an observation
 // replaces the declared version when it is newer than the declaration (a declaration without a
-// time, as the file inventory's, is older than any observation). Components nobody observed stay
-// declared. obs are the server's current observations.
+// time, as the file inventory's, is older than any observation) or states the same version.
+// Components nobody observed stay declared. obs are the server's current observations.
 func Overlay(srv *inventory.Server, obs []store.Observation) *inventory.Server {
 	out := *srv
 	out.Components = make([]inventory.Component, len(srv.Components))
@@ -166,7 +166,9 @@ func Overlay(srv *inventory.Server, obs []store.Observation) *inventory.Server {
 		if c.VersionSource == "" {
 			c.VersionSource = string(store.SourceDeclared)
 		}
-		if o := byKey[keys[i]]; o != nil && o.ObservedAt.After(c.VersionAt) {
+		// A later declaration of the version Flasher observed (fleetdb after Flasher's own
+		// write-back) confirms the observation rather than replacing it.
+		if o := byKey[keys[i]]; o != nil && (o.ObservedAt.After(c.VersionAt) || strings.TrimSpace(o.Version) == strings.TrimSpace(c.Version)) {
 			c.Version, c.VersionSource, c.VersionAt = o.Version, string(o.Source), o.ObservedAt
 		}
 		out.Components[i] = c

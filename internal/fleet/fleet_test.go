@@ -34,13 +34,16 @@ func TestOverlayNewestWins(t *testing.T) {
 		{Slug: "BIOS", Version: "1.0"},
 		{Slug: "BMC", Version: "7.0", VersionAt: at.Add(time.Hour)}, // declared later than observed
 		{Slug: "NIC", Serial: "MT1", Version: "14.0"},
+		// fleetdb after Flasher's own write-back: the same version, declared later
+		{Slug: "Drive", Serial: "D1", Version: "HXT7904Q", VersionAt: at.Add(time.Hour)},
 	}}
 	obs := []store.Observation{
 		{ServerID: "s1", Instance: "bios", Version: "2.0", Source: store.SourceBMC, ObservedAt: at},
 		{ServerID: "s1", Instance: "bmc", Version: "6.0", Source: store.SourceBMC, ObservedAt: at},
+		{ServerID: "s1", Instance: "drive/d1", Version: "HXT7904Q", Source: store.SourceBMC, ObservedAt: at},
 	}
 	got := fleet.Overlay(srv, obs)
-	for i, want := range []struct{ version, source string }{{"2.0", "bmc"}, {"7.0", "declared"}, {"14.0", "declared"}} {
+	for i, want := range []struct{ version, source string }{{"2.0", "bmc"}, {"7.0", "declared"}, {"14.0", "declared"}, {"HXT7904Q", "bmc"}} {
 		c := got.Components[i]
 		if c.Version != want.version || c.VersionSource != want.source {
 			t.Errorf("%s = %s from %s, want %s from %s", c.Slug, c.Version, c.VersionSource, want.version, want.source)

@@ -328,6 +328,26 @@ func (a *attempt) handle(ctx context.Context, m *flasherv1.ConnectRequest) (done
 	return false, nil
 }
 
+// writeBack records a version the agent verified in the inventory source (fleetdb), retrying
+// within bounds. A failure is shown on the component as a warning, not hidden behind its
+// success: the host runs the version, the inventory still states the old one.
+func (a *attempt) writeBack(ctx context.Context, p task.Progress, version string) error {
+	rec := a.s.cfg.Recorder
+	if rec == nil {
+		return nil
+	}
+	err := inventory.WriteBack(ctx, rec, a.s.cfg.WriteBack, a.t.ServerID, p.Component, p.Serial, version)
+	if err == nil {
+		return nil
+	}
+	a.s.log.Warn("record the verified version in the inventory", "server", a.t.ServerID, "component", p.Component, "err", err)
+	p.Step, p.Message = "inventory-write-back", "warning: verified at "+version+", but "+err.Error()
+	if err := a.r.Progress(ctx, p); err != nil {
+		return fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
+	}
+	return nil
+}
+
 // result turns the agent's result into Execute's return.
 func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error {
 	if a.rebooted {
@@ -351,14 +371,14 @@ func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error 
 					Components: []inventory.Component{{Slug: c.GetComponent(), Serial: c.GetSerial(), Version: c.GetVersion(),
 						VersionSource: "agent", VersionAt: now}}})
 			}
-			if rec := a.s.cfg.Recorder; rec != nil && c.GetVersion() != "" {
-				if err := rec.SetInstalledVersion(ctx, a.t.ServerID, c.GetComponent(), c.GetSerial(), c.GetVersion()); err != nil {
-					a.s.log.Warn("record the verified version in the inventory", "server", a.t.ServerID, "component", c.GetComponent(), "err", err)
-				}
-			}
 		}
 		if err := a.r.Progress(ctx, p); err != nil {
 			return fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
+		}
+		if p.State == task.StepSucceeded && c.GetVersion() != "" {
+			if err := a.writeBack(ctx, p, c.GetVersion()); err != nil {
+				return err
+			}
 		}
 	}
 	switch res.GetOutcome() {

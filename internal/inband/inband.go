@@ -63,6 +63,8 @@ type Config struct {
 	CancelPoll time.Duration
 	// Recorder, when set, records each version the agent verified in the inventory source.
 	Recorder inventory.Recorder
+	// WriteBack bounds the Recorder's retries (zero: inventory.DefaultWriteBack).
+	WriteBack inventory.WriteBackPolicy
 	// Observer, when set, is told every inventory an agent reports (hello) and every version
 	// it verified after an install (the fleet's observed versions).
 	Observer inventory.Observer

@@ -48,6 +48,8 @@ type Config struct {
 	Policy Policy
 	// Recorder, when set, records each verified version in the inventory source.
 	Recorder inventory.Recorder
+	// WriteBack bounds the Recorder's retries (zero: inventory.DefaultWriteBack).
+	WriteBack inventory.WriteBackPolicy
 	// Observer, when set, is told the inventory read before planning and after a failure, and
 	// each verified version (the fleet's observed versions).
 	Observer inventory.Observer

@@ -63,8 +63,11 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 	if rn.applied[st.Checksum] {
 		if c := findComponent(rn.live, st.Component, st.Serial); c != nil && firmware.Same(firmware.Scheme(st.Scheme), c.Version, st.ToVersion) {
 			rn.done = append(rn.done, fmt.Sprintf("%s %s→%s", name, st.FromVersion, st.ToVersion))
-			return rn.progress(st, task.Progress{State: task.StepSucceeded, Step: "verified", Percent: 100,
-				Message: fmt.Sprintf("at %s: the image installed for an earlier step of this task updated it too", st.ToVersion)})
+			if err := rn.progress(st, task.Progress{State: task.StepSucceeded, Step: "verified", Percent: 100,
+				Message: fmt.Sprintf("at %s: the image installed for an earlier step of this task updated it too", st.ToVersion)}); err != nil {
+				return err
+			}
+			return rn.writeBack(st)
 		}
 	}
 

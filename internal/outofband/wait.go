@@ -202,13 +202,28 @@ func (rn *run) verify(ctx context.Context, st task.Step, to Timeouts) error {
 	rn.done = append(rn.done, fmt.Sprintf("%s %s→%s", name, st.FromVersion, st.ToVersion))
 	rn.observe([]inventory.Component{{Slug: st.Component, Serial: st.Serial, Vendor: st.Vendor, Model: st.Model,
 		Version: st.ToVersion, VersionSource: "bmc", VersionAt: time.Now()}})
-	if rec := rn.x.cfg.Recorder; rec != nil {
-		if err := rec.SetInstalledVersion(rn.wctx, rn.t.ServerID, st.Component, st.Serial, st.ToVersion); err != nil {
-			rn.log.Warn("record the verified version in the inventory", "component", name, "version", st.ToVersion, "err", err)
-		}
+	if err := rn.progress(st, task.Progress{State: task.StepSucceeded, Step: "verified", Percent: 100,
+		Message: fmt.Sprintf("the BMC reports %s", st.ToVersion)}); err != nil {
+		return err
 	}
-	return rn.progress(st, task.Progress{State: task.StepSucceeded, Step: "verified", Percent: 100,
-		Message: fmt.Sprintf("the BMC reports %s", st.ToVersion)})
+	return rn.writeBack(st)
+}
+
+// writeBack records a verified version in the inventory source (fleetdb), retrying within
+// bounds. A failure leaves the hardware as verified, so the task goes on, but it is shown on
+// the component as a warning: the inventory still states the old version.
+func (rn *run) writeBack(st task.Step) error {
+	rec := rn.x.cfg.Recorder
+	if rec == nil {
+		return nil
+	}
+	err := inventory.WriteBack(rn.wctx, rec, rn.x.cfg.WriteBack, rn.t.ServerID, st.Component, st.Serial, st.ToVersion)
+	if err == nil {
+		return nil
+	}
+	rn.log.Warn("record the verified version in the inventory", "component", stepName(st), "version", st.ToVersion, "err", err)
+	return rn.progress(st, task.Progress{State: task.StepSucceeded, Step: "inventory-write-back", Percent: 100,
+		Message: "warning: verified at " + st.ToVersion + ", but " + err.Error()})
 }
 
 // readVersion reads the installed version of one instance: BMC and BIOS from their own Redfish

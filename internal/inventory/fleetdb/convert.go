@@ -228,9 +228,19 @@ func (c *converted) add(rec fleetdbapi.ServerComponent) {
 		return
 	}
 	version, _, at := installed(rec.VersionedAttributes)
+	if version != "" && at.IsZero() {
+		// No time on the version record: the component's own, as fleetdb gives it.
+		at = rec.UpdatedAt
+		if at.IsZero() {
+			at = rec.CreatedAt
+		}
+	}
 	comp := inventory.Component{
 		Slug: slug, Vendor: strings.TrimSpace(rec.Vendor), Model: strings.TrimSpace(rec.Model),
 		Serial: strings.TrimSpace(rec.Serial), Version: version, OutOfBand: outOfBandOnly[slug],
+		// fleetdb states versions; Flasher did not read them. Its timestamp decides whether an
+		// observation of Flasher's is newer (internal/fleet).
+		VersionSource: "declared", VersionAt: at.UTC(),
 	}
 	i := slices.IndexFunc(c.srv.Components, func(o inventory.Component) bool { return sameInstance(o, comp) })
 	if i < 0 {
@@ -240,7 +250,7 @@ func (c *converted) add(rec fleetdbapi.ServerComponent) {
 	}
 	old := &c.srv.Components[i]
 	if comp.Version != "" && (old.Version == "" || at.After(c.at[i])) {
-		old.Version, c.at[i] = comp.Version, at
+		old.Version, old.VersionAt, c.at[i] = comp.Version, comp.VersionAt, at
 	}
 	if old.Vendor == "" {
 		old.Vendor = comp.Vendor

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/google/uuid"
 	fleetdbapi "github.com/metal-toolbox/fleetdb/pkg/api/v1"
 
@@ -20,7 +21,9 @@ import (
 
 func TestServer(t *testing.T) {
 	sim := startSim(t)
+	before := time.Now().UTC()
 	id := sim.AddServer(dellSeed("a"))
+	after := time.Now().UTC()
 	src := newSource(t, sim, newClock(), func(c *fleetdb.Config) { c.BMC.InsecureSkipVerify = true })
 
 	got, err := src.Server(context.Background(), id.String())
@@ -31,16 +34,22 @@ func TestServer(t *testing.T) {
 		ID: id.String(), Name: "a", Facility: "ams1", Vendor: "Dell Inc.", Model: "PowerEdge R6515", Serial: "SN-a",
 		BMC: inventory.BMC{Address: "127.0.0.1:8443", CredentialRef: "bmc", InsecureSkipVerify: true},
 		Components: []inventory.Component{
-			{Slug: "BMC", Vendor: "Dell Inc.", Model: "iDRAC9", Serial: "bmc-a", Version: "6.10.30.00", OutOfBand: true},
-			{Slug: "BIOS", Vendor: "Dell Inc.", Model: "R6515", Serial: "bios-a", Version: "2.11.4", OutOfBand: true},
-			{Slug: "Drive", Vendor: "Micron", Model: "MTFDDAK480TDS", Serial: "d0-a", Version: "D3MU001"},
-			{Slug: "StorageController", Vendor: "Dell", Model: "PERC H740P", Serial: "sc-a", Version: "51.13.0-3485"},
-			{Slug: "NIC", Vendor: "Broadcom", Model: "BCM57414", Serial: "nic0-a", Version: "21.80.16.95"},
-			{Slug: "PSU", Vendor: "Dell", Model: "PWR SPLY", Serial: "psu0-a", Version: "00.1D.7D"},
+			{Slug: "BMC", Vendor: "Dell Inc.", Model: "iDRAC9", Serial: "bmc-a", Version: "6.10.30.00", OutOfBand: true, VersionSource: "declared"},
+			{Slug: "BIOS", Vendor: "Dell Inc.", Model: "R6515", Serial: "bios-a", Version: "2.11.4", OutOfBand: true, VersionSource: "declared"},
+			{Slug: "Drive", Vendor: "Micron", Model: "MTFDDAK480TDS", Serial: "d0-a", Version: "D3MU001", VersionSource: "declared"},
+			{Slug: "StorageController", Vendor: "Dell", Model: "PERC H740P", Serial: "sc-a", Version: "51.13.0-3485", VersionSource: "declared"},
+			{Slug: "NIC", Vendor: "Broadcom", Model: "BCM57414", Serial: "nic0-a", Version: "21.80.16.95", VersionSource: "declared"},
+			{Slug: "PSU", Vendor: "Dell", Model: "PWR SPLY", Serial: "psu0-a", Version: "00.1D.7D", VersionSource: "declared"},
 		},
 	}
-	if d := cmp.Diff(want, got); d != "" {
+	if d := cmp.Diff(want, got, cmpopts.IgnoreFields(inventory.Component{}, "VersionAt")); d != "" {
 		t.Fatalf("Server (-want +got):\n%s", d)
+	}
+	// Versions are declared at the time fleetdb gives them: when they were reported.
+	for _, c := range got.Components {
+		if c.VersionAt.Before(before) || c.VersionAt.After(after) {
+			t.Errorf("%s declared at %v, want fleetdb's report time (between %v and %v)", c.Slug, c.VersionAt, before, after)
+		}
 	}
 	// fleetdb's server view has no component firmware: the source reads the component listing too.
 	if n := src.Stats().Requests; n != 2 {
@@ -151,11 +160,11 @@ func TestMessyData(t *testing.T) {
 				ID: id.String(), Name: "messy", Vendor: "SUPERMICRO", Serial: "12345",
 				BMC: inventory.BMC{CredentialRef: "bmc"},
 				Components: []inventory.Component{
-					{Slug: "BMC", Vendor: "Supermicro", Model: "X11", Serial: "B1", Version: "1.74.14", OutOfBand: true},
-					{Slug: "Drive", Vendor: "Intel", Model: "S4510", Version: "XCV1"},
-					{Slug: "StorageController", Vendor: "LSI", Serial: "SC1"},
-					{Slug: "NIC", Serial: "N1"},
-					{Slug: "fpga", Serial: "F1"},
+					{Slug: "BMC", Vendor: "Supermicro", Model: "X11", Serial: "B1", Version: "1.74.14", OutOfBand: true, VersionSource: "declared", VersionAt: newer},
+					{Slug: "Drive", Vendor: "Intel", Model: "S4510", Version: "XCV1", VersionSource: "declared", VersionAt: old},
+					{Slug: "StorageController", Vendor: "LSI", Serial: "SC1", VersionSource: "declared"},
+					{Slug: "NIC", Serial: "N1", VersionSource: "declared"},
+					{Slug: "fpga", Serial: "F1", VersionSource: "declared"},
 				},
 			}
 			if d := cmp.Diff(want, got); d != "" {
@@ -481,9 +490,9 @@ func TestInstanceIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []inventory.Component{
-		{Slug: "BIOS", Vendor: "Dell Inc.", Model: "PowerEdge R6515", Version: "2.10.2", OutOfBand: true},
-		{Slug: "Drive", Vendor: "Micron", Model: "MTFDDAK480TDT", Serial: "0000000001", Version: "D0MU052"},
-		{Slug: "Drive", Vendor: "Samsung", Model: "MZ7LH480HAHQ", Serial: "0000000001", Version: "HXT7404Q"},
+		{Slug: "BIOS", Vendor: "Dell Inc.", Model: "PowerEdge R6515", Version: "2.10.2", OutOfBand: true, VersionSource: "declared", VersionAt: at.Add(time.Minute)},
+		{Slug: "Drive", Vendor: "Micron", Model: "MTFDDAK480TDT", Serial: "0000000001", Version: "D0MU052", VersionSource: "declared", VersionAt: at.Add(time.Minute)},
+		{Slug: "Drive", Vendor: "Samsung", Model: "MZ7LH480HAHQ", Serial: "0000000001", Version: "HXT7404Q", VersionSource: "declared", VersionAt: at},
 	}
 	if d := cmp.Diff(want, got.Components); d != "" {
 		t.Fatalf("components (-want +got):\n%s", d)
