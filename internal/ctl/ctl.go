@@ -266,6 +266,17 @@ func commands() *command {
 			{name: "events", args: "ID", summary: "show a task's whole history", setup: setupEvents},
 		}},
 		{name: "plan", summary: "dry run: show what a task would flash, or why it is refused", setup: setupPlan},
+		{name: "rollout", summary: "update many servers as one operation: canary, batches, windows, failure budget", subs: []*command{
+			{name: "create", summary: "select, plan and start a rollout (--watch: follow it)", setup: setupRolloutCreate},
+			{name: "plan", summary: "dry run: selected, skipped and refused servers, batches and their windows", setup: setupRolloutPlan},
+			{name: "get", args: "ID", summary: "show one rollout with a line per server", setup: setupRolloutGet},
+			{name: "list", summary: "list rollouts", setup: setupRolloutList},
+			{name: "watch", args: "ID", summary: "follow a rollout until it ends (exit 10 failed, 11 cancelled)", setup: setupRolloutWatch},
+			{name: "pause", args: "ID", summary: "start nothing more; tasks in flight finish", setup: setupRolloutAction("pause")},
+			{name: "resume", args: "ID", summary: "go on after an operator's or a budget pause (the failures so far are accepted)", setup: setupRolloutAction("resume")},
+			{name: "approve", args: "ID", summary: "go on after the canary", setup: setupRolloutAction("approve")},
+			{name: "cancel", args: "ID", summary: "cancel queued tasks and start nothing more; running ones stop at a safe point", setup: setupRolloutAction("cancel")},
+		}},
 		{name: "inventory", summary: "servers, firmware catalog and firmware sets as the server sees them", subs: []*command{
 			{name: "servers", summary: "list servers", setup: setupServers},
 			{name: "server", args: "ID", summary: "show one server with its components", setup: setupServer},

@@ -247,6 +247,7 @@ func setupList(fs *flag.FlagSet, a *app) runFunc {
 	fs.Var(&states, "state", "only tasks in these states: queued, active, succeeded, failed, cancelled (repeatable, comma-separated)")
 	method := fs.String("method", "", "only oob or inband tasks")
 	requester := fs.String("requester", "", "only tasks created by this identity")
+	rollout := fs.String("rollout", "", "only tasks of this rollout id")
 	limit := fs.Int("limit", 50, "tasks per page (at most 1000)")
 	all := fs.Bool("all", false, "fetch every page")
 	token := fs.String("page-token", "", "continue from this page token")
@@ -259,7 +260,7 @@ func setupList(fs *flag.FlagSet, a *app) runFunc {
 		if err != nil {
 			return err
 		}
-		f.Requester = *requester
+		f.Requester, f.RolloutId = *requester, *rollout
 		out := &flasherv1.ListTasksResponse{}
 		next := *token
 		for {
