@@ -101,7 +101,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Agent{
-		cfg: cfg, log: cfg.Logger.With("component", "agent"),
+		cfg: cfg, log: cfg.Logger.With("part", "agent"),
 		client: flasherv1.NewAgentServiceClient(cfg.Conn), state: st, host: cfg.Host, pid: os.Getpid(),
 		tasks: map[string]*taskRun{},
 	}, nil

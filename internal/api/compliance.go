@@ -33,7 +33,7 @@ func NewComplianceService(cfg ComplianceConfig) *ComplianceService {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &ComplianceService{cfg: cfg, log: cfg.Logger.With("component", "api")}
+	return &ComplianceService{cfg: cfg, log: cfg.Logger.With("part", "api")}
 }
 
 // Register registers the service.

@@ -40,7 +40,7 @@ func NewInventoryService(cfg InventoryConfig) *InventoryService {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &InventoryService{cfg: cfg, log: cfg.Logger.With("component", "api")}
+	return &InventoryService{cfg: cfg, log: cfg.Logger.With("part", "api")}
 }
 
 // Register registers the service.

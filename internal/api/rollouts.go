@@ -61,7 +61,7 @@ func NewRolloutService(cfg RolloutConfig) *RolloutService {
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
-	return &RolloutService{cfg: cfg, log: cfg.Logger.With("component", "api")}
+	return &RolloutService{cfg: cfg, log: cfg.Logger.With("part", "api")}
 }
 
 // Register registers the service.

@@ -118,7 +118,7 @@ func NewTaskService(cfg TaskConfig) *TaskService {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &TaskService{cfg: cfg, log: cfg.Logger.With("component", "api")}
+	return &TaskService{cfg: cfg, log: cfg.Logger.With("part", "api")}
 }
 
 // Register registers the service.

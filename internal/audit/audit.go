@@ -125,7 +125,7 @@ func New(cfg Config) (*Log, error) {
 	if cfg.Sessions == nil {
 		cfg.Sessions = func(m string) bool { return m == "/flasher.v1.AgentService/Connect" }
 	}
-	return &Log{cfg: cfg, log: cfg.Logger.With("component", "audit")}, nil
+	return &Log{cfg: cfg, log: cfg.Logger.With("part", "audit")}, nil
 }
 
 // mutatingVerbs start the names of methods that change state. Naming new RPCs with these verbs

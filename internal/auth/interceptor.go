@@ -70,7 +70,7 @@ func New(cfg Config) (*Authenticator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Authenticator{cfg: cfg, limits: limits, log: cfg.Logger.With("component", "auth")}, nil
+	return &Authenticator{cfg: cfg, limits: limits, log: cfg.Logger.With("part", "auth")}, nil
 }
 
 // Unary is the unary server interceptor.

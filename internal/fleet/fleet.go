@@ -56,7 +56,7 @@ func New(cfg Config) (*Fleet, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Fleet{cfg: cfg, log: cfg.Logger.With("component", "fleet")}, nil
+	return &Fleet{cfg: cfg, log: cfg.Logger.With("part", "fleet")}, nil
 }
 
 // Declared returns the inventory source the observations overlay.

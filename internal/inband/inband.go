@@ -140,7 +140,7 @@ func New(cfg Config) (*Service, error) {
 	return &Service{
 		cfg:     cfg,
 		started: cfg.Now(),
-		log:     cfg.Logger.With("component", "inband"),
+		log:     cfg.Logger.With("part", "inband"),
 		planner: cfg.Planner,
 		reg:     newRegistry(),
 		closing: make(chan struct{}),

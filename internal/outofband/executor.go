@@ -88,7 +88,7 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	x := &Executor{cfg: cfg, log: cfg.Logger.With("component", "outofband"), planner: cfg.Planner, sessions: cfg.Sessions}
+	x := &Executor{cfg: cfg, log: cfg.Logger.With("part", "outofband"), planner: cfg.Planner, sessions: cfg.Sessions}
 	if x.planner == nil {
 		x.planner = plan.NewSourcePlanner(cfg.Inventory)
 	}

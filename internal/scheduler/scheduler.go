@@ -102,7 +102,7 @@ func New(cfg Config) *Scheduler {
 	}
 	return &Scheduler{
 		cfg:      cfg,
-		log:      cfg.Logger.With("component", "scheduler"),
+		log:      cfg.Logger.With("part", "scheduler"),
 		now:      cfg.Now,
 		queuedID: map[string]bool{},
 		busy:     map[string]string{},

@@ -58,7 +58,7 @@ func New(cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Hub{cfg: cfg, log: cfg.Logger.With("component", "watch"), subs: map[*Subscription]struct{}{}, ready: make(chan struct{})}
+	return &Hub{cfg: cfg, log: cfg.Logger.With("part", "watch"), subs: map[*Subscription]struct{}{}, ready: make(chan struct{})}
 }
 
 // Run tails the store until ctx ends.

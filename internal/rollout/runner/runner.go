@@ -58,7 +58,7 @@ func New(cfg Config) *Runner {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Runner{cfg: cfg, log: cfg.Logger.With("component", "rollout")}
+	return &Runner{cfg: cfg, log: cfg.Logger.With("part", "rollout")}
 }
 
 // RequestID is the request id of the task a rollout creates for a server.

@@ -141,7 +141,7 @@ func open(ctx context.Context, cfg Config, ms []store.Migration) (_ *Store, err 
 		cfg:  cfg,
 		pool: pool,
 		name: name,
-		log:  cfg.Logger.With("component", "store", "database", name),
+		log:  cfg.Logger.With("part", "store", "database", name),
 		ops:  make(chan *op),
 		quit: make(chan struct{}),
 	}
