@@ -2,13 +2,16 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/flasher-dev/flasher/internal/audit"
 	"github.com/flasher-dev/flasher/internal/store"
+	"github.com/flasher-dev/flasher/internal/store/copystore"
 	"github.com/flasher-dev/flasher/internal/store/postgres"
 	"github.com/flasher-dev/flasher/internal/store/sqlite"
 )
@@ -72,4 +75,35 @@ func OpenEnrollments(ctx context.Context, cfg Config, log *slog.Logger) (store.E
 		return nil, nil, fmt.Errorf("the %T store keeps no join tokens", st)
 	}
 	return e, st.Close, nil
+}
+
+// MigrateStore copies the SQLite store at -database and the audit trail at -audit-db (defaults
+// under -data-dir) into the empty PostgreSQL database -store names (password from the DSN,
+// FLASHER_STORE or -store-password-file), for `flasher-server migrate-store`. The returned name
+// is the database without its password.
+func MigrateStore(ctx context.Context, cfg Config) (copystore.Counts, string, error) {
+	if !isPostgres(cfg.Store) {
+		return copystore.Counts{}, "", errors.New("migrate-store: -store (or FLASHER_STORE) must name the PostgreSQL database to copy into (postgres://...)")
+	}
+	if cfg.Database == "" {
+		cfg.Database = filepath.Join(cfg.DataDir, "flasher.db")
+	}
+	if cfg.AuditDB == "" {
+		cfg.AuditDB = filepath.Join(cfg.DataDir, "audit.db")
+	}
+	// Opening a missing file would create an empty store and copy nothing.
+	if _, err := os.Stat(cfg.Database); err != nil {
+		return copystore.Counts{}, "", fmt.Errorf("migrate-store: SQLite store -database: %w", err)
+	}
+	password, err := readSecret(cfg.StorePasswordFile)
+	if err != nil {
+		return copystore.Counts{}, "", fmt.Errorf("migrate-store: store password: %w", err)
+	}
+	name := postgres.Redact(cfg.Store)
+	c, err := copystore.Copy(ctx, copystore.Source{Store: cfg.Database, Audit: cfg.AuditDB},
+		postgres.Config{DSN: cfg.Store, Password: password, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return copystore.Counts{}, name, fmt.Errorf("migrate-store: %w", err)
+	}
+	return c, name, nil
 }
