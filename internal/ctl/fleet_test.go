@@ -124,6 +124,18 @@ func TestComplianceAndCollect(t *testing.T) {
 	if r.code != ExitOK || !strings.Contains(r.stdout, "3 servers: 3 compliant") {
 		t.Errorf("compliance after the update: exit %d, want 0 and 3 compliant\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// Components at their wanted version are listed as compliant, not left out.
+	after := complianceJSON(t, runCtl(t, e, "compliance", "--all", "-o", "json"))
+	for i, sc := range after.Servers {
+		if len(sc.Components) != len(resp.Servers[i].Components) {
+			t.Errorf("%s lists %d components once compliant, %d before", sc.ServerId, len(sc.Components), len(resp.Servers[i].Components))
+		}
+		for _, c := range sc.Components {
+			if c.Status != flasherv1.ComplianceStatus_COMPLIANCE_STATUS_COMPLIANT {
+				t.Errorf("%s %s: %s, want compliant", sc.ServerId, c.Component, c.Status)
+			}
+		}
+	}
 	r = runCtl(t, e, "compliance", "--all", "--summary", "-o", "json")
 	var sum flasherv1.SummarizeComplianceResponse
 	if err := protojson.Unmarshal([]byte(r.stdout), &sum); err != nil || r.code != ExitOK || sum.Servers != 3 {

@@ -148,13 +148,15 @@ func (f *Fleet) selectServers(ctx context.Context, sel Selector) ([]*inventory.S
 	return servers, cat, nil
 }
 
-// serverCompliance plans the set with force for both methods: a forced plan lists every member
+// serverCompliance plans the set with force and reinstall for both methods: such a plan lists every member
 // that applies, marking the ones already installed as reinstalls and the ones ahead as
 // downgrades, so each component's standing comes from the planner's own matching and version
 // order.
 func (f *Fleet) serverCompliance(planner *plan.Planner, srv *inventory.Server, cat *inventory.Catalog, set string, now time.Time) ServerCompliance {
 	out := ServerCompliance{ServerID: srv.ID, Status: StatusCompliant, Set: set, Resolved: set == ""}
-	req := plan.Request{Mode: task.ModeResolve, Force: true}
+	// Force lets members behind an installed version appear (as downgrades), Reinstall members
+	// already at their version (as reinstalls): without either, they would drop out of the list.
+	req := plan.Request{Mode: task.ModeResolve, Force: true, Reinstall: true}
 	if set != "" {
 		req.Mode, req.FirmwareSet = task.ModeFirmwareSet, set
 	}
