@@ -6,6 +6,7 @@
 package main
 
 import (
+	"github.com/flasher-dev/flasher/bench/internal/bmcfleet"
 	"github.com/flasher-dev/flasher/bench/internal/measure"
 
 	"context"
@@ -26,7 +27,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	bmclib "github.com/bmc-toolbox/bmclib/v2"
@@ -35,7 +35,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/google/uuid"
 	"github.com/jacobweinstock/registrar"
-	"gopkg.in/yaml.v3"
 
 	"github.com/flasher-dev/flasher/internal/inventory/file"
 	"github.com/flasher-dev/flasher/internal/outofband"
@@ -84,7 +83,7 @@ func main() {
 
 	var bareTimes, flasherTimes []time.Duration
 	var bareMem, flasherMem mem
-	var bareLoad, flasherLoad load
+	var bareLoad, flasherLoad bmcfleet.Load
 	profile := func(side string, run int) string {
 		if *flagProfile == "" || run != *flagRuns-1 {
 			return ""
@@ -93,22 +92,22 @@ func main() {
 	}
 	for run := 0; run < *flagRuns; run++ {
 		bare := startFleet(fmt.Sprintf("bare%d", run), *flagN)
-		d, m, err := timed(profile("bare", run), func() error { return bareLoop(bare.bmcs) })
-		closeFleet(bare)
+		d, m, err := timed(profile("bare", run), func() error { return bareLoop(bare.BMCs) })
+		bare.Close()
 		if err != nil {
 			log.Fatalf("bare loop: %v", err)
 		}
-		bareTimes, bareMem, bareLoad = append(bareTimes, d), bareMem.max(m), bare.load()
+		bareTimes, bareMem, bareLoad = append(bareTimes, d), bareMem.max(m), bare.Load()
 
 		fl := startFleet(fmt.Sprintf("flasher%d", run), *flagN)
 		d, m, err = timed(profile("flasher", run), func() error {
-			return flasherRun(filepath.Join(dir, fmt.Sprint(run)), imgSrv.URL, fl.bmcs)
+			return flasherRun(filepath.Join(dir, fmt.Sprint(run)), imgSrv.URL, fl.BMCs)
 		})
-		closeFleet(fl)
+		fl.Close()
 		if err != nil {
 			log.Fatalf("flasher: %v", err)
 		}
-		flasherTimes, flasherMem, flasherLoad = append(flasherTimes, d), flasherMem.max(m), fl.load()
+		flasherTimes, flasherMem, flasherLoad = append(flasherTimes, d), flasherMem.max(m), fl.Load()
 	}
 	b, f := measure.Median(bareTimes), measure.Median(flasherTimes)
 	fmt.Printf("out-of-band flash: %d BMCs × 2 components (BIOS, NIC; host power cycle each), install %s, concurrency %d, poll %s, %d run(s)\n\n",
@@ -121,11 +120,11 @@ func main() {
 	fmt.Printf("%-34s %10s %10s %10s %12s %10s\n", "side", "requests", "logins", "logouts", "connections", "CPU")
 	for _, r := range []struct {
 		side string
-		l    load
+		l    bmcfleet.Load
 	}{{"bare bmclib loop", bareLoad}, {"flasher (scheduler+executor+SQLite)", flasherLoad}} {
 		n := float64(*flagN)
-		fmt.Printf("%-34s %10.1f %10.1f %10.1f %12.1f %10s\n", r.side, float64(r.l.requests)/n, float64(r.l.logins)/n,
-			float64(r.l.logouts)/n, float64(r.l.conns)/n, r.l.cpu.Round(100*time.Millisecond))
+		fmt.Printf("%-34s %10.1f %10.1f %10.1f %12.1f %10s\n", r.side, float64(r.l.Requests)/n, float64(r.l.Logins)/n,
+			float64(r.l.Logouts)/n, float64(r.l.Conns)/n, r.l.CPU.Round(100*time.Millisecond))
 	}
 	fmt.Println("CPU is the process's user+system time during the side's last run (simulators included).")
 	fmt.Printf("RSS is the whole process: it also hosts the %d simulated BMCs of each side and the image server.\n", *flagN)
@@ -208,50 +207,9 @@ func checksum(h image.Header) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// fleet is one side's simulated BMCs and the TCP connections they accepted.
-type fleet struct {
-	bmcs  []*redfish.BMC
-	conns atomic.Int64
-	cpu0  time.Duration
-}
-
-// load is what one side cost the simulated BMCs and the process.
-type load struct {
-	requests, logins, logouts, conns int64
-	cpu                              time.Duration
-}
-
-func (f *fleet) load() load {
-	l := load{conns: f.conns.Load(), cpu: processCPU() - f.cpu0}
-	for _, b := range f.bmcs {
-		c := b.Counters()
-		l.requests += int64(c.Requests)
-		l.logins += int64(c.Logins)
-		l.logouts += int64(c.Logouts)
-	}
-	return l
-}
-
-// countingListener counts accepted connections: a client without keep-alive pays one TCP
-// connection (and one TLS handshake over HTTPS) per request.
-type countingListener struct {
-	net.Listener
-	n *atomic.Int64
-}
-
-func (l countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
-
-func startFleet(prefix string, n int) *fleet {
-	fl := &fleet{bmcs: make([]*redfish.BMC, n)}
-	out := fl.bmcs
-	for i := range out {
-		b, err := redfish.New(redfish.Config{
+func startFleet(prefix string, n int) *bmcfleet.Fleet {
+	fl, err := bmcfleet.Start(n, func(i int) redfish.Config {
+		return redfish.Config{
 			Name: fmt.Sprintf("%s-%04d", prefix, i), Personality: redfish.Dell, Vendor: vendor, Model: model,
 			Serial: fmt.Sprintf("SN%s%04d", prefix, i), Username: user, Password: pass,
 			Components: []redfish.Component{
@@ -260,36 +218,12 @@ func startFleet(prefix string, n int) *fleet {
 				{Slug: redfish.SlugNIC, Vendor: nicVendor, Model: nicModel, Serial: fmt.Sprintf("NIC%s%04d", prefix, i), Version: nicOld},
 			},
 			InstallDuration: *flagInstall,
-		})
-		if err != nil {
-			log.Fatal(err)
 		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := b.Start(countingListener{l, &fl.conns}); err != nil {
-			log.Fatal(err)
-		}
-		out[i] = b
+	})
+	if err != nil {
+		log.Fatal(err)
 	}
-	fl.cpu0 = processCPU()
 	return fl
-}
-
-func closeFleet(fl *fleet) {
-	for _, b := range fl.bmcs {
-		_ = b.Close()
-	}
-}
-
-// processCPU is the user+system CPU time the process used so far (0 where unknown).
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // bareLoop is what a script on bmclib alone does: per BMC, log in with the dell provider, and
@@ -475,30 +409,13 @@ func (c counting) Execute(ctx context.Context, t *task.Task, r task.Reporter) er
 }
 
 func writeInventory(path, imgURL string, bmcs []*redfish.BMC) error {
-	doc := file.Document{Credentials: map[string]file.CredentialDoc{"fleet": {Username: user, Password: pass}}}
-	for _, b := range bmcs {
-		cfg := b.Config()
-		sd := file.ServerDoc{ID: cfg.Name, Vendor: vendor, Model: model, Serial: cfg.Serial,
-			BMC: file.BMCDoc{Address: "http://" + b.Addr(), Credentials: "fleet"}}
-		for _, c := range cfg.Components {
-			v, m := c.Vendor, c.Model
-			if v == "" {
-				v, m = vendor, model
-			}
-			sd.Components = append(sd.Components, file.ComponentDoc{Slug: c.Slug, Vendor: v, Model: m, Serial: c.Serial, Version: c.Version, OutOfBand: true})
-		}
-		doc.Servers = append(doc.Servers, sd)
-	}
+	var fw []file.FirmwareDoc
 	for _, h := range images {
-		doc.Firmware = append(doc.Firmware, file.FirmwareDoc{ID: strings.ToLower(h.Component) + "-" + h.Version, Vendor: h.Vendor,
+		fw = append(fw, file.FirmwareDoc{ID: strings.ToLower(h.Component) + "-" + h.Version, Vendor: h.Vendor,
 			Models: []string{h.Model}, Component: h.Component, Version: h.Version, Scheme: "dotted",
 			URL: imgURL + "/images/" + strings.ToLower(h.Component) + ".bin", Checksum: checksum(h), Method: "out-of-band"})
 	}
-	b, err := yaml.Marshal(doc)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o600)
+	return bmcfleet.WriteInventory(path, vendor, model, user, pass, bmcs, fw)
 }
 
 // residentBytes is the process's resident memory, 0 when it cannot be read.
