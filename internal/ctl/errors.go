@@ -100,7 +100,7 @@ var ruleExplanations = map[string]string{
 	"CONSTRAINT_VIOLATED":   "a step would leave a component at a version another component does not accept",
 	"IMAGE_MISSING":         "no firmware image exists for a wanted version; nothing was downloaded or flashed",
 	"UNORDERABLE_VERSION":   "an ordering was needed between versions that have none (opaque or unparseable versions)",
-	"DOWNGRADE_REFUSED":     "this would lower an installed version; pass --force to allow downgrades and reinstalls",
+	"DOWNGRADE_REFUSED":     "this would lower an installed version; pass --force to allow downgrades",
 	"NO_MATCHING_SET":       "no firmware set is labelled for this server's vendor and model",
 	"AMBIGUOUS_SET":         "more than one firmware set matches; name one with --set",
 	"SET_NOT_FOUND":         "the named firmware set does not exist (see `flasherctl inventory sets`)",

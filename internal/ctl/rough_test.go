@@ -193,3 +193,53 @@ func TestHelpStatesPrecedence(t *testing.T) {
 		t.Fatalf("flasherctl -h does not state %q:\n%s", config.Precedence, r.stderr)
 	}
 }
+
+// TestReinstall: --reinstall applies to everything, the named items, or the whole set, and a
+// plan with it flashes a component already at the requested version.
+func TestReinstall(t *testing.T) {
+	parse := func(args ...string) (*flasherv1.TaskSpec, error) {
+		var s specFlags
+		fs := newTestFlagSet()
+		s.register(fs)
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		return s.spec()
+	}
+	reinstalled := func(spec *flasherv1.TaskSpec) string {
+		m := map[string]bool{}
+		for _, it := range spec.GetFirmware().GetItems() {
+			m[it.GetComponent()] = it.GetReinstall()
+		}
+		return fmt.Sprint(m)
+	}
+	spec, err := parse("--server", "s", "--firmware", "BIOS=1,BMC=2", "--reinstall=bios")
+	if err != nil || reinstalled(spec) != "map[BIOS:true BMC:false]" || spec.GetFirmware().GetItems()[0].GetForce() {
+		t.Errorf("--reinstall=bios: %v %v", reinstalled(spec), err)
+	}
+	spec, err = parse("--server", "s", "--firmware", "BIOS=1,BMC=2", "--reinstall")
+	if err != nil || reinstalled(spec) != "map[BIOS:true BMC:true]" {
+		t.Errorf("--reinstall: %v %v", reinstalled(spec), err)
+	}
+	if spec, err = parse("--server", "s", "--set", "x", "--reinstall"); err != nil || !spec.GetFirmwareSet().GetReinstall() || spec.GetFirmwareSet().GetForce() {
+		t.Errorf("--set with --reinstall: %v %v", spec, err)
+	}
+	if spec, err = parse("--server", "s", "--resolve", "--reinstall"); err != nil || !spec.GetResolve().GetReinstall() {
+		t.Errorf("--resolve with --reinstall: %v %v", spec, err)
+	}
+	if _, err := parse("--server", "s", "--firmware", "BIOS=1", "--reinstall=NIC"); err == nil || !strings.Contains(err.Error(), "--reinstall NIC: no --firmware item NIC") {
+		t.Errorf("--reinstall of an item not given: %v", err)
+	}
+	if _, err := parse("--server", "s", "--resolve", "--reinstall=BIOS"); err == nil {
+		t.Error("--reinstall COMPONENT with --resolve accepted")
+	}
+
+	e := startEnv(t, nil)
+	r := runCtl(t, e, "plan", "--server", "r6515-01", "--firmware", "BIOS=2.10.2", "--reinstall=BIOS")
+	if r.code != ExitOK || strings.Contains(r.stdout, "Nothing to flash") || !strings.Contains(r.stdout, "2.10.2") {
+		t.Errorf("plan with --reinstall=BIOS of the installed version: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCtl(t, e, "plan", "--server", "r6515-01", "--firmware", "BIOS=2.10.2"); !strings.Contains(r.stdout, "Nothing to flash") {
+		t.Errorf("plan without --reinstall flashes the installed version:\n%s", r.stdout)
+	}
+}

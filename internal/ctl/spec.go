@@ -26,11 +26,12 @@ type specFlags struct {
 	resolve      bool
 	priority     int
 	force        forceFlag
+	reinstall    forceFlag
 	allowReboot  bool
 }
 
-// forceFlag is --force (every item, or the whole set) or --force COMPONENT[@SERIAL][,...]
-// (those --firmware items only).
+// forceFlag is --force or --reinstall: for every item (or the whole set), or with
+// =COMPONENT[@SERIAL][,...] for those --firmware items only.
 type forceFlag struct {
 	all  bool
 	keys listFlag
@@ -82,11 +83,12 @@ func (s *specFlags) register(fs *flag.FlagSet) {
 	fs.Var(&s.firmware, "firmware", "COMPONENT[@SERIAL]=VERSION[,...]: install these versions (repeatable)")
 	fs.Var(&s.urls, "url", "COMPONENT[@SERIAL]=URL: image URL for a --firmware item (repeatable; needs --checksum)")
 	fs.Var(&s.checksums, "checksum", "COMPONENT[@SERIAL]=sha256:HEX: image checksum for a --firmware item (repeatable)")
-	fs.StringVar(&s.firmwareFile, "firmware-file", "", "YAML list of firmware items {component, serial, version, url, checksum, force, pre_actions, post_actions}")
+	fs.StringVar(&s.firmwareFile, "firmware-file", "", "YAML list of firmware items {component, serial, version, url, checksum, force, reinstall, pre_actions, post_actions}")
 	fs.StringVar(&s.set, "set", "", "install this firmware set (id or name)")
 	fs.BoolVar(&s.resolve, "resolve", false, "install the one firmware set labelled for the server's vendor and model")
 	fs.IntVar(&s.priority, "priority", 0, "0 to 3, 3 highest")
-	fs.Var(&s.force, "force", "allow downgrades and reinstalls of equal versions: of everything, or with =COMPONENT[@SERIAL][,...] of those --firmware items only")
+	fs.Var(&s.force, "force", "allow downgrades and versions the planner cannot order (never an equal version: that is --reinstall): of everything, or with =COMPONENT[@SERIAL][,...] of those --firmware items only")
+	fs.Var(&s.reinstall, "reinstall", "flash components already at the requested version: every item (or the whole set), or with =COMPONENT[@SERIAL][,...] those --firmware items only")
 	fs.BoolVar(&s.allowReboot, "allow-reboot", false, "in-band: let the agent reboot the host when a new image needs it (a reset-host action after each item)")
 }
 
@@ -100,6 +102,7 @@ type fileItem struct {
 	URL         string   `yaml:"url"`
 	Checksum    string   `yaml:"checksum"`
 	Force       bool     `yaml:"force"`
+	Reinstall   bool     `yaml:"reinstall"`
 	PreActions  []string `yaml:"pre_actions"`
 	PostActions []string `yaml:"post_actions"`
 }
@@ -128,8 +131,13 @@ func (s *specFlags) spec() (*flasherv1.TaskSpec, error) {
 	if modes != 1 {
 		return nil, usagef("choose exactly one of --firmware (or --firmware-file), --set and --resolve")
 	}
-	if len(s.force.keys) > 0 && (s.set != "" || s.resolve) {
-		return nil, usagef("--force COMPONENT goes with --firmware items; with --set or --resolve, --force applies to the whole set")
+	for _, f := range []struct {
+		name string
+		flag *forceFlag
+	}{{"force", &s.force}, {"reinstall", &s.reinstall}} {
+		if len(f.flag.keys) > 0 && (s.set != "" || s.resolve) {
+			return nil, usagef("--%s COMPONENT goes with --firmware items; with --set or --resolve, --%s applies to the whole set", f.name, f.name)
+		}
 	}
 	if s.allowReboot && spec.Method != flasherv1.Method_METHOD_IN_BAND {
 		return nil, usagef("--allow-reboot is for in-band tasks (--method inband)")
@@ -139,9 +147,9 @@ func (s *specFlags) spec() (*flasherv1.TaskSpec, error) {
 	}
 	switch {
 	case s.set != "":
-		spec.Install = &flasherv1.TaskSpec_FirmwareSet{FirmwareSet: &flasherv1.FirmwareSetInstall{FirmwareSet: s.set, Force: s.force.all}}
+		spec.Install = &flasherv1.TaskSpec_FirmwareSet{FirmwareSet: &flasherv1.FirmwareSetInstall{FirmwareSet: s.set, Force: s.force.all, Reinstall: s.reinstall.all}}
 	case s.resolve:
-		spec.Install = &flasherv1.TaskSpec_Resolve{Resolve: &flasherv1.ResolveInstall{Force: s.force.all}}
+		spec.Install = &flasherv1.TaskSpec_Resolve{Resolve: &flasherv1.ResolveInstall{Force: s.force.all, Reinstall: s.reinstall.all}}
 	default:
 		items, err := s.items()
 		if err != nil {
@@ -176,7 +184,7 @@ func (s *specFlags) items() ([]*flasherv1.Firmware, error) {
 			return nil, usagef("--firmware names %s twice", k)
 		}
 		comp, serial, _ := strings.Cut(k, "@")
-		it := &flasherv1.Firmware{Component: comp, Serial: serial, Version: v, Force: s.force.forces(k)}
+		it := &flasherv1.Firmware{Component: comp, Serial: serial, Version: v, Force: s.force.forces(k), Reinstall: s.reinstall.forces(k)}
 		byKey[k] = it
 		items = append(items, it)
 	}
@@ -213,6 +221,7 @@ func (s *specFlags) items() ([]*flasherv1.Firmware, error) {
 			it := &flasherv1.Firmware{
 				Component: fi.Component, Serial: fi.Serial, Vendor: fi.Vendor, Model: fi.Model, Version: fi.Version,
 				Url: fi.URL, Checksum: fi.Checksum, Force: fi.Force || s.force.forces(itemKey(fi.Component, fi.Serial)),
+				Reinstall: fi.Reinstall || s.reinstall.forces(itemKey(fi.Component, fi.Serial)),
 			}
 			for _, list := range []struct {
 				names []string
@@ -229,9 +238,11 @@ func (s *specFlags) items() ([]*flasherv1.Firmware, error) {
 			items = append(items, it)
 		}
 	}
-	for _, k := range s.force.keys {
-		if !slices.ContainsFunc(items, func(it *flasherv1.Firmware) bool { return strings.EqualFold(itemKey(it.Component, it.Serial), k) }) {
-			return nil, usagef("--force %s: no --firmware item %s", k, k)
+	for name, keys := range map[string]listFlag{"force": s.force.keys, "reinstall": s.reinstall.keys} {
+		for _, k := range keys {
+			if !slices.ContainsFunc(items, func(it *flasherv1.Firmware) bool { return strings.EqualFold(itemKey(it.Component, it.Serial), k) }) {
+				return nil, usagef("--%s %s: no --firmware item %s", name, k, k)
+			}
 		}
 	}
 	if s.allowReboot {
