@@ -79,6 +79,56 @@ func TestKustomizeBuilds(t *testing.T) {
 		t.Errorf("DaemonSet does not mount ConfigMap %s:\n%s", configMap, rendered.String())
 	}
 	checkEnrollment(t, ds)
+	checkServerReplicas(t, objects)
+}
+
+// checkServerReplicas: the server runs as three replicas reading the store's DSN from the
+// flasher-store Secret, each with its own lease owner name.
+func checkServerReplicas(t *testing.T, objects map[string]map[string]any) {
+	t.Helper()
+	dep, ok := objects["Deployment/flasher-server"]
+	if !ok {
+		t.Fatalf("no Deployment flasher-server among %v", keys(objects))
+	}
+	var d struct {
+		Spec struct {
+			Replicas int
+			Template struct {
+				Spec struct {
+					Containers []struct {
+						Env []struct {
+							Name      string
+							ValueFrom struct {
+								SecretKeyRef struct{ Name, Key string } `yaml:"secretKeyRef"`
+								FieldRef     struct {
+									FieldPath string `yaml:"fieldPath"`
+								} `yaml:"fieldRef"`
+							} `yaml:"valueFrom"`
+						}
+					}
+				}
+			}
+		}
+	}
+	b, _ := yaml.Marshal(dep)
+	if err := yaml.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Spec.Replicas != 3 {
+		t.Errorf("flasher-server replicas = %d, want 3", d.Spec.Replicas)
+	}
+	env := map[string]string{}
+	for _, c := range d.Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			env[e.Name] = e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key + e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	if env["FLASHER_STORE"] != "flasher-store/dsn" {
+		t.Errorf("FLASHER_STORE comes from %q, want the Secret flasher-store key dsn", env["FLASHER_STORE"])
+	}
+	if env["FLASHER_WORKER"] != "/metadata.name" {
+		t.Errorf("FLASHER_WORKER comes from %q, want the pod name", env["FLASHER_WORKER"])
+	}
 }
 
 // checkEnrollment: every pod enrolls with the one batch token Secret and names its server by

@@ -590,6 +590,13 @@ func TestDeployConfig(t *testing.T) {
 	if cfg.GRPCListen != "0.0.0.0:9090" || cfg.Insecure || cfg.TokenFile == "" || len(cfg.ArtifactHosts) != 2 || cfg.CreateRate != 50 {
 		t.Fatalf("deploy/config/server.yaml read as %+v", cfg)
 	}
+	replica := server.DefaultConfig()
+	if _, err := config.Load("flasher-server", &replica, []string{"-config", "../deploy/config/server-replica.yaml"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(replica.Store, "postgres://") || replica.StorePasswordFile == "" || replica.LeaseDuration != 15*time.Second {
+		t.Fatalf("deploy/config/server-replica.yaml read as %+v", replica)
+	}
 }
 
 // TestCreateRateWithoutClientAuth: without client authentication every caller is anonymous,
