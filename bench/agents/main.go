@@ -41,7 +41,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
-	"github.com/flasher-dev/flasher/internal/inband"
+	"github.com/flasher-dev/flasher/internal/api"
 	"github.com/flasher-dev/flasher/internal/scheduler"
 	"github.com/flasher-dev/flasher/internal/server"
 	"github.com/flasher-dev/flasher/internal/store/sqlite"
@@ -406,7 +406,7 @@ func holdStream(ctx context.Context, addr, id string, work time.Duration, sem ch
 		return false, err
 	}
 	defer conn.Close()
-	ctx = metadata.AppendToOutgoingContext(ctx, inband.ServerIDHeader, id)
+	ctx = metadata.AppendToOutgoingContext(ctx, api.ServerIDHeader, id)
 	stream, err := flasherv1.NewAgentServiceClient(conn).Connect(ctx)
 	if err != nil {
 		return false, err

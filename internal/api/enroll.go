@@ -3,9 +3,7 @@ package api
 import (
 	"context"
 	"errors"
-	"log/slog"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -15,41 +13,10 @@ import (
 	"github.com/flasher-dev/flasher/internal/enroll"
 )
 
-// AgentServiceConfig puts AgentService together from its parts.
-type AgentServiceConfig struct {
-	// Agents serves Connect, FetchArtifact and ListAgents (internal/inband); nil leaves them
-	// unimplemented.
-	Agents flasherv1.AgentServiceServer
-	// Enroll issues agent certificates; nil leaves Enroll unimplemented (no CA key on this
-	// server).
-	Enroll *enroll.Service
-	Logger *slog.Logger
-}
-
-// agentService is AgentService: the in-band edge's methods, with Enroll beside them.
-type agentService struct {
-	flasherv1.AgentServiceServer
-	enroll *enroll.Service
-	log    *slog.Logger
-}
-
-// RegisterAgentService registers AgentService on r.
-func RegisterAgentService(r grpc.ServiceRegistrar, cfg AgentServiceConfig) {
-	inner := cfg.Agents
-	if inner == nil {
-		inner = flasherv1.UnimplementedAgentServiceServer{}
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	flasherv1.RegisterAgentServiceServer(r, &agentService{AgentServiceServer: inner, enroll: cfg.Enroll, log: log})
-}
-
 // Enroll implements AgentService.Enroll. With a join token the caller is whoever holds it;
 // without one it must be an agent whose certificate the interceptor verified, renewing for its
 // own server.
-func (s *agentService) Enroll(ctx context.Context, req *flasherv1.EnrollRequest) (*flasherv1.EnrollResponse, error) {
+func (s *AgentService) Enroll(ctx context.Context, req *flasherv1.EnrollRequest) (*flasherv1.EnrollResponse, error) {
 	if s.enroll == nil {
 		return nil, status.Error(codes.Unimplemented, "enrollment is off on this server (start it with -enroll-ca-dir)")
 	}

@@ -38,7 +38,7 @@ type ServerConfig struct {
 	AuthUnary  grpc.UnaryServerInterceptor
 	AuthStream grpc.StreamServerInterceptor
 	// AgentIdentity runs after Auth on streams and establishes an agent's identity that Auth
-	// left unset (the explicitly enabled header mode, inband.InsecureAgentIdentity); nil: none.
+	// left unset (the explicitly enabled header mode, InsecureAgentIdentity); nil: none.
 	AgentIdentity grpc.StreamServerInterceptor
 	// MaxRecvBytes bounds request messages (0 means 4 MiB).
 	MaxRecvBytes int

@@ -71,7 +71,8 @@ func (c *LocalTaskClient) ListTasks(ctx context.Context, in *flasherv1.ListTasks
 func validationStatus(err error) error {
 	var ve *protovalidate.ValidationError
 	if !errors.As(err, &ve) {
-		return status.Error(codes.Internal, err.Error())
+		// The validator itself failed (a rule that does not compile): not the caller's doing.
+		return status.Error(codes.Internal, "internal error: the request could not be validated")
 	}
 	st := status.New(codes.InvalidArgument, err.Error())
 	if d, derr := st.WithDetails(ve.ToProto()); derr == nil {

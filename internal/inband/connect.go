@@ -3,42 +3,27 @@ package inband
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
-	"github.com/flasher-dev/flasher/internal/auth"
 	"github.com/flasher-dev/flasher/internal/inventory"
 )
 
-// Connect serves one agent stream: Hello, then heartbeats and reports until the agent leaves,
-// the stream goes silent for three heartbeat intervals, or the agent reports on a task that
-// was not assigned on this stream.
-func (s *Service) Connect(stream flasherv1.AgentService_ConnectServer) error {
-	err := s.connect(stream)
-	if errors.Is(err, context.Canceled) {
-		// The agent went away (or the server is stopping): an ordinary end of a stream, not an
-		// unknown error.
-		return status.Error(codes.Canceled, "stream ended")
-	}
-	return err
-}
-
-func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
+// Serve serves one agent stream of serverID (taken from the connection, never from a
+// message): Hello, then heartbeats and reports until the agent leaves, the stream goes silent
+// for three heartbeat intervals, or the agent reports on a task that was not assigned on this
+// stream. It returns nil when the agent closed its side, the stream's context error when the
+// connection ended, and an *Error when the service ended the stream.
+func (s *Service) Serve(serverID string, stream Stream) error {
 	ctx := stream.Context()
-	serverID := auth.FromContext(ctx).ServerID
 	if serverID == "" {
-		return status.Error(codes.PermissionDenied, "the connection does not identify an agent's server (no client certificate bound to a server id)")
+		return refuse(KindDenied, "the connection does not identify an agent's server (no client certificate bound to a server id)")
 	}
 	lease := 3 * s.cfg.HeartbeatInterval
 
 	// Recv runs on its own goroutine so a silent stream can be ended by its lease: returning
 	// from the handler cancels the stream, which ends the pending Recv.
-	msgs := make(chan *flasherv1.ConnectRequest)
+	msgs := make(chan Message)
 	errc := make(chan error, 1)
 	go func() {
 		for {
@@ -57,17 +42,17 @@ func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 	timer := time.NewTimer(lease)
 	defer timer.Stop()
 
-	var hello *flasherv1.AgentHello
+	var hello *Hello
 	select {
 	case m := <-msgs:
-		hello = m.GetHello()
-		if hello == nil {
-			return status.Error(codes.FailedPrecondition, "the first message of a stream must be hello")
+		var ok bool
+		if hello, ok = m.(*Hello); !ok {
+			return refuse(KindProtocol, "the first message of a stream must be hello")
 		}
 	case err := <-errc:
 		return recvEnd(err)
 	case <-timer.C:
-		return status.Errorf(codes.DeadlineExceeded, "no hello within %s", lease)
+		return refuse(KindSilent, "no hello within %s", lease)
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.closing:
@@ -76,8 +61,8 @@ func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 
 	now := s.cfg.Now()
 	ss := &session{
-		serverID: serverID, version: hello.GetAgentVersion(), host: hello.GetHost(),
-		comps: componentsFromProto(hello.GetComponents(), now), connected: now,
+		serverID: serverID, version: hello.AgentVersion, host: hello.Host,
+		comps: agentComponents(hello.Components, now), connected: now,
 		done: make(chan struct{}), stream: stream, assigned: map[string]bool{},
 	}
 	ss.lastSeen.Store(now.UnixNano())
@@ -87,7 +72,7 @@ func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 	if !s.reg.add(ss) {
 		ss.sendMu.Unlock()
 		s.log.Warn("second agent refused: the server's agent stream is alive", "server", serverID)
-		return status.Errorf(codes.AlreadyExists, "server %s already has a connected agent; retry after it disconnects or its lease (%s) expires", serverID, lease)
+		return refuse(KindBusy, "server %s already has a connected agent; retry after it disconnects or its lease (%s) expires", serverID, lease)
 	}
 	defer func() {
 		close(ss.done)
@@ -95,9 +80,7 @@ func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 	}()
 	log := s.log.With("server", serverID)
 	log.Info("agent connected", "version", ss.version, "components", len(ss.comps))
-	err := stream.Send(&flasherv1.ConnectResponse{Msg: &flasherv1.ConnectResponse_Welcome{Welcome: &flasherv1.AgentWelcome{
-		ServerId: serverID, HeartbeatIntervalMs: s.cfg.HeartbeatInterval.Milliseconds(),
-	}}})
+	err := stream.Welcome(serverID, s.cfg.HeartbeatInterval)
 	ss.sendMu.Unlock()
 	if err != nil {
 		return err
@@ -124,7 +107,7 @@ func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 			return recvEnd(err)
 		case <-timer.C:
 			log.Warn("agent lease expired: no message within the lease", "lease", lease)
-			return status.Errorf(codes.DeadlineExceeded, "server %s: no message from the agent within %s", serverID, lease)
+			return refuse(KindSilent, "server %s: no message from the agent within %s", serverID, lease)
 		case m := <-msgs:
 			ss.lastSeen.Store(s.cfg.Now().UnixNano())
 			if err := s.handle(ss, m); err != nil {
@@ -133,6 +116,18 @@ func (s *Service) connect(stream flasherv1.AgentService_ConnectServer) error {
 			}
 		}
 	}
+}
+
+// agentComponents marks an agent's inventory report, read at `at`, as the agent's.
+func agentComponents(in []inventory.Component, at time.Time) []inventory.Component {
+	out := make([]inventory.Component, len(in))
+	for i, c := range in {
+		out[i] = inventory.Component{
+			Slug: c.Slug, Vendor: c.Vendor, Model: c.Model, Serial: c.Serial,
+			Version: c.Version, InBand: true, VersionSource: "agent", VersionAt: at,
+		}
+	}
+	return out
 }
 
 // observe hands an agent's report to the Observer; a failure is logged, the stream goes on.
@@ -156,10 +151,10 @@ func (s *Service) Reported(serverID string) (comps []inventory.Component, ok boo
 	return append([]inventory.Component(nil), ss.comps...), true
 }
 
-// errShuttingDown ends agent streams when the server stops; agents reconnect on Unavailable.
-var errShuttingDown = status.Error(codes.Unavailable, "server shutting down; reconnect")
+// errShuttingDown ends agent streams when the server stops; agents reconnect.
+var errShuttingDown = refuse(KindShuttingDown, "server shutting down; reconnect")
 
-// recvEnd maps the end of the agent's side of the stream to the handler's return.
+// recvEnd maps the end of the agent's side of the stream to Serve's return.
 func recvEnd(err error) error {
 	if errors.Is(err, io.EOF) {
 		return nil
@@ -169,33 +164,33 @@ func recvEnd(err error) error {
 
 // handle routes one message of an established stream. A report on a task that was not
 // assigned on this stream ends the stream: an agent can never address another server's task.
-func (s *Service) handle(ss *session, m *flasherv1.ConnectRequest) error {
+func (s *Service) handle(ss *session, m Message) error {
 	var taskID string
-	switch x := m.Msg.(type) {
-	case *flasherv1.ConnectRequest_Heartbeat:
+	switch x := m.(type) {
+	case Heartbeat:
 		return nil
-	case *flasherv1.ConnectRequest_Hello:
+	case *Hello:
 		// A repeated hello refreshes the inventory; the next re-plan uses it.
 		now := s.cfg.Now()
-		comps := componentsFromProto(x.Hello.GetComponents(), now)
+		comps := agentComponents(x.Components, now)
 		ss.mu.Lock()
 		ss.comps = comps
 		ss.mu.Unlock()
 		s.observe(ss.stream.Context(), inventory.Reading{ServerID: ss.serverID, Source: "agent", At: now, Components: comps})
 		return nil
-	case *flasherv1.ConnectRequest_Ack:
-		taskID = x.Ack.GetTaskId()
-	case *flasherv1.ConnectRequest_Progress:
-		taskID = x.Progress.GetTaskId()
-	case *flasherv1.ConnectRequest_RebootRequired:
-		taskID = x.RebootRequired.GetTaskId()
-	case *flasherv1.ConnectRequest_Result:
-		taskID = x.Result.GetTaskId()
+	case Ack:
+		taskID = x.TaskID
+	case *Progress:
+		taskID = x.TaskID
+	case *RebootRequired:
+		taskID = x.TaskID
+	case *Result:
+		taskID = x.TaskID
 	default:
-		return status.Error(codes.InvalidArgument, "unknown message")
+		return refuse(KindBadMessage, "unknown message")
 	}
 	if !ss.owns(taskID) {
-		return status.Error(codes.PermissionDenied, fmt.Sprintf("task %s was not assigned to server %s on this stream", taskID, ss.serverID))
+		return refuse(KindDenied, "task %s was not assigned to server %s on this stream", taskID, ss.serverID)
 	}
 	s.mu.Lock()
 	r := s.runs[taskID]

@@ -20,6 +20,7 @@ import (
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/agent"
+	"github.com/flasher-dev/flasher/internal/api"
 	"github.com/flasher-dev/flasher/internal/inband"
 	"github.com/flasher-dev/flasher/internal/task"
 	"github.com/flasher-dev/flasher/sim/hosttools"
@@ -504,7 +505,7 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 }
 
 func withServer(ctx context.Context, id string) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, inband.ServerIDHeader, id)
+	return metadata.AppendToOutgoingContext(ctx, api.ServerIDHeader, id)
 }
 
 // openStream opens a raw agent stream and returns it after the welcome.

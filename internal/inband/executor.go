@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/artifact"
 	"github.com/flasher-dev/flasher/internal/firmware"
 	"github.com/flasher-dev/flasher/internal/inventory"
@@ -18,7 +17,7 @@ import (
 // event is one agent report for a running task.
 type event struct {
 	sess *session
-	msg  *flasherv1.ConnectRequest
+	msg  Message
 }
 
 // run is one Execute call waiting on its agent.
@@ -116,14 +115,12 @@ func (s *Service) Execute(ctx context.Context, t *task.Task, r task.Reporter) er
 	defer release()
 	sums := make([]string, len(steps))
 	for i, st := range steps {
-		sums[i] = st.GetChecksum()
+		sums[i] = st.Checksum
 	}
 	s.allowImages(t.ServerID, sums)
 	defer s.revokeImages(t.ServerID, sums)
 
-	assign := &flasherv1.ConnectResponse{Msg: &flasherv1.ConnectResponse_Assign{Assign: &flasherv1.Assignment{
-		TaskId: t.ID, Steps: steps, AllowReboot: allowReboot(p),
-	}}}
+	assign := Assignment{TaskID: t.ID, Steps: steps, AllowReboot: allowReboot(p)}
 	a := &attempt{s: s, t: t, r: r, ru: ru, assign: assign, plan: p, recorded: resumed}
 	if rec == recordWaiting {
 		// The stored task says it waits for its agent: record the assignment before sending
@@ -181,7 +178,7 @@ type attempt struct {
 	t          *task.Task
 	r          task.Reporter
 	ru         *run
-	assign     *flasherv1.ConnectResponse
+	assign     Assignment
 	plan       *task.Plan
 	cancelSent bool
 	rebooting  bool // the agent said it is rebooting the host
@@ -210,7 +207,7 @@ func (a *attempt) loop(ctx context.Context, sess *session) error {
 		// (Re)assign on this stream.
 		sess.assign(t.ID)
 		a.cancelSent = false
-		err := sess.send(a.assign)
+		err := sess.assignTask(a.assign)
 		if err == nil && !a.recorded {
 			// Recorded right after the send rather than before it, so the dispatch does not
 			// wait for a commit. The agent's reports queue meanwhile and are applied after
@@ -294,22 +291,21 @@ func (a *attempt) follow(ctx context.Context, sess *session, tick <-chan time.Ti
 
 func (a *attempt) sendCancel(sess *session) error {
 	a.cancelSent = true
-	return sess.send(&flasherv1.ConnectResponse{Msg: &flasherv1.ConnectResponse_Cancel{Cancel: &flasherv1.CancelAssignment{TaskId: a.t.ID}}})
+	return sess.cancelTask(a.t.ID)
 }
 
 // handle applies one report; done is true when the task ended (err is its outcome).
-func (a *attempt) handle(ctx context.Context, m *flasherv1.ConnectRequest) (done bool, err error) {
-	switch x := m.Msg.(type) {
-	case *flasherv1.ConnectRequest_Ack:
+func (a *attempt) handle(ctx context.Context, m Message) (done bool, err error) {
+	switch x := m.(type) {
+	case Ack:
 		return false, nil
-	case *flasherv1.ConnectRequest_Progress:
-		if err := a.r.Progress(ctx, progressFromProto(x.Progress)); err != nil {
+	case *Progress:
+		if err := a.r.Progress(ctx, x.Progress); err != nil {
 			return true, fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
 		}
 		return false, nil
-	case *flasherv1.ConnectRequest_RebootRequired:
-		rr := x.RebootRequired
-		a.rebooting = rr.GetRebooting()
+	case *RebootRequired:
+		a.rebooting = x.Rebooting
 		// Without a reboot the row is final at once (skipped: the operator reboots); with one it
 		// runs until the agent reports back from the rebooted host.
 		msg, state := "installed; takes effect after a host reboot (not allowed by the task: reboot it to activate)", task.StepSkipped
@@ -317,13 +313,13 @@ func (a *attempt) handle(ctx context.Context, m *flasherv1.ConnectRequest) (done
 			msg, state = "installed; the agent is rebooting the host", task.StepRunning
 		}
 		err := a.r.Progress(ctx, task.Progress{Component: "host", State: state, Step: "reboot",
-			Message: msg + ": " + strings.Join(rr.GetComponents(), ", ")})
+			Message: msg + ": " + strings.Join(x.Components, ", ")})
 		if err != nil {
 			return true, fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
 		}
 		return false, nil
-	case *flasherv1.ConnectRequest_Result:
-		return true, a.result(ctx, x.Result)
+	case *Result:
+		return true, a.result(ctx, x)
 	}
 	return false, nil
 }
@@ -349,49 +345,49 @@ func (a *attempt) writeBack(ctx context.Context, p task.Progress, version string
 }
 
 // result turns the agent's result into Execute's return.
-func (a *attempt) result(ctx context.Context, res *flasherv1.AgentResult) error {
+func (a *attempt) result(ctx context.Context, res *Result) error {
 	if a.rebooted {
 		if err := a.r.Progress(ctx, task.Progress{Component: "host", State: task.StepSucceeded, Step: "reboot", Percent: 100,
 			Message: "the host rebooted; the agent reported back"}); err != nil {
 			return fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
 		}
 	}
-	for _, c := range res.GetComponents() {
-		msg := c.GetMessage()
-		if c.GetVersion() != "" {
-			msg = strings.TrimSpace(msg + " (reports " + c.GetVersion() + ")")
+	for _, c := range res.Components {
+		msg := c.Message
+		if c.Version != "" {
+			msg = strings.TrimSpace(msg + " (reports " + c.Version + ")")
 		}
-		p := task.Progress{Component: c.GetComponent(), Serial: c.GetSerial(), State: stepStateFromProto(c.GetState()),
-			Step: "result", Message: msg, Attempt: int(c.GetAttempt()), JobID: c.GetInstallId()}
+		p := task.Progress{Component: c.Component, Serial: c.Serial, State: c.State,
+			Step: "result", Message: msg, Attempt: c.Attempt, JobID: c.InstallID}
 		if p.State == task.StepSucceeded {
 			p.Percent = 100
-			if c.GetVersion() != "" {
+			if c.Version != "" {
 				now := a.s.cfg.Now()
 				a.s.observe(ctx, inventory.Reading{ServerID: a.t.ServerID, Source: "agent", TaskID: a.t.ID, At: now,
-					Components: []inventory.Component{{Slug: c.GetComponent(), Serial: c.GetSerial(), Version: c.GetVersion(),
+					Components: []inventory.Component{{Slug: c.Component, Serial: c.Serial, Version: c.Version,
 						VersionSource: "agent", VersionAt: now}}})
 			}
 		}
 		if err := a.r.Progress(ctx, p); err != nil {
 			return fmt.Errorf("task %s: record progress: %w", a.t.ID, err)
 		}
-		if p.State == task.StepSucceeded && c.GetVersion() != "" {
-			if err := a.writeBack(ctx, p, c.GetVersion()); err != nil {
+		if p.State == task.StepSucceeded && c.Version != "" {
+			if err := a.writeBack(ctx, p, c.Version); err != nil {
 				return err
 			}
 		}
 	}
-	switch res.GetOutcome() {
-	case flasherv1.AgentResult_OUTCOME_SUCCEEDED:
+	switch res.Outcome {
+	case OutcomeSucceeded:
 		return nil
-	case flasherv1.AgentResult_OUTCOME_CANCELLED:
-		return &task.CancelledError{Where: res.GetCancelledAt()}
+	case OutcomeCancelled:
+		return &task.CancelledError{Where: res.CancelledAt}
 	default:
-		code := task.Code(res.GetFailureCode())
+		code := res.FailureCode
 		if code == "" {
 			code = task.CodeInstallFailed
 		}
-		return task.Fail(code, res.GetFailureComponent(), fmt.Sprintf("server %s: %s", a.t.ServerID, res.GetMessage()), nil)
+		return task.Fail(code, res.FailureComponent, fmt.Sprintf("server %s: %s", a.t.ServerID, res.Message), nil)
 	}
 }
 
@@ -447,14 +443,14 @@ func mergeFlags(agent, source []inventory.Component) []inventory.Component {
 
 // images brings every step's image into the artifact cache and returns the assigned steps.
 // The images stay pinned until release, so they are not evicted while the agent downloads.
-func (s *Service) fetchImages(ctx context.Context, t *task.Task, p *task.Plan) ([]*flasherv1.AssignedStep, func(), error) {
+func (s *Service) fetchImages(ctx context.Context, t *task.Task, p *task.Plan) ([]AssignedStep, func(), error) {
 	var held []*artifact.Artifact
 	release := func() {
 		for _, h := range held {
 			h.Release()
 		}
 	}
-	steps := make([]*flasherv1.AssignedStep, 0, len(p.Steps))
+	steps := make([]AssignedStep, 0, len(p.Steps))
 	for _, st := range p.Steps {
 		h, err := s.cfg.Images.Fetch(ctx, st.URL, st.Checksum)
 		if err != nil {
@@ -466,7 +462,7 @@ func (s *Service) fetchImages(ctx context.Context, t *task.Task, p *task.Plan) (
 				fmt.Sprintf("server %s: image %s for %s %s: %v", t.ServerID, st.Filename, st.Component, st.ToVersion, err), err)
 		}
 		held = append(held, h)
-		steps = append(steps, &flasherv1.AssignedStep{
+		steps = append(steps, AssignedStep{
 			Component: st.Component, Serial: st.Serial, Vendor: st.Vendor, Model: st.Model,
 			FromVersion: st.FromVersion, ToVersion: st.ToVersion, Checksum: h.Checksum(), Size: h.Size(),
 			Filename: st.Filename, Force: st.Force || st.Downgrade || st.Reinstall,

@@ -21,6 +21,7 @@ import (
 
 	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/agent"
+	"github.com/flasher-dev/flasher/internal/api"
 	"github.com/flasher-dev/flasher/internal/artifact"
 	"github.com/flasher-dev/flasher/internal/inband"
 	"github.com/flasher-dev/flasher/internal/inventory/file"
@@ -121,7 +122,7 @@ func newFixture(t *testing.T, profile hosttools.Profile, serverID string, opts .
 	f.cfg = inband.Config{
 		Inventory: src, Images: cache, ConnectTimeout: 10 * time.Second, LostTimeout: 10 * time.Second,
 		RebootTimeout: 10 * time.Second, HeartbeatInterval: 500 * time.Millisecond, CancelPoll: 50 * time.Millisecond,
-		ChunkSize: 1024, Logger: testLogger(t),
+		Logger: testLogger(t),
 	}
 	for _, o := range opts {
 		o(&f.cfg)
@@ -131,32 +132,24 @@ func newFixture(t *testing.T, profile hosttools.Profile, serverID string, opts .
 	return f
 }
 
-// start starts (or restarts, on the same database) the control plane.
+// start starts (or restarts, on the same database) the control plane on a free port.
 func (f *fixture) start() {
-	svc, err := inband.New(f.cfg)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.svc = svc
-	f.env = testenv.Start(f.t, testenv.Config{
-		Executors: map[task.Method]scheduler.Executor{task.MethodInBand: svc},
-		Inventory: f.cfg.Inventory, DBPath: f.dbPath, Register: svc.Register, Logger: f.cfg.Logger,
-		ServerOptions: []grpc.ServerOption{grpc.ChainStreamInterceptor(inband.InsecureAgentIdentity())},
-	})
+	f.restartOn("")
 }
 
-// restartOn restarts the control plane on the same database and address, as a restarted
-// server process would.
+// restartOn restarts the control plane on the same database and address (empty: a free
+// port), as a restarted server process would.
 func (f *fixture) restartOn(addr string) {
 	svc, err := inband.New(f.cfg)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	f.svc = svc
+	edge := api.NewAgentService(api.AgentServiceConfig{Agents: svc, ChunkSize: 1024, Logger: f.cfg.Logger})
 	f.env = testenv.Start(f.t, testenv.Config{
 		Executors: map[task.Method]scheduler.Executor{task.MethodInBand: svc},
-		Inventory: f.cfg.Inventory, DBPath: f.dbPath, Register: svc.Register, Logger: f.cfg.Logger,
-		ServerOptions: []grpc.ServerOption{grpc.ChainStreamInterceptor(inband.InsecureAgentIdentity())},
+		Inventory: f.cfg.Inventory, DBPath: f.dbPath, Register: edge.Register, Logger: f.cfg.Logger,
+		ServerOptions: []grpc.ServerOption{grpc.ChainStreamInterceptor(api.InsecureAgentIdentity())},
 		Addr:          addr,
 	})
 }

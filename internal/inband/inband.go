@@ -1,15 +1,15 @@
-// Package inband is the server side of in-band updates: the AgentService that host agents
-// (flasher-agent) connect to, the registry of connected agents, artifact serving to agents, and
-// the scheduler.Executor for IN_BAND tasks. It assigns a task only to the agent connected for
+// Package inband is the server side of in-band updates: the sessions host agents
+// (flasher-agent) hold, the registry of connected agents, which images an agent may download,
+// and the scheduler.Executor for IN_BAND tasks. It assigns a task only to the agent connected for
 // that task's server, re-plans against the inventory the agent reports, relays progress, holds
 // a lease on each agent stream and fails the task when the agent does not come back in time.
 //
-// An agent's server id is taken from its connection (auth.FromContext(ctx).ServerID), never from
-// a message. Until the security work binds it to an mTLS client certificate, the server may be
-// started with InsecureAgentIdentity, which trusts a request header instead: see identity.go.
+// An agent's server id is taken from its connection (the edge passes auth.FromContext's
+// ServerID, bound to the agent's client certificate), never from a message.
 //
-// It never touches hardware and never installs anything itself. It is the edge for the agent
-// protocol, so unlike the domain packages it converts the generated types (convert.go).
+// It never touches hardware and never installs anything itself, and it knows nothing of the wire:
+// the gRPC edge (internal/api's AgentService) adapts each agent stream to Stream and the agent's
+// messages to this package's (messages.go), and answers an *Error with its status.
 package inband
 
 import (
@@ -20,9 +20,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-
-	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/artifact"
 	"github.com/flasher-dev/flasher/internal/inventory"
 	"github.com/flasher-dev/flasher/internal/plan"
@@ -68,18 +65,14 @@ type Config struct {
 	// Observer, when set, is told every inventory an agent reports (hello) and every version
 	// it verified after an install (the fleet's observed versions).
 	Observer inventory.Observer
-	// ChunkSize is the FetchArtifact chunk size (0 means 256 KiB).
-	ChunkSize int
-	Logger    *slog.Logger
+	Logger   *slog.Logger
 	// Now is the clock for agent records and the service's start, which tells tasks claimed by
 	// an earlier process from this one's: it must be the scheduler's clock. nil means time.Now.
 	Now func() time.Time
 }
 
-// Service implements AgentService and the IN_BAND executor.
+// Service serves agent streams and is the IN_BAND executor.
 type Service struct {
-	flasherv1.UnimplementedAgentServiceServer
-
 	cfg Config
 	log *slog.Logger
 	// started is when the service was created: a task started before it was claimed by an
@@ -125,9 +118,6 @@ func New(cfg Config) (*Service, error) {
 	if cfg.CancelPoll <= 0 {
 		cfg.CancelPoll = time.Second
 	}
-	if cfg.ChunkSize <= 0 {
-		cfg.ChunkSize = 256 << 10
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -148,9 +138,6 @@ func New(cfg Config) (*Service, error) {
 		images:  map[string]map[string]int{},
 	}, nil
 }
-
-// Register registers AgentService on r.
-func (s *Service) Register(r grpc.ServiceRegistrar) { flasherv1.RegisterAgentServiceServer(r, s) }
 
 // Shutdown ends every agent stream, now and from now on, with Unavailable: the agents
 // reconnect (to this server once it is back, or to another replica). Running tasks are not

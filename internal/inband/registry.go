@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	flasherv1 "github.com/flasher-dev/flasher/gen/flasher/v1"
 	"github.com/flasher-dev/flasher/internal/inventory"
 )
 
@@ -30,23 +29,29 @@ type AgentInfo struct {
 type session struct {
 	serverID  string
 	version   string
-	host      *flasherv1.HostFacts
+	host      HostFacts
 	comps     []inventory.Component
 	connected time.Time
 	lastSeen  atomic.Int64 // unix nanos
 	done      chan struct{}
 
 	sendMu sync.Mutex
-	stream flasherv1.AgentService_ConnectServer
+	stream Stream
 
 	mu       sync.Mutex
 	assigned map[string]bool
 }
 
-func (ss *session) send(m *flasherv1.ConnectResponse) error {
+func (ss *session) assignTask(a Assignment) error {
 	ss.sendMu.Lock()
 	defer ss.sendMu.Unlock()
-	return ss.stream.Send(m)
+	return ss.stream.Assign(a)
+}
+
+func (ss *session) cancelTask(taskID string) error {
+	ss.sendMu.Lock()
+	defer ss.sendMu.Unlock()
+	return ss.stream.Cancel(taskID)
 }
 
 func (ss *session) assign(taskID string) {
@@ -185,9 +190,7 @@ func (r *Registry) list() []AgentInfo {
 			ServerID: ss.serverID, AgentVersion: ss.version, Components: len(ss.comps),
 			ConnectedAt: ss.connected, LastSeen: time.Unix(0, ss.lastSeen.Load()),
 		}
-		if h := ss.host; h != nil {
-			info.Hostname, info.Vendor, info.Model, info.Serial = h.GetHostname(), h.GetVendor(), h.GetModel(), h.GetSerial()
-		}
+		info.Hostname, info.Vendor, info.Model, info.Serial = ss.host.Hostname, ss.host.Vendor, ss.host.Model, ss.host.Serial
 		ss.mu.Lock()
 		for id := range ss.assigned {
 			info.Tasks = append(info.Tasks, id)

@@ -28,7 +28,6 @@ import (
 	"github.com/flasher-dev/flasher/internal/api"
 	"github.com/flasher-dev/flasher/internal/artifact"
 	"github.com/flasher-dev/flasher/internal/audit"
-	"github.com/flasher-dev/flasher/internal/audit/auditapi"
 	"github.com/flasher-dev/flasher/internal/auth"
 	"github.com/flasher-dev/flasher/internal/auth/ca"
 	"github.com/flasher-dev/flasher/internal/fleet"
@@ -168,7 +167,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 	var agentIdentity grpc.StreamServerInterceptor
 	if cfg.AllowUnauthenticatedAgents {
 		log.Warn("INSECURE: agents are identified by the x-flasher-server-id header (-allow-unauthenticated-agents)")
-		agentIdentity = inband.InsecureAgentIdentity()
+		agentIdentity = api.InsecureAgentIdentity()
 	}
 	s.grpc, err = api.NewServer(api.ServerConfig{
 		Logger: log, Registry: s.reg, MaxRecvBytes: cfg.MaxRecvBytes,
@@ -180,7 +179,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 		return nil, err
 	}
 	if s.sec.trail != nil {
-		auditapi.New(auditapi.Config{Log: s.sec.trail}).Register(s.grpc)
+		api.NewAuditService(api.AuditConfig{Trail: s.sec.trail, Logger: log}).Register(s.grpc)
 	}
 	tasks := api.TaskConfig{Store: st, Queue: s.sched, Hub: s.hub, Logger: log, Heartbeat: cfg.WatchHeartbeat}
 	if inv != nil {
@@ -202,12 +201,8 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 	if s.images != nil {
 		tasks.CheckURL = s.images.CheckURL
 	}
-	agentSvc := api.AgentServiceConfig{Enroll: enroller, Logger: log}
-	if s.agents != nil {
-		agentSvc.Agents = s.agents
-	}
-	if agentSvc.Agents != nil || enroller != nil {
-		api.RegisterAgentService(s.grpc, agentSvc)
+	if s.agents != nil || enroller != nil {
+		api.NewAgentService(api.AgentServiceConfig{Agents: s.agents, Enroll: enroller, Logger: log}).Register(s.grpc)
 	}
 	if s.agents != nil {
 		// With one server, an agent not connected here is connected nowhere. Replicas sharing
