@@ -21,6 +21,7 @@ import (
 	"github.com/bmc-toolbox/bmclib/v2/constants"
 	"github.com/bmc-toolbox/bmclib/v2/providers/dell"
 	"github.com/bmc-toolbox/bmclib/v2/providers/openbmc"
+	"github.com/bmc-toolbox/bmclib/v2/providers/supermicro"
 	"github.com/bmc-toolbox/common"
 	"github.com/cenkalti/backoff/v5"
 	"github.com/go-logr/logr"
@@ -34,9 +35,23 @@ import (
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
-// Providers Flasher drives. bmclib's generic gofish provider has no firmware methods, and
-// supermicro/asrockrack need vendor web logins; they are not registered.
-var providerNames = []string{dell.ProviderName, openbmc.ProviderName}
+// Providers Flasher drives. bmclib's generic gofish provider has no firmware methods;
+// asrockrack is not registered yet (its web API is not simulated). A server the inventory
+// says is a Supermicro is opened with the supermicro provider only, any other with dell and
+// openbmc: probing every vendor's login on every BMC would cost each first login several
+// connections and send the credentials to login pages the BMC does not have.
+var (
+	providerNames           = []string{dell.ProviderName, openbmc.ProviderName}
+	supermicroProviderNames = []string{supermicro.ProviderName}
+)
+
+// providersFor returns the bmclib providers to try for a server of vendor.
+func providersFor(vendor string) []string {
+	if strings.Contains(strings.ToLower(vendor), "supermicro") {
+		return supermicroProviderNames
+	}
+	return providerNames
+}
 
 // Sessions opens BMC sessions. It keeps at most one holder per BMC address (Lock) and
 // remembers which bmclib provider each BMC answered to, so later logins try only that one.
@@ -112,8 +127,8 @@ func (s *Sessions) pin(key, provider string) {
 // Target is where a BMC listens and how its certificate is checked.
 type Target struct {
 	Scheme, Host, Port string
-	// Vendor is the server's vendor, as the inventory names it: it labels the BMC's calls in
-	// traces and failed-call counts.
+	// Vendor is the server's vendor, as the inventory names it: it picks the bmclib providers
+	// tried, and labels the BMC's calls in traces and failed-call counts.
 	Vendor string
 	bmc    inventory.BMC
 }
@@ -152,9 +167,19 @@ func ParseTarget(b inventory.BMC) (Target, error) {
 // only for a BMC the inventory marks insecure_skip_verify (factory self-signed certificates);
 // the executor then says so in the task.
 func (t Target) httpClient(held func() error) (*http.Client, error) {
+	tc, err := t.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 4
 	tr.IdleConnTimeout = 30 * time.Second
+	tr.TLSClientConfig = tc
+	return &http.Client{Transport: keepAlive{tr: tr, held: held}}, nil
+}
+
+// tlsConfig is how the BMC's certificate is verified (see httpClient).
+func (t Target) tlsConfig() (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true} //nolint:gosec // verified below, or off by the inventory's choice
 	switch {
 	case t.bmc.Fingerprint != "":
@@ -210,8 +235,7 @@ func (t Target) httpClient(held func() error) (*http.Client, error) {
 		tc.InsecureSkipVerify = false // the system roots
 		tc.ServerName = t.Host
 	}
-	tr.TLSClientConfig = tc
-	return &http.Client{Transport: keepAlive{tr: tr, held: held}}, nil
+	return tc, nil
 }
 
 // keepAlive lets a session reuse its connections. gofish (under bmclib) marks every request
@@ -387,7 +411,7 @@ func (ss *Session) openOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("credentials: %w", err)
 	}
-	names := providerNames
+	names := providersFor(ss.target.Vendor)
 	if p := ss.s.Pinned(ss.target.Key()); p != "" {
 		names = []string{p}
 	}
@@ -408,6 +432,21 @@ func (ss *Session) openOnce(ctx context.Context) error {
 			// openbmc's device check GETs the bare host, so the port goes into the host URL.
 			drv := openbmc.New(base+":"+ss.target.Port, creds.Username, creds.Password, logr.Discard(), openbmc.WithPort(""), openbmc.WithHttpClient(hc))
 			reg.Register(openbmc.ProviderName, openbmc.ProviderProtocol, openbmc.Features, nil, drv)
+		case supermicro.ProviderName:
+			if err := ss.stillHeld(); err != nil {
+				closeIdle(clients)
+				return err
+			}
+			if err := ss.target.checkTLS(ctx, ss.to.Connect); err != nil {
+				closeIdle(clients)
+				return err
+			}
+			opts := []supermicro.Option{supermicro.WithPort(ss.target.Port)}
+			if ss.target.Scheme == "https" && !ss.target.bmc.InsecureSkipVerify && ss.target.bmc.Fingerprint == "" && ss.target.bmc.CAFile == "" {
+				opts = append(opts, supermicro.WithSecureTLS(nil))
+			}
+			drv := supermicro.NewClient(base, creds.Username, creds.Password, logr.Discard(), opts...)
+			reg.Register(supermicro.ProviderName, supermicro.ProviderProtocol, supermicro.Features, nil, drv)
 		}
 	}
 	// The per-provider timeout becomes each provider's HTTP client timeout at Open: it bounds
@@ -447,7 +486,9 @@ func (ss *Session) drop() {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = c.Close(ctx)
+		if ss.stillHeld() == nil {
+			_ = c.Close(ctx)
+		}
 		closeIdle(clients)
 	}()
 }
@@ -479,6 +520,9 @@ func do[T any](ctx context.Context, ss *Session, op string, d time.Duration, f f
 	for try := 1; ; try++ {
 		fresh := ss.client == nil
 		if err := ss.ensure(ctx); err != nil {
+			return zero, err
+		}
+		if err := ss.stillHeld(); err != nil {
 			return zero, err
 		}
 		c := ss.client
@@ -546,7 +590,7 @@ func (ss *Session) InstallSteps(ctx context.Context, component string) ([]consta
 	steps, err := do(ctx, ss, "firmware install steps", ss.to.Call, func(c context.Context, cl *bmclib.Client) ([]constants.FirmwareInstallStep, error) {
 		return cl.FirmwareInstallSteps(c, component)
 	})
-	if err == nil {
+	if err == nil && ss.provider != supermicro.ProviderName { // X11 and X12 list different steps
 		ss.s.mu.Lock()
 		ss.s.steps[key] = steps
 		ss.s.mu.Unlock()
@@ -587,7 +631,22 @@ const uploadLibDeadline = 11 * time.Minute
 // never cut half way by a shutdown. done is called once the upload call really returned (also
 // when it was abandoned), so the caller can release the image then.
 func (ss *Session) Upload(ctx context.Context, component string, f *os.File, done func()) (string, error) {
+	return ss.upload(ctx, component, f, done, (*bmclib.Client).FirmwareInstallUploadAndInitiate)
+}
+
+// Stage uploads an image without installing it (bmclib FirmwareUpload: the first step of the
+// supermicro flows), under the same rules as Upload. It returns the BMC's verify task id, ""
+// when the BMC has none (X11 web upload).
+func (ss *Session) Stage(ctx context.Context, component string, f *os.File, done func()) (string, error) {
+	return ss.upload(ctx, component, f, done, (*bmclib.Client).FirmwareUpload)
+}
+
+func (ss *Session) upload(ctx context.Context, component string, f *os.File, done func(), send func(*bmclib.Client, context.Context, string, *os.File) (string, error)) (string, error) {
 	if err := ss.ensure(ctx); err != nil {
+		done()
+		return "", err
+	}
+	if err := ss.stillHeld(); err != nil {
 		done()
 		return "", err
 	}
@@ -597,7 +656,7 @@ func (ss *Session) Upload(ctx context.Context, component string, f *os.File, don
 		defer done()
 		lctx, cancel := context.WithTimeout(context.Background(), lib)
 		defer cancel()
-		return c.FirmwareInstallUploadAndInitiate(lctx, component, f)
+		return send(c, lctx, component, f)
 	})
 	if err != nil {
 		switch classify(err) {

@@ -38,6 +38,16 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 
 	if prev := rn.prev[keyOf(st.Component, st.Serial)]; prev.State == task.StepRunning {
 		switch {
+		case prev.JobID == webJob:
+			// A web flash (X11) was running before a restart: follow it on the BMC's page.
+			if err := rn.progress(st, task.Progress{Step: stepStatus, JobID: webJob, Message: "resumed after a restart: following the BMC's flash"}); err != nil {
+				return err
+			}
+			rn.touched = true
+			if err := rn.waitLib(ctx, st, to); err != nil && !errors.Is(err, errJobGone) {
+				return err
+			}
+			return rn.verify(ctx, st, to)
 		case prev.JobID != "":
 			// The job was started before a restart: ask the BMC about it instead of uploading again.
 			if err := rn.progress(st, task.Progress{Step: stepStatus, Percent: prev.Percent, JobID: prev.JobID,
@@ -45,6 +55,10 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 				return err
 			}
 			return rn.follow(ctx, st, to, prev.JobID)
+		case prev.Step == stepStage || prev.Step == stepStageStatus || prev.Step == stepInstallUploaded:
+			// A staged flow (supermicro) stopped between upload and install: the BMC may hold
+			// the image in update mode; resuming it half way is not safe to guess.
+			return task.Fail(task.CodeUploadUnknown, stepName(st), fmt.Sprintf("restarted during %s (%s): the image may be staged on the BMC, which may be in update mode; nothing is uploaded again", prev.Step, prev.Message), nil)
 		case prev.Step == stepUpload:
 			// The process stopped during an upload: the BMC may have accepted it. Find out
 			// before anything is uploaded again.
@@ -96,7 +110,7 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 		}
 		return rn.failure(ctx, name, "list install steps", err)
 	}
-	jobID := ""
+	jobID, uploadID, staged := "", "", false
 	for _, s := range steps {
 		switch s {
 		case "power-off-host":
@@ -110,8 +124,33 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 			if jobID, err = rn.upload(ctx, st, to, im); err != nil {
 				return err
 			}
+		case stepStage:
+			if rn.r.CancelRequested() {
+				return &task.CancelledError{Where: "before " + name + " upload"}
+			}
+			if uploadID, err = rn.stage(ctx, st, im); err != nil {
+				return err
+			}
+			staged = true
+		case stepStageStatus:
+			// The BMC checks the staged image in a task of its own (X12 "BIOS Verify").
+			if uploadID != "" {
+				if err := rn.wait(ctx, st, to, uploadID, stepStageStatus); err != nil {
+					return err
+				}
+			}
+		case stepInstallUploaded:
+			if jobID, err = rn.installUploaded(ctx, st, uploadID); err != nil {
+				return err
+			}
 		case stepStatus:
-			if err := rn.wait(ctx, st, to, jobID); err != nil && !errors.Is(err, errJobGone) {
+			var err error
+			if staged && jobID == "" {
+				err = rn.waitLib(ctx, st, to)
+			} else {
+				err = rn.wait(ctx, st, to, jobID, stepStatus)
+			}
+			if err != nil && !errors.Is(err, errJobGone) {
 				return err
 			}
 		case "reset-bmc-post-install":
@@ -131,7 +170,7 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 // verifies.
 func (rn *run) follow(ctx context.Context, st task.Step, to Timeouts, jobID string) error {
 	rn.touched = true
-	if err := rn.wait(ctx, st, to, jobID); err != nil && !errors.Is(err, errJobGone) {
+	if err := rn.wait(ctx, st, to, jobID, stepStatus); err != nil && !errors.Is(err, errJobGone) {
 		return err
 	}
 	return rn.verify(ctx, st, to)

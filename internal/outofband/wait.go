@@ -35,8 +35,9 @@ func (p *pollWait) next(changed bool) time.Duration {
 
 // wait polls one job (one request per poll) until it ends, power-cycling the host once when the
 // job waits for a host reboot. Every state maps to a phase: an unknown one fails after
-// UnknownState with the BMC's words.
-func (rn *run) wait(ctx context.Context, st task.Step, to Timeouts, jobID string) error {
+// UnknownState with the BMC's words. as is the progress step it is recorded under
+// (install-status; upload-status for the verify task of a staged image).
+func (rn *run) wait(ctx context.Context, st task.Step, to Timeouts, jobID, as string) error {
 	name := stepName(st)
 	start := time.Now()
 	var (
@@ -64,7 +65,7 @@ func (rn *run) wait(ctx context.Context, st task.Step, to Timeouts, jobID string
 				}
 			}
 			errs++
-			if err := rn.progress(st, task.Progress{Step: stepStatus, Percent: last.Percent, Attempt: errs,
+			if err := rn.progress(st, task.Progress{Step: as, Percent: last.Percent, Attempt: errs,
 				Message: fmt.Sprintf("status poll %d of %d failed: %s", errs, to.PollErrors, bmcMessage(err))}); err != nil {
 				return err
 			}
@@ -78,7 +79,7 @@ func (rn *run) wait(ctx context.Context, st task.Step, to Timeouts, jobID string
 			switch PhaseOf(j.State) {
 			case PhaseSucceeded:
 				rn.closeJob(jobID)
-				return rn.progress(st, task.Progress{Step: stepStatus, Percent: 100, Message: j.describe()})
+				return rn.progress(st, task.Progress{Step: as, Percent: 100, Message: j.describe()})
 			case PhaseFailed:
 				rn.closeJob(jobID)
 				return task.Fail(task.CodeInstallFailed, name, j.describe(), nil)
@@ -103,7 +104,7 @@ func (rn *run) wait(ctx context.Context, st task.Step, to Timeouts, jobID string
 			if pct == 0 && PhaseOf(j.State) == PhaseActive {
 				pct = 1 // running, amount unknown
 			}
-			if err := rn.progress(st, task.Progress{Step: stepStatus, Percent: min(pct, 99), Message: j.describe()}); err != nil {
+			if err := rn.progress(st, task.Progress{Step: as, Percent: min(pct, 99), Message: j.describe()}); err != nil {
 				return err
 			}
 		}

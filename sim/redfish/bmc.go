@@ -62,8 +62,11 @@ type Config struct {
 	// Vendor and Model are the server's (System Manufacturer/Model). Images for BMC and BIOS
 	// must carry these; images for NICs and drives carry the component's vendor and model.
 	Vendor, Model, Serial string
-	Components            []Component
-	Username, Password    string
+	// Board is the baseboard part number a Supermicro BMC reports in its FRU
+	// (default: derived from Model as bmclib does, e.g. SYS-5019C-MR → X11SCM-F).
+	Board              string
+	Components         []Component
+	Username, Password string
 	// InstallDuration is how long an install task runs before it completes or is scheduled
 	// (default 2s).
 	InstallDuration time.Duration
@@ -121,6 +124,7 @@ type BMC struct {
 	timers      map[int]Timer
 	timerSeq    int
 	persistErrs int
+	smc         smcState // Supermicro web interface
 }
 
 type session struct {
@@ -131,7 +135,7 @@ type session struct {
 
 // New validates cfg and returns a BMC that is not yet serving; call Start.
 func New(cfg Config) (*BMC, error) {
-	if cfg.Personality != Dell && cfg.Personality != OpenBMC {
+	if cfg.Personality != Dell && cfg.Personality != OpenBMC && !cfg.Personality.supermicro() {
 		return nil, fmt.Errorf("sim BMC %q: unknown personality %q", cfg.Name, cfg.Personality)
 	}
 	if cfg.Name == "" {
@@ -480,6 +484,7 @@ func (b *BMC) bootUp() {
 	b.advanceLocked(now)
 	// In-memory state of the BMC firmware is gone.
 	b.sessions = nil
+	b.smc = smcState{}
 	b.tasks = nil
 	b.taskSeq = 0
 	if b.cfg.Personality == Dell {

@@ -79,6 +79,9 @@ const (
 	// KindHangAfterAccept (OpUpload) accepts the image and creates its job, then holds the reply
 	// until the fault is cleared, the client gives up or the BMC is closed.
 	KindHangAfterAccept FaultKind = "hang-after-accept"
+	// KindLicense (OpUpload) answers a Supermicro X12 firmware upload as a BMC without the
+	// DCMS licence does: 403, MessageId SMC.1.0.OemLicenseNotPassed.
+	KindLicense FaultKind = "license"
 )
 
 // Fault is one injected failure.
@@ -100,7 +103,7 @@ type Fault struct {
 var validKinds = map[Op][]FaultKind{
 	OpAny:      {KindStatus, KindHang, KindDelay, KindDrop},
 	OpLogin:    {KindStatus, KindHang, KindDelay, KindDrop},
-	OpUpload:   {KindStatus, KindHang, KindDelay, KindDrop, KindLostReply, KindHangAfterAccept},
+	OpUpload:   {KindStatus, KindHang, KindDelay, KindDrop, KindLostReply, KindHangAfterAccept, KindLicense},
 	OpPoll:     {KindStatus, KindHang, KindDelay, KindDrop},
 	OpPower:    {KindStatus, KindHang, KindDelay, KindDrop},
 	OpBMCReset: {KindStatus, KindHang, KindDelay, KindDrop},

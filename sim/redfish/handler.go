@@ -88,7 +88,7 @@ func (b *BMC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				dropConn(w)
 				return
 			}
-		case KindLostReply, KindHangAfterAccept:
+		case KindLostReply, KindHangAfterAccept, KindLicense:
 			uploadFault = f.Kind
 		}
 	}
@@ -96,6 +96,10 @@ func (b *BMC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(r.URL.Path, "/")
 	if path == "" && r.Method == http.MethodGet {
 		b.serveWebUI(w)
+		return
+	}
+	if strings.HasPrefix(path, "/cgi/") && b.cfg.Personality.supermicro() {
+		b.serveCGI(w, r, uploadFault)
 		return
 	}
 	if !strings.HasPrefix(path, root) {
@@ -125,6 +129,10 @@ func (b *BMC) classify(r *http.Request) Op {
 			return OpLogin
 		case p == b.ids.uploadURI || (b.cfg.Personality == Dell && p == root+"/UpdateService/FirmwareInventory"):
 			return OpUpload
+		case p == "/cgi/bios_upload.cgi" || p == "/cgi/oem_firmware_upload.cgi":
+			return OpUpload
+		case p == "/cgi/upgrade_process.cgi":
+			return OpPoll
 		case strings.HasSuffix(p, "/Actions/ComputerSystem.Reset"):
 			return OpPower
 		case strings.HasSuffix(p, "/Actions/Manager.Reset"):
@@ -205,8 +213,12 @@ func notFound(w http.ResponseWriter, r *http.Request) {
 
 func (b *BMC) serveWebUI(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/html")
-	if b.cfg.Personality == OpenBMC {
+	switch {
+	case b.cfg.Personality == OpenBMC:
 		_, _ = io.WriteString(w, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>OpenBMC Web UI</title></head><body><noscript>OpenBMC Web UI requires JavaScript.</noscript><div id=\"app\"></div></body></html>\n")
+		return
+	case b.cfg.Personality.supermicro():
+		_, _ = io.WriteString(w, "<!DOCTYPE html><html><head><title>Supermicro BMC</title></head><body><form action=\"/cgi/login.cgi\" method=\"post\"></form></body></html>\n")
 		return
 	}
 	_, _ = io.WriteString(w, "<!DOCTYPE html><html><head><title>iDRAC9</title></head><body>Integrated Dell Remote Access Controller 9</body></html>\n")
@@ -678,6 +690,9 @@ func (b *BMC) routeManagers(w http.ResponseWriter, r *http.Request, seg []string
 		fw := versionOf(b.comps, SlugBMC)
 		b.mu.Unlock()
 		model := "OpenBMC"
+		if b.cfg.Personality.supermicro() {
+			model = "ASPEED"
+		}
 		if b.cfg.Personality == Dell {
 			model = "14G Monolithic"
 		}
@@ -802,7 +817,7 @@ func (b *BMC) routeTasks(w http.ResponseWriter, r *http.Request, seg []string) {
 
 func (b *BMC) firmwareInventoryLocked() []map[string]any {
 	var out []map[string]any
-	if b.cfg.Personality == OpenBMC {
+	if b.cfg.Personality != Dell {
 		for _, c := range b.comps {
 			if c.Slug != SlugBMC && c.Slug != SlugBIOS {
 				continue
@@ -844,6 +859,14 @@ func (b *BMC) routeUpdateService(w http.ResponseWriter, r *http.Request, seg []s
 	us := root + "/UpdateService"
 	fi := us + "/FirmwareInventory"
 	path := strings.TrimSuffix(r.URL.Path, "/")
+	if r.Method == http.MethodPost && b.cfg.Personality == SupermicroX12 && (path == b.ids.uploadURI || path == smcStartUpdateURI) {
+		if path == smcStartUpdateURI {
+			b.smcStartUpdate(w)
+		} else {
+			b.smcUpload(w, r, uploadFault)
+		}
+		return
+	}
 	if r.Method == http.MethodPost && (path == b.ids.uploadURI || (b.cfg.Personality == Dell && path == fi)) {
 		b.upload(w, r, uploadFault, gen)
 		return

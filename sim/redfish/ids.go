@@ -26,8 +26,11 @@ var (
 )
 
 func idsFor(p Personality) ids {
-	if p == Dell {
+	switch {
+	case p == Dell:
 		return dellIDs
+	case p.supermicro():
+		return smcIDs
 	}
 	return openbmcIDs
 }

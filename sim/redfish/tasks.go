@@ -23,6 +23,11 @@ type task struct {
 	faultMsg string
 	failMsg  string // the image was not applicable: the task fails early with this message
 	leftover bool
+	// label replaces the task name (Supermicro: "BIOS Verify", "BMC Update").
+	label string
+	// stageOnly marks a task that only checks a staged image (Supermicro X12 "Verify"): it
+	// installs nothing when it completes.
+	stageOnly bool
 
 	final   string // "", "Completed", "Exception", "Killed"
 	endTime time.Time
@@ -46,6 +51,9 @@ var dellTaskNames = map[string]string{
 }
 
 func (t *task) name(p Personality) string {
+	if t.label != "" {
+		return t.label
+	}
 	if p == Dell {
 		if n, ok := dellTaskNames[t.slug]; ok {
 			return n
@@ -187,7 +195,7 @@ func (b *BMC) advanceLocked(now time.Time) {
 		if v.jobState == "CompletedWithErrors" {
 			t.final = v.jobState
 		}
-		if t.leftover {
+		if t.leftover || t.stageOnly {
 			continue
 		}
 		if t.final != "Completed" {
