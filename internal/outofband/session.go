@@ -35,24 +35,6 @@ import (
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
-// Providers Flasher drives. bmclib's generic gofish provider has no firmware methods;
-// asrockrack is not registered yet (its web API is not simulated). A server the inventory
-// says is a Supermicro is opened with the supermicro provider only, any other with dell and
-// openbmc: probing every vendor's login on every BMC would cost each first login several
-// connections and send the credentials to login pages the BMC does not have.
-var (
-	providerNames           = []string{dell.ProviderName, openbmc.ProviderName}
-	supermicroProviderNames = []string{supermicro.ProviderName}
-)
-
-// providersFor returns the bmclib providers to try for a server of vendor.
-func providersFor(vendor string) []string {
-	if strings.Contains(strings.ToLower(vendor), "supermicro") {
-		return supermicroProviderNames
-	}
-	return providerNames
-}
-
 // Sessions opens BMC sessions. It keeps at most one holder per BMC address (Lock) and
 // remembers which bmclib provider each BMC answered to, so later logins try only that one.
 // It is safe for concurrent use.
@@ -632,13 +614,6 @@ const uploadLibDeadline = 11 * time.Minute
 // when it was abandoned), so the caller can release the image then.
 func (ss *Session) Upload(ctx context.Context, component string, f *os.File, done func()) (string, error) {
 	return ss.upload(ctx, component, f, done, (*bmclib.Client).FirmwareInstallUploadAndInitiate)
-}
-
-// Stage uploads an image without installing it (bmclib FirmwareUpload: the first step of the
-// supermicro flows), under the same rules as Upload. It returns the BMC's verify task id, ""
-// when the BMC has none (X11 web upload).
-func (ss *Session) Stage(ctx context.Context, component string, f *os.File, done func()) (string, error) {
-	return ss.upload(ctx, component, f, done, (*bmclib.Client).FirmwareUpload)
 }
 
 func (ss *Session) upload(ctx context.Context, component string, f *os.File, done func(), send func(*bmclib.Client, context.Context, string, *os.File) (string, error)) (string, error) {

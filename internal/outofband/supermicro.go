@@ -5,12 +5,16 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	bmclib "github.com/bmc-toolbox/bmclib/v2"
 	"github.com/bmc-toolbox/bmclib/v2/constants"
 	bmclibErrs "github.com/bmc-toolbox/bmclib/v2/errors"
+	"github.com/bmc-toolbox/bmclib/v2/providers/dell"
+	"github.com/bmc-toolbox/bmclib/v2/providers/openbmc"
+	"github.com/bmc-toolbox/bmclib/v2/providers/supermicro"
 
 	"github.com/flasher-dev/flasher/internal/task"
 )
@@ -26,6 +30,31 @@ func (ss *Session) stillHeld() error {
 		return fmt.Errorf("BMC call not made: %w", err)
 	}
 	return nil
+}
+
+// Providers Flasher drives. bmclib's generic gofish provider has no firmware methods;
+// asrockrack is not registered yet (its web API is not simulated). A server the inventory
+// says is a Supermicro is opened with the supermicro provider only, any other with dell and
+// openbmc: probing every vendor's login on every BMC would cost each first login several
+// connections and send the credentials to login pages the BMC does not have.
+var (
+	providerNames           = []string{dell.ProviderName, openbmc.ProviderName}
+	supermicroProviderNames = []string{supermicro.ProviderName}
+)
+
+// providersFor returns the bmclib providers to try for a server of vendor.
+func providersFor(vendor string) []string {
+	if strings.Contains(strings.ToLower(vendor), "supermicro") {
+		return supermicroProviderNames
+	}
+	return providerNames
+}
+
+// Stage uploads an image without installing it (bmclib FirmwareUpload: the first step of the
+// supermicro flows), under the same rules as Upload. It returns the BMC's verify task id, ""
+// when the BMC has none (X11 web upload).
+func (ss *Session) Stage(ctx context.Context, component string, f *os.File, done func()) (string, error) {
+	return ss.upload(ctx, component, f, done, (*bmclib.Client).FirmwareUpload)
 }
 
 // Install steps of bmclib's staged flows (supermicro): the image is uploaded first, then its
