@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -20,6 +21,17 @@ type image struct {
 }
 
 func (im *image) hold() { im.mu.Lock(); im.refs++; im.mu.Unlock() }
+
+// openImage opens the image for one upload, held until done is called (when the upload really
+// returned); it marks the run as having touched the BMC.
+func (rn *run) openImage(name string, im *image) (f *os.File, done func(), err error) {
+	if f, err = im.art.Open(); err != nil {
+		return nil, nil, fmt.Errorf("%s: open cached image: %w", name, err)
+	}
+	im.hold()
+	rn.touched = true
+	return f, func() { f.Close(); im.release() }, nil
+}
 func (im *image) release() {
 	im.mu.Lock()
 	defer im.mu.Unlock()
@@ -193,14 +205,12 @@ func (rn *run) upload(ctx context.Context, st task.Step, to Timeouts, im *image)
 		if err := rn.progress(st, task.Progress{Step: stepUpload, Attempt: attempt, Message: msg}); err != nil {
 			return "", err
 		}
-		f, err := im.art.Open()
+		f, done, err := rn.openImage(name, im)
 		if err != nil {
-			return "", fmt.Errorf("%s: open cached image: %w", name, err)
+			return "", err
 		}
-		im.hold()
-		rn.touched = true
 		sent := time.Now()
-		id, err := rn.sess.Upload(ctx, st.Component, f, func() { f.Close(); im.release() })
+		id, err := rn.sess.Upload(ctx, st.Component, f, done)
 		if err == nil {
 			// Durable before polling, even when a shutdown began during the upload: a restarted
 			// executor polls this job instead of uploading again.

@@ -127,13 +127,11 @@ func (rn *run) stage(ctx context.Context, st task.Step, im *image) (string, erro
 	if err := rn.progress(st, task.Progress{Step: stepStage, Attempt: 1, Message: fmt.Sprintf("uploading %s %s to stage it", st.Component, st.ToVersion)}); err != nil {
 		return "", err
 	}
-	f, err := im.art.Open()
+	f, done, err := rn.openImage(name, im)
 	if err != nil {
-		return "", fmt.Errorf("%s: open cached image: %w", name, err)
+		return "", err
 	}
-	im.hold()
-	rn.touched = true
-	id, err := rn.sess.Stage(ctx, st.Component, f, func() { f.Close(); im.release() })
+	id, err := rn.sess.Stage(ctx, st.Component, f, done)
 	if err != nil {
 		var ce *connectError
 		switch {

@@ -278,27 +278,12 @@ func (b *BMC) smcWebUpload(w http.ResponseWriter, r *http.Request, sid, page str
 	}
 	var hdr image.Header
 	perr := errors.New("no " + field + " part")
-	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "multipart/form-data" {
-		writeError(w, http.StatusBadRequest, "SMC.BadRequest", "multipart/form-data expected")
-		return
-	}
-	mr := multipart.NewReader(r.Body, params["boundary"])
-	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "SMC.BadRequest", "malformed multipart body: "+err.Error())
-			return
-		}
+	if !eachPart(w, r, "SMC.BadRequest", func(part *multipart.Part) {
 		if part.FormName() == field {
 			hdr, perr = image.Parse(part)
 		}
-		if _, err := io.Copy(io.Discard, part); err != nil {
-			return
-		}
+	}) {
+		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -410,24 +395,10 @@ func (b *BMC) smcUpload(w http.ResponseWriter, r *http.Request, fault FaultKind)
 		smcLicenseError(w)
 		return
 	}
-	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "multipart/form-data" {
-		writeError(w, http.StatusBadRequest, "Base.v1_10_3.GeneralError", "multipart/form-data expected")
-		return
-	}
 	var hdr image.Header
 	perr := errors.New("no UpdateFile part")
 	applyTime := ""
-	mr := multipart.NewReader(r.Body, params["boundary"])
-	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "Base.v1_10_3.GeneralError", "malformed multipart body: "+err.Error())
-			return
-		}
+	if !eachPart(w, r, "Base.v1_10_3.GeneralError", func(part *multipart.Part) {
 		switch part.FormName() {
 		case "UpdateParameters":
 			raw, _ := io.ReadAll(io.LimitReader(part, 1<<16))
@@ -438,9 +409,8 @@ func (b *BMC) smcUpload(w http.ResponseWriter, r *http.Request, fault FaultKind)
 		case "UpdateFile":
 			hdr, perr = image.Parse(part)
 		}
-		if _, err := io.Copy(io.Discard, part); err != nil {
-			return
-		}
+	}) {
+		return
 	}
 	b.mu.Lock()
 	now := b.clock.Now()
@@ -516,4 +486,30 @@ func (b *BMC) smcStartUpdate(w http.ResponseWriter) {
 	b.mu.Unlock()
 	w.Header().Set("Location", root+"/TaskService/Tasks/"+t.id)
 	b.writeJSON(w, http.StatusAccepted, body)
+}
+
+// eachPart hands every part of a multipart request to f, then drains it. It answers 400 with
+// code and returns false when the body is not multipart or is malformed, and returns false
+// when the client went away.
+func eachPart(w http.ResponseWriter, r *http.Request, code string, f func(*multipart.Part)) bool {
+	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "multipart/form-data" {
+		writeError(w, http.StatusBadRequest, code, "multipart/form-data expected")
+		return false
+	}
+	mr := multipart.NewReader(r.Body, params["boundary"])
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return true
+		}
+		if err != nil {
+			writeError(w, http.StatusBadRequest, code, "malformed multipart body: "+err.Error())
+			return false
+		}
+		f(part)
+		if _, err := io.Copy(io.Discard, part); err != nil {
+			return false // the client went away mid-upload
+		}
+	}
 }
