@@ -119,6 +119,9 @@ func TaskToPB(t *task.Task) *flasherv1.Task {
 		StartTime:       ts(t.StartedAt),
 		FinishTime:      ts(t.FinishedAt),
 	}
+	if len(t.Replans) > 0 {
+		out.LivePlan = planToPB(t.LivePlan())
+	}
 	for _, f := range t.Firmware {
 		out.Firmware = append(out.Firmware, firmwareToPB(f))
 	}
@@ -209,6 +212,8 @@ func planToPB(p *task.Plan) *flasherv1.Plan {
 			FromSource:     versionSourceToPB(s.FromSource),
 			FromObservedAt: optionalTime(s.FromAt),
 			FromAge:        ageToPB(now, s.FromAt),
+			Path:           s.Path,
+			Activation:     s.Activation,
 		})
 	}
 	for _, s := range p.Skipped {

@@ -44,6 +44,9 @@ type BMC struct {
 	Fingerprint string
 	// InsecureSkipVerify turns TLS verification off for this BMC; it is shown in tasks.
 	InsecureSkipVerify bool
+	// UpdatePath overrides the out-of-band update path chosen by vendor and model ("bmclib" or
+	// "redfish-update"); empty keeps the choice by vendor.
+	UpdatePath string
 }
 
 // Credentials are a BMC's username and password. They format as redacted.

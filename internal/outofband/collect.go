@@ -12,8 +12,7 @@ import (
 // collect operation of internal/fleet. It takes the BMC's turn like a task does, so a read never
 // interleaves with a flash through the same BMC.
 func (x *Executor) ReadInventory(ctx context.Context, srv *inventory.Server) ([]inventory.Component, error) {
-	target, err := ParseTarget(srv.BMC)
-	target.Vendor = srv.Vendor
+	target, err := TargetFor(srv)
 	if err != nil {
 		return nil, fmt.Errorf("server %s: %w", srv.ID, err)
 	}

@@ -144,6 +144,8 @@ type run struct {
 	changed string
 	// pending says a job of this task may still change the server.
 	pending bool
+	// svc is the BMC's UpdateService, read once (redfish-update path).
+	svc *UpdateService
 }
 
 // openJob is a BMC job this task created or adopted.
@@ -161,10 +163,12 @@ func (x *Executor) Execute(ctx context.Context, t *task.Task, r task.Reporter) e
 		}
 		return task.Fail(task.CodeInventoryError, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
 	}
-	target, err := ParseTarget(srv.BMC)
-	target.Vendor = srv.Vendor
+	target, err := TargetFor(srv)
 	if err != nil {
 		return task.Fail(task.CodeInventoryError, "", fmt.Sprintf("server %s: %v", t.ServerID, err), err)
+	}
+	if p := planPath(t.Plan); p != "" {
+		target.Path = p // the path the operator was shown
 	}
 	rn := &run{
 		x: x, t: t, r: r, srv: srv, to: x.cfg.Policy.For(srv.Vendor, ""), wctx: ctx,
@@ -250,6 +254,7 @@ func (rn *run) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	rn.annotate(ctx, p)
 	rn.plan = p
 	if err := rn.r.SetPlan(rn.wctx, p); err != nil {
 		return err
@@ -400,3 +405,16 @@ const (
 	stepUpload = "upload-initiate-install"
 	stepStatus = "install-status"
 )
+
+// planPath is the update path a stored plan chose for its out-of-band steps ("" when none says).
+func planPath(p *task.Plan) string {
+	if p == nil {
+		return ""
+	}
+	for _, s := range p.Steps {
+		if s.Method == task.MethodOutOfBand && s.Path != "" {
+			return s.Path
+		}
+	}
+	return ""
+}

@@ -176,6 +176,8 @@ type server struct {
 	// "pin-wrong" another one; "ca" names caFile as the BMC's CA.
 	tlsMode string
 	caFile  string
+	// updatePath is the inventory's bmc.update_path ("" chooses by vendor).
+	updatePath string
 }
 
 // writeInventory writes the YAML inventory of servers and the images' catalog, with one
@@ -195,7 +197,7 @@ func writeInventory(t *testing.T, imgs *imageServer, servers []server, catalog [
 		}
 		doc.Credentials[s.id] = file.CredentialDoc{Username: s.cfg.Username, Password: pw}
 		sd := file.ServerDoc{ID: s.id, Vendor: s.cfg.Vendor, Model: s.cfg.Model, Serial: s.cfg.Serial,
-			BMC: file.BMCDoc{Address: addr, Credentials: s.id, InsecureSkipVerify: s.tlsMode == ""}}
+			BMC: file.BMCDoc{Address: addr, Credentials: s.id, InsecureSkipVerify: s.tlsMode == "", UpdatePath: s.updatePath}}
 		switch s.tlsMode {
 		case "pin":
 			sd.BMC.Fingerprint = certFingerprint(t, addr)

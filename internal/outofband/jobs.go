@@ -260,7 +260,10 @@ var errJobNotFound = errors.New("the BMC does not know the job")
 // Redfish task. One request.
 func (ss *Session) Job(ctx context.Context, id string) (Job, error) {
 	uri := "/redfish/v1/TaskService/Tasks/" + id
-	if ss.provider == dell.ProviderName {
+	switch {
+	case strings.HasPrefix(id, "/"):
+		uri = id // a task outside the TaskService collection
+	case ss.provider == dell.ProviderName:
 		uri = dellJobs + "/" + id
 	}
 	var r rawJob
@@ -312,24 +315,9 @@ func (ss *Session) Version(ctx context.Context, component string) (string, error
 	if strings.EqualFold(component, "BMC") {
 		coll, field = "/redfish/v1/Managers", "FirmwareVersion"
 	}
-	uri := ss.members[coll]
-	if uri == "" {
-		var list struct {
-			Members []struct {
-				ID string `json:"@odata.id"`
-			}
-		}
-		if err := ss.getJSON(ctx, coll, &list); err != nil {
-			return "", err
-		}
-		if len(list.Members) != 1 {
-			return "", errNoVersionResource
-		}
-		uri = list.Members[0].ID
-		if ss.members == nil {
-			ss.members = map[string]string{}
-		}
-		ss.members[coll] = uri
+	uri, err := ss.member(ctx, coll)
+	if err != nil {
+		return "", err
 	}
 	var res map[string]any
 	if err := ss.getJSON(ctx, uri, &res); err != nil {
@@ -340,4 +328,28 @@ func (ss *Session) Version(ctx context.Context, component string) (string, error
 		return "", errNoVersionResource
 	}
 	return v, nil
+}
+
+// member returns the one member of a collection (Systems, Managers), read once per session;
+// errNoVersionResource when it has none or several.
+func (ss *Session) member(ctx context.Context, coll string) (string, error) {
+	if uri := ss.members[coll]; uri != "" {
+		return uri, nil
+	}
+	var list struct {
+		Members []struct {
+			ID string `json:"@odata.id"`
+		}
+	}
+	if err := ss.getJSON(ctx, coll, &list); err != nil {
+		return "", err
+	}
+	if len(list.Members) != 1 {
+		return "", errNoVersionResource
+	}
+	if ss.members == nil {
+		ss.members = map[string]string{}
+	}
+	ss.members[coll] = list.Members[0].ID
+	return list.Members[0].ID, nil
 }

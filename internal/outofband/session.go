@@ -17,6 +17,7 @@ import (
 	"github.com/bmc-toolbox/bmclib/v2/constants"
 	"github.com/bmc-toolbox/bmclib/v2/providers/dell"
 	"github.com/bmc-toolbox/bmclib/v2/providers/openbmc"
+	bmcredfish "github.com/bmc-toolbox/bmclib/v2/providers/redfish"
 	"github.com/bmc-toolbox/bmclib/v2/providers/supermicro"
 	"github.com/bmc-toolbox/common"
 	"github.com/cenkalti/backoff/v5"
@@ -28,6 +29,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/flasher-dev/flasher/internal/inventory"
+	"github.com/flasher-dev/flasher/internal/plan"
 	"github.com/flasher-dev/flasher/internal/task"
 )
 
@@ -108,7 +110,21 @@ type Target struct {
 	// Vendor is the server's vendor, as the inventory names it: it picks the bmclib providers
 	// tried, and labels the BMC's calls in traces and failed-call counts.
 	Vendor string
-	bmc    inventory.BMC
+	// Path is how firmware reaches the BMC: task.PathBMCLib (bmclib providers, detected at
+	// login) or task.PathRedfishUpdate (bmclib's generic Redfish provider for power, inventory
+	// and resets; firmware through the standard UpdateService).
+	Path string
+	bmc  inventory.BMC
+}
+
+// TargetFor returns the BMC target of a server, with its update path (plan.UpdatePath).
+func TargetFor(srv *inventory.Server) (Target, error) {
+	t, err := ParseTarget(srv.BMC)
+	if err != nil {
+		return t, err
+	}
+	t.Vendor, t.Path = srv.Vendor, plan.UpdatePath(srv)
+	return t, nil
 }
 
 // Key identifies the BMC for locking and pinning.
@@ -251,7 +267,12 @@ func (ss *Session) openOnce(ctx context.Context) error {
 		return fmt.Errorf("credentials: %w", err)
 	}
 	names := providersFor(ss.target.Vendor)
-	if p := ss.s.Pinned(ss.target.Key()); p != "" {
+	redfishPath := ss.target.Path == task.PathRedfishUpdate
+	if redfishPath {
+		// No bmclib provider flashes this BMC: its generic Redfish provider serves power,
+		// inventory and resets. It answers any Redfish BMC, so it is never auto-detected.
+		names = []string{bmcredfish.ProviderName}
+	} else if p := ss.s.Pinned(ss.target.Key()); p != "" && p != bmcredfish.ProviderName {
 		names = []string{p}
 	}
 	reg := registrar.NewRegistry()
@@ -286,6 +307,9 @@ func (ss *Session) openOnce(ctx context.Context) error {
 			}
 			drv := supermicro.NewClient(base, creds.Username, creds.Password, logr.Discard(), opts...)
 			reg.Register(supermicro.ProviderName, supermicro.ProviderProtocol, supermicro.Features, nil, drv)
+		case bmcredfish.ProviderName:
+			drv := bmcredfish.New(base, creds.Username, creds.Password, logr.Discard(), bmcredfish.WithPort(ss.target.Port), bmcredfish.WithHttpClient(hc))
+			reg.Register(bmcredfish.ProviderName, bmcredfish.ProviderProtocol, bmcredfish.Features, nil, drv)
 		}
 	}
 	// The per-provider timeout becomes each provider's HTTP client timeout at Open: it bounds
@@ -308,7 +332,9 @@ func (ss *Session) openOnce(ctx context.Context) error {
 	if len(md.SuccessfulOpenConns) > 0 {
 		provider = md.SuccessfulOpenConns[0]
 	}
-	ss.s.pin(ss.target.Key(), provider)
+	if !redfishPath {
+		ss.s.pin(ss.target.Key(), provider)
+	}
 	ss.client, ss.clients, ss.provider = c, clients, provider
 	return nil
 }

@@ -115,6 +115,9 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 			return err
 		}
 	}
+	if rn.sess.Target().Path == task.PathRedfishUpdate {
+		return rn.redfishStep(ctx, st, to, im)
+	}
 	steps, err := rn.sess.InstallSteps(ctx, st.Component)
 	if err != nil {
 		if c := classify(err); c == classOther || c == classStatus {
@@ -175,17 +178,14 @@ func (rn *run) step(ctx context.Context, st task.Step) error {
 			return task.Fail(task.CodeUnsupported, name, fmt.Sprintf("install step %q of provider %s is not supported", s, rn.sess.Provider()), nil)
 		}
 	}
-	return rn.verify(ctx, st, to)
+	return rn.afterInstall(ctx, st, to, "")
 }
 
 // follow waits for a job started before (a restart, or an upload whose reply was lost), then
 // verifies.
 func (rn *run) follow(ctx context.Context, st task.Step, to Timeouts, jobID string) error {
 	rn.touched = true
-	if err := rn.wait(ctx, st, to, jobID, stepStatus); err != nil && !errors.Is(err, errJobGone) {
-		return err
-	}
-	return rn.verify(ctx, st, to)
+	return rn.afterInstall(ctx, st, to, jobID)
 }
 
 // upload sends the image and records the job id before anything waits on it. The intent (step

@@ -272,6 +272,9 @@ func (pl *planning) output(order []*step) *task.Plan {
 		if st.Filename == "" {
 			st.Filename = baseName(st.URL)
 		}
+		if st.Method == task.MethodOutOfBand {
+			st.Path = UpdatePath(pl.srv)
+		}
 		out.Steps = append(out.Steps, st)
 	}
 	return out

@@ -149,7 +149,36 @@ type Step struct {
 	// FromSource and FromAt say where FromVersion was read and when (see Installed).
 	FromSource string    `json:"from_source,omitempty"`
 	FromAt     time.Time `json:"from_at,omitzero"`
+	// Path is how an OUT_OF_BAND step reaches the BMC (PathBMCLib, PathRedfishUpdate); empty
+	// for in-band steps and for plans stored before it existed (bmclib).
+	Path string `json:"path,omitempty"`
+	// Activation says how the installed image becomes the running one, once the executor has
+	// read what the BMC supports (ActivationImmediate, ActivationResetBMC, ActivationHostReboot);
+	// empty until then.
+	Activation string `json:"activation,omitempty"`
 }
+
+// Out-of-band update paths.
+const (
+	// PathBMCLib flashes through a bmclib provider (Dell, OpenBMC and what else is registered).
+	PathBMCLib = "bmclib"
+	// PathRedfishUpdate flashes through the BMC's standard Redfish UpdateService (HPE iLO,
+	// Lenovo XCC, BMCs no bmclib provider flashes).
+	PathRedfishUpdate = "redfish-update"
+)
+
+// Activations: how an installed image starts running.
+const (
+	// ActivationImmediate: the BMC applies and activates the image by itself (a BMC image
+	// reboots the BMC into it).
+	ActivationImmediate = "immediate"
+	// ActivationResetBMC: the BMC only stages the image (apply time OnReset); Flasher resets the
+	// BMC to activate it, then verifies.
+	ActivationResetBMC = "reset-bmc"
+	// ActivationHostReboot: the BMC applies the image at the next host boot; Flasher restarts
+	// the host once.
+	ActivationHostReboot = "host-reboot"
+)
 
 // Skip is a component the plan leaves alone, and why.
 type Skip struct {

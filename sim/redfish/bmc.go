@@ -78,6 +78,9 @@ type Config struct {
 	BMCRebootDelay time.Duration
 	// BMCRebootDuration is how long the BMC is unreachable while it reboots (default 5s).
 	BMCRebootDuration time.Duration
+	// MaxImageSizeBytes is what a standard personality's UpdateService advertises and enforces
+	// (413); 0 keeps the personality's own (none on iLO 5).
+	MaxImageSizeBytes int64
 	// SessionTimeout expires idle sessions (default 30m, as on iDRAC).
 	SessionTimeout time.Duration
 	// MaxSessions, when positive, refuses logins beyond that many live sessions.
@@ -116,6 +119,7 @@ type BMC struct {
 	counters    Counters
 	down        bool
 	pendingBMC  *task // BMC image waiting for the reboot to be applied
+	hpeTask     *task // the flash iLO reports in UpdateService Oem.Hpe
 	closed      bool
 	closeCh     chan struct{}
 	addr        string
@@ -135,7 +139,7 @@ type session struct {
 
 // New validates cfg and returns a BMC that is not yet serving; call Start.
 func New(cfg Config) (*BMC, error) {
-	if cfg.Personality != Dell && cfg.Personality != OpenBMC && !cfg.Personality.supermicro() {
+	if cfg.Personality != Dell && cfg.Personality != OpenBMC && !cfg.Personality.supermicro() && !cfg.Personality.standard() {
 		return nil, fmt.Errorf("sim BMC %q: unknown personality %q", cfg.Name, cfg.Personality)
 	}
 	if cfg.Name == "" {

@@ -11,6 +11,9 @@ type Counters struct {
 	Uploads int `json:"uploads"`
 	// UploadsRejected counts uploads answered with an error status.
 	UploadsRejected int `json:"uploads_rejected"`
+	// Pulls counts SimpleUpdate requests (the BMC downloads the image itself); each is also
+	// counted in Uploads.
+	Pulls int `json:"pulls,omitempty"`
 	// PowerActions counts accepted ComputerSystem.Reset requests.
 	PowerActions int `json:"power_actions"`
 	// HostBoots counts host power-ons and restarts (what runs OnReset jobs).

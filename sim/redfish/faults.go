@@ -67,6 +67,10 @@ const (
 	// KindState holds the install, once half done, in the state Fault.Message (a state a client
 	// may not know: "Paused", "UserIntervention"), never ending.
 	KindState FaultKind = "state"
+	// KindStaged (OpInstall, a BMC image sent with apply time OnReset) completes the task but
+	// only stages the image, as bmcweb does: the BMC keeps running and reporting the old version
+	// until it is reset (Manager.Reset), then boots into the new one.
+	KindStaged FaultKind = "staged"
 	// KindLeftover puts a Scheduled job for Fault.Component (default BIOS) in the queue, as a
 	// job left behind by an earlier update that never saw a host reboot.
 	KindLeftover FaultKind = "leftover"
@@ -89,7 +93,8 @@ type Fault struct {
 	Kind FaultKind `json:"kind"`
 	// Status is the HTTP status for KindStatus (default 500).
 	Status int `json:"status,omitempty"`
-	// Delay is the wait for KindDelay and the reboot time for KindDuration.
+	// Delay is the wait for KindDelay, the reboot time for KindDuration, and the Retry-After
+	// (whole seconds) of a KindStatus 503.
 	Delay Duration `json:"delay,omitempty"`
 	// Message replaces the default error or task message.
 	Message string `json:"message,omitempty"`
@@ -107,7 +112,7 @@ var validKinds = map[Op][]FaultKind{
 	OpPoll:     {KindStatus, KindHang, KindDelay, KindDrop},
 	OpPower:    {KindStatus, KindHang, KindDelay, KindDrop},
 	OpBMCReset: {KindStatus, KindHang, KindDelay, KindDrop},
-	OpInstall:  {KindException, KindKilled, KindStuck, KindUnchanged, KindReportsAs, KindCompletedWithErrors, KindState},
+	OpInstall:  {KindException, KindKilled, KindStuck, KindUnchanged, KindReportsAs, KindCompletedWithErrors, KindState, KindStaged},
 	OpReboot:   {KindDuration},
 	OpQueue:    {KindLeftover},
 }

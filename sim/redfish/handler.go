@@ -60,6 +60,10 @@ func (b *BMC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// Read the request first, as a BMC does before it answers: answering a large
 			// upload early makes the client see a reset instead of the status.
 			_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<30))
+			if status == http.StatusServiceUnavailable && f.Delay > 0 {
+				// A busy BMC says when to come back.
+				w.Header().Set("Retry-After", fmt.Sprint(int(time.Duration(f.Delay).Round(time.Second)/time.Second)))
+			}
 			writeError(w, status, "Base.1.8.GeneralError", msg)
 			return
 		case KindHang:
@@ -102,6 +106,15 @@ func (b *BMC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b.serveCGI(w, r, uploadFault)
 		return
 	}
+	if !strings.HasPrefix(path, root) && r.Method == http.MethodPost && b.cfg.Personality.standard() && path == b.stdUpdate().pushURI {
+		// XCC's push URI lies outside the Redfish tree.
+		if !b.authorized(r) {
+			writeError(w, http.StatusUnauthorized, "Base.1.8.NoValidSession", "There is no valid session established with the implementation.")
+			return
+		}
+		b.stdPush(w, r, uploadFault, gen)
+		return
+	}
 	if !strings.HasPrefix(path, root) {
 		writeError(w, http.StatusNotFound, "Base.1.8.ResourceNotFound", "no such resource: "+r.URL.Path)
 		return
@@ -133,6 +146,8 @@ func (b *BMC) classify(r *http.Request) Op {
 			return OpUpload
 		case p == "/cgi/upgrade_process.cgi":
 			return OpPoll
+		case strings.HasSuffix(p, "/Actions/UpdateService.SimpleUpdate"):
+			return OpUpload
 		case strings.HasSuffix(p, "/Actions/ComputerSystem.Reset"):
 			return OpPower
 		case strings.HasSuffix(p, "/Actions/Manager.Reset"):
@@ -194,6 +209,8 @@ func (b *BMC) route(w http.ResponseWriter, r *http.Request, seg []string, upload
 		b.routeChassis(w, r, seg)
 	case first == "Managers":
 		b.routeManagers(w, r, seg)
+	case first == "UpdateService" && b.cfg.Personality.standard():
+		b.routeStdUpdateService(w, r, seg, uploadFault, gen)
 	case first == "UpdateService":
 		b.routeUpdateService(w, r, seg, uploadFault, gen)
 	case first == "TaskService":
@@ -212,6 +229,10 @@ func notFound(w http.ResponseWriter, r *http.Request) {
 }
 
 func (b *BMC) serveWebUI(w http.ResponseWriter) {
+	if b.cfg.Personality.standard() {
+		b.stdWebUI(w)
+		return
+	}
 	w.Header().Set("Content-Type", "text/html")
 	switch {
 	case b.cfg.Personality == OpenBMC:
@@ -689,13 +710,7 @@ func (b *BMC) routeManagers(w http.ResponseWriter, r *http.Request, seg []string
 		b.advanceLocked(b.clock.Now())
 		fw := versionOf(b.comps, SlugBMC)
 		b.mu.Unlock()
-		model := "OpenBMC"
-		if b.cfg.Personality.supermicro() {
-			model = "ASPEED"
-		}
-		if b.cfg.Personality == Dell {
-			model = "14G Monolithic"
-		}
+		model := b.ids.managerModel
 		b.writeJSON(w, http.StatusOK, map[string]any{"@odata.id": m, "@odata.type": "#Manager.v1_9_0.Manager",
 			"Id": b.ids.manager, "Name": "Manager", "Description": "Baseboard Management Controller", "ManagerType": "BMC",
 			"FirmwareVersion": fw, "Model": model, "UUID": b.uuid(), "Status": okStatus, "PowerState": "On",

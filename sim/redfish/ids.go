@@ -8,6 +8,7 @@ type ids struct {
 	system, manager, chassis, storage string
 	uploadURI                         string
 	managerResetTypes                 []string
+	managerModel                      string
 }
 
 var (
@@ -16,11 +17,13 @@ var (
 		storage:           "RAID.Integrated.1-1",
 		uploadURI:         "/redfish/v1/UpdateService/MultipartUpload",
 		managerResetTypes: []string{"GracefulRestart"},
+		managerModel:      "14G Monolithic",
 	}
 	openbmcIDs = ids{
 		system: "system", manager: "bmc", chassis: "chassis", storage: "1",
 		uploadURI:         "/redfish/v1/UpdateService/update",
 		managerResetTypes: []string{"GracefulRestart", "ForceRestart"},
+		managerModel:      "OpenBMC",
 	}
 	systemResetTypes = []string{"On", "ForceOff", "ForceOn", "ForceRestart", "GracefulRestart", "GracefulShutdown", "PowerCycle", "Nmi"}
 )
@@ -31,6 +34,12 @@ func idsFor(p Personality) ids {
 		return dellIDs
 	case p.supermicro():
 		return smcIDs
+	case p == HPE:
+		return hpeIDs
+	case p == XCC:
+		return xccIDs
+	case p == DMTF:
+		return dmtfIDs
 	}
 	return openbmcIDs
 }

@@ -38,6 +38,7 @@ var smcIDs = ids{
 	system: "1", manager: "1", chassis: "1", storage: "1",
 	uploadURI:         root + "/UpdateService/upload",
 	managerResetTypes: []string{"GracefulRestart"},
+	managerModel:      "ASPEED",
 }
 
 // smcStartUpdateURI is the action X12 BMCs take to install a staged image.

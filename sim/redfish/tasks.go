@@ -18,6 +18,7 @@ type task struct {
 	created  time.Time
 	dur      time.Duration
 	onReset  bool      // waits for a host boot (Dell OnReset apply time)
+	staged   bool      // a BMC image applied OnReset: runs only after the next BMC reset
 	bootAt   time.Time // the host boot that runs the scheduled job
 	fault    FaultKind // OpInstall fault captured when the task was created
 	faultMsg string
@@ -210,8 +211,13 @@ func (b *BMC) advanceLocked(now time.Time) {
 			continue
 		}
 		if t.slug == SlugBMC {
-			// The new BMC firmware runs only after the BMC reboots into it.
+			// The new BMC firmware runs only after the BMC reboots into it. A staged image
+			// (apply time OnReset) waits for a reset someone else asks for.
 			b.pendingBMC = t
+			if t.staged {
+				b.logf("BMC image %s staged: it runs after the next BMC reset", t.version)
+				continue
+			}
 			b.afterLocked(b.cfg.BMCRebootDelay, func() { b.Reboot(0) })
 			continue
 		}

@@ -146,6 +146,8 @@ func (b *BMC) upload(w http.ResponseWriter, r *http.Request, fault FaultKind, ge
 		// iDRAC applies everything but its own firmware at the next host boot; bmclib always
 		// asks for OnReset. The iDRAC itself and OpenBMC components install right away.
 		t.onReset = b.cfg.Personality == Dell && t.slug != SlugBMC && applyTime != "Immediate"
+		// bmcweb stages a BMC image sent OnReset instead of rebooting into it (KindStaged).
+		t.staged = t.slug == SlugBMC && t.fault == KindStaged && applyTime == "OnReset"
 		b.counters.component(t.slug, func(c *ComponentCounters) { c.InstallsStarted++ })
 	}
 	b.newTaskLocked(t)

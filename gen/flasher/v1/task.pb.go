@@ -615,7 +615,16 @@ type PlanStep struct {
 	FromSource     VersionSource          `protobuf:"varint,20,opt,name=from_source,json=fromSource,proto3,enum=flasher.v1.VersionSource" json:"from_source,omitempty"`
 	FromObservedAt *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=from_observed_at,json=fromObservedAt,proto3" json:"from_observed_at,omitempty"`
 	// How old from_version's reading was when this plan was made.
-	FromAge       *durationpb.Duration `protobuf:"bytes,22,opt,name=from_age,json=fromAge,proto3" json:"from_age,omitempty"`
+	FromAge *durationpb.Duration `protobuf:"bytes,22,opt,name=from_age,json=fromAge,proto3" json:"from_age,omitempty"`
+	// How an out-of-band step reaches the BMC: "bmclib" (a bmclib provider: Dell, OpenBMC…) or
+	// "redfish-update" (the BMC's standard Redfish UpdateService: HPE iLO, Lenovo XCC…). Chosen by
+	// vendor and model, overridable per server in the inventory (bmc.update_path).
+	Path string `protobuf:"bytes,23,opt,name=path,proto3" json:"path,omitempty"`
+	// How the installed image becomes the running one, once the executor has read what the BMC
+	// supports: "immediate" (the BMC activates it itself), "reset-bmc" (the BMC only stages it,
+	// apply time OnReset: Flasher resets the BMC, then verifies), "host-reboot" (applied at the
+	// next host boot: Flasher restarts the host once). Empty in a plan made before the task ran.
+	Activation    string `protobuf:"bytes,24,opt,name=activation,proto3" json:"activation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -802,6 +811,20 @@ func (x *PlanStep) GetFromAge() *durationpb.Duration {
 		return x.FromAge
 	}
 	return nil
+}
+
+func (x *PlanStep) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *PlanStep) GetActivation() string {
+	if x != nil {
+		return x.Activation
+	}
+	return ""
 }
 
 // SkippedComponent is a component the plan leaves alone, and why.
@@ -1180,7 +1203,10 @@ type Task struct {
 	// Reinstall reflashes members of the set already at their version (set and resolve modes).
 	Reinstall bool `protobuf:"varint,22,opt,name=reinstall,proto3" json:"reinstall,omitempty"`
 	// The rollout that created the task; empty for a task created on its own.
-	RolloutId     string `protobuf:"bytes,23,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	RolloutId string `protobuf:"bytes,23,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// The latest plan the executor made against the versions the hardware reports, with how each
+	// step's image is activated (PlanStep.activation); unset until the task started.
+	LivePlan      *Plan `protobuf:"bytes,24,opt,name=live_plan,json=livePlan,proto3" json:"live_plan,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1376,6 +1402,13 @@ func (x *Task) GetRolloutId() string {
 	return ""
 }
 
+func (x *Task) GetLivePlan() *Plan {
+	if x != nil {
+		return x.LivePlan
+	}
+	return nil
+}
+
 // TaskEvent is one entry of a task's history.
 type TaskEvent struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1499,7 +1532,7 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06vendor\x18\x03 \x01(\tR\x06vendor\x12\x14\n" +
 	"\x05model\x18\x04 \x01(\tR\x05model\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\"\x9d\x06\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\"\xd1\x06\n" +
 	"\bPlanStep\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x16\n" +
@@ -1527,7 +1560,11 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\vfrom_source\x18\x14 \x01(\x0e2\x19.flasher.v1.VersionSourceR\n" +
 	"fromSource\x12D\n" +
 	"\x10from_observed_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\x0efromObservedAt\x124\n" +
-	"\bfrom_age\x18\x16 \x01(\v2\x19.google.protobuf.DurationR\afromAge\"\xc4\x02\n" +
+	"\bfrom_age\x18\x16 \x01(\v2\x19.google.protobuf.DurationR\afromAge\x12\x12\n" +
+	"\x04path\x18\x17 \x01(\tR\x04path\x12\x1e\n" +
+	"\n" +
+	"activation\x18\x18 \x01(\tR\n" +
+	"activation\"\xc4\x02\n" +
 	"\x10SkippedComponent\x12\x1c\n" +
 	"\tcomponent\x18\x01 \x01(\tR\tcomponent\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x18\n" +
@@ -1556,7 +1593,7 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\aFailure\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1c\n" +
 	"\tcomponent\x18\x02 \x01(\tR\tcomponent\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\xaa\a\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xd9\a\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1587,7 +1624,8 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"finishTime\x12\x1c\n" +
 	"\treinstall\x18\x16 \x01(\bR\treinstall\x12\x1d\n" +
 	"\n" +
-	"rollout_id\x18\x17 \x01(\tR\trolloutId\"\x86\x02\n" +
+	"rollout_id\x18\x17 \x01(\tR\trolloutId\x12-\n" +
+	"\tlive_plan\x18\x18 \x01(\v2\x10.flasher.v1.PlanR\blivePlan\"\x86\x02\n" +
 	"\tTaskEvent\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12.\n" +
@@ -1693,14 +1731,15 @@ var file_flasher_v1_task_proto_depIdxs = []int32{
 	15, // 24: flasher.v1.Task.update_time:type_name -> google.protobuf.Timestamp
 	15, // 25: flasher.v1.Task.start_time:type_name -> google.protobuf.Timestamp
 	15, // 26: flasher.v1.Task.finish_time:type_name -> google.protobuf.Timestamp
-	15, // 27: flasher.v1.TaskEvent.time:type_name -> google.protobuf.Timestamp
-	0,  // 28: flasher.v1.TaskEvent.from_state:type_name -> flasher.v1.TaskState
-	0,  // 29: flasher.v1.TaskEvent.to_state:type_name -> flasher.v1.TaskState
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	10, // 27: flasher.v1.Task.live_plan:type_name -> flasher.v1.Plan
+	15, // 28: flasher.v1.TaskEvent.time:type_name -> google.protobuf.Timestamp
+	0,  // 29: flasher.v1.TaskEvent.from_state:type_name -> flasher.v1.TaskState
+	0,  // 30: flasher.v1.TaskEvent.to_state:type_name -> flasher.v1.TaskState
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_flasher_v1_task_proto_init() }

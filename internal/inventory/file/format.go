@@ -33,6 +33,9 @@ type BMCDoc struct {
 	CAFile             string `yaml:"ca_file,omitempty"`
 	Fingerprint        string `yaml:"fingerprint,omitempty"`
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify,omitempty"`
+	// UpdatePath overrides the out-of-band update path chosen by vendor and model: bmclib or
+	// redfish-update.
+	UpdatePath string `yaml:"update_path,omitempty"`
 }
 
 // CredentialDoc is a BMC username and password; PasswordFile reads the password from a file

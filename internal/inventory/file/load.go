@@ -377,7 +377,7 @@ func (l *loader) validateServers(snap *Snapshot) {
 			ID: d.ID, Name: d.Name, Facility: d.Facility, Vendor: d.Vendor, Model: d.Model, Serial: d.Serial,
 			Labels: maps.Clone(d.Labels),
 			BMC: inventory.BMC{Address: d.BMC.Address, CredentialRef: d.BMC.Credentials, CAFile: d.BMC.CAFile,
-				Fingerprint: d.BMC.Fingerprint, InsecureSkipVerify: d.BMC.InsecureSkipVerify},
+				Fingerprint: d.BMC.Fingerprint, InsecureSkipVerify: d.BMC.InsecureSkipVerify, UpdatePath: d.BMC.UpdatePath},
 		}
 		srv.Components = l.components(it)
 		snap.servers = append(snap.servers, srv)
@@ -401,6 +401,11 @@ func (l *loader) checkServer(it item[ServerDoc]) {
 		l.problem(field(it, "bmc"), "server %s: bmc.credentials is required", d.ID)
 	} else if _, ok := l.creds[d.BMC.Credentials]; !ok {
 		l.problem(field(it, "bmc"), "server %s: credentials %q are not defined", d.ID, d.BMC.Credentials)
+	}
+	switch d.BMC.UpdatePath {
+	case "", "bmclib", "redfish-update":
+	default:
+		l.problem(field(it, "bmc"), "server %s: bmc.update_path %q is not bmclib or redfish-update", d.ID, d.BMC.UpdatePath)
 	}
 	if fp := strings.ReplaceAll(d.BMC.Fingerprint, ":", ""); fp != "" {
 		if b, err := hex.DecodeString(fp); err != nil || len(b) != 32 {
