@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -96,17 +97,12 @@ func (rn *run) push(ctx context.Context, st task.Step, to Timeouts, im *image, s
 	wait := newBackoff(to)
 	for attempt := 1; attempt <= to.UploadAttempts; {
 		msg := fmt.Sprintf("pushing %s %s to the BMC's MultipartHttpPushUri (apply time %s; %d of %d)", st.Component, st.ToVersion, params.ApplyTime, attempt, to.UploadAttempts)
-		if err := rn.progress(st, task.Progress{Step: stepUpload, Attempt: attempt, Message: msg}); err != nil {
+		id, sent, err := rn.send(st, attempt, msg, im, func(f *os.File, done func()) (string, error) {
+			return rn.sess.Push(ctx, svc.PushURI, params, f, done)
+		})
+		if errors.Is(err, errNotSent) {
 			return "", err
 		}
-		f, err := im.art.Open()
-		if err != nil {
-			return "", fmt.Errorf("%s: open cached image: %w", name, err)
-		}
-		im.hold()
-		rn.touched = true
-		sent := time.Now()
-		id, err := rn.sess.Push(ctx, svc.PushURI, params, f, func() { f.Close(); im.release() })
 		if err == nil {
 			return rn.accepted(ctx, st, id, attempt)
 		}

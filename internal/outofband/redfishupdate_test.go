@@ -34,18 +34,6 @@ func dmtfConfig(name string) redfish.Config {
 	}
 }
 
-func hpeConfig(name string) redfish.Config {
-	return redfish.Config{
-		Name: name, Personality: redfish.HPE, Vendor: "HPE", Model: "ProLiant DL360 Gen10", Serial: "SN-" + name,
-		Username: "Administrator", Password: "hpe-secret",
-		Components: []redfish.Component{
-			{Slug: redfish.SlugBMC, Version: "2.72"},
-			{Slug: redfish.SlugBIOS, Version: "U32 v2.60"},
-		},
-		InstallDuration: simInstall, BMCRebootDelay: simRebootDelay, BMCRebootDuration: simRebootLength,
-	}
-}
-
 var redfishImages = []catalogImage{
 	{id: "xcc-bmc-5", component: "BMC", vendor: "Lenovo", model: "ThinkSystem SR650", version: "5.10"},
 	{id: "xcc-uefi-3.40", component: "BIOS", vendor: "Lenovo", model: "ThinkSystem SR650", version: "3.40"},

@@ -202,15 +202,12 @@ func (rn *run) upload(ctx context.Context, st task.Step, to Timeouts, im *image)
 			}
 		}
 		msg := fmt.Sprintf("uploading %s %s (%d of %d)", st.Component, st.ToVersion, attempt, to.UploadAttempts)
-		if err := rn.progress(st, task.Progress{Step: stepUpload, Attempt: attempt, Message: msg}); err != nil {
+		id, sent, err := rn.send(st, attempt, msg, im, func(f *os.File, done func()) (string, error) {
+			return rn.sess.Upload(ctx, st.Component, f, done)
+		})
+		if errors.Is(err, errNotSent) {
 			return "", err
 		}
-		f, done, err := rn.openImage(name, im)
-		if err != nil {
-			return "", err
-		}
-		sent := time.Now()
-		id, err := rn.sess.Upload(ctx, st.Component, f, done)
 		if err == nil {
 			// Durable before polling, even when a shutdown began during the upload: a restarted
 			// executor polls this job instead of uploading again.
@@ -250,4 +247,24 @@ func (rn *run) upload(ctx context.Context, st task.Step, to Timeouts, im *image)
 		}
 	}
 	return "", task.Fail(task.CodeUploadRejected, name, fmt.Sprintf("upload failed %d time(s), last: %s", to.UploadAttempts, bmcMessage(last)), last)
+}
+
+// errNotSent marks a failure before the image left (intent not recorded, image unreadable).
+var errNotSent = errors.New("the image was not sent")
+
+// send records the upload intent (durable before the image leaves), then sends the image once
+// with f, which must call done once its request really returned.
+func (rn *run) send(st task.Step, attempt int, msg string, im *image, f func(*os.File, func()) (string, error)) (string, time.Time, error) {
+	if err := rn.progress(st, task.Progress{Step: stepUpload, Attempt: attempt, Message: msg}); err != nil {
+		return "", time.Time{}, fmt.Errorf("%w: %w", errNotSent, err)
+	}
+	file, err := im.art.Open()
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("%w: %s: open cached image: %w", errNotSent, stepName(st), err)
+	}
+	im.hold()
+	rn.touched = true
+	sent := time.Now()
+	id, err := f(file, func() { file.Close(); im.release() })
+	return id, sent, err
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"mime/multipart"
 	"net/http"
 	"slices"
 	"strings"
@@ -176,50 +175,15 @@ func (b *BMC) stdPush(w http.ResponseWriter, r *http.Request, fault FaultKind, g
 			"The request specified a media type of "+mt+" which is not supported by the MultipartHttpPushUri.")
 		return
 	}
-	applyTime := b.stdUpdate().applyTimes[0]
-	var (
-		hdr     image.Header
-		perr    error
-		gotFile bool
-		targets []string
-	)
-	mr := multipart.NewReader(r.Body, params["boundary"])
-	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
+	su := b.stdUpdate()
+	pu, bad := readPush(r.Body, params["boundary"], su.applyTimes, su.applyTimes[0])
+	if bad != nil {
+		if bad.status != 0 {
+			b.rejectUpload(w, bad.status, bad.code, bad.msg)
 		}
-		if err != nil {
-			b.rejectUpload(w, http.StatusBadRequest, "Base.1.8.MalformedJSON", "malformed multipart body: "+err.Error())
-			return
-		}
-		switch part.FormName() {
-		case "UpdateParameters":
-			var up struct {
-				Targets   []string
-				ApplyTime string `json:"@Redfish.OperationApplyTime"`
-			}
-			if err := json.NewDecoder(io.LimitReader(part, 1<<16)).Decode(&up); err != nil {
-				b.rejectUpload(w, http.StatusBadRequest, "Base.1.8.MalformedJSON", "UpdateParameters: "+err.Error())
-				return
-			}
-			if up.ApplyTime != "" {
-				if !slices.Contains(b.stdUpdate().applyTimes, up.ApplyTime) {
-					b.rejectUpload(w, http.StatusBadRequest, "Base.1.8.PropertyValueNotInList",
-						fmt.Sprintf("The value %q for the property @Redfish.OperationApplyTime is not in the list of acceptable values.", up.ApplyTime))
-					return
-				}
-				applyTime = up.ApplyTime
-			}
-			targets = up.Targets
-		case "UpdateFile":
-			gotFile = true
-			hdr, perr = image.Parse(part)
-		}
-		if _, err := io.Copy(io.Discard, part); err != nil {
-			return // the client went away mid-upload
-		}
+		return
 	}
+	applyTime, hdr, perr, gotFile, targets := pu.applyTime, pu.hdr, pu.perr, pu.gotFile, pu.targets
 	if !gotFile {
 		b.rejectUpload(w, http.StatusBadRequest, "Base.1.8.PropertyMissing", "The property UpdateFile is a required property and must be included in the request.")
 		return
@@ -232,23 +196,9 @@ func (b *BMC) stdPush(w http.ResponseWriter, r *http.Request, fault FaultKind, g
 		}
 	}
 	t, ok := b.stdStartTask(w, hdr, perr, applyTime)
-	if !ok {
-		return
+	if ok && b.replyAfterAccept(w, r, fault, gen) {
+		b.writeTaskAccepted(w, t)
 	}
-	switch fault {
-	case KindLostReply:
-		dropConn(w)
-		return
-	case KindHangAfterAccept:
-		select {
-		case <-gen:
-		case <-r.Context().Done():
-			return
-		case <-b.closeCh:
-			return
-		}
-	}
-	b.writeTaskAccepted(w, t)
 }
 
 // checkSize refuses an upload larger than MaxImageSizeBytes with 413, before reading it.
@@ -301,14 +251,7 @@ func (b *BMC) stdStartTask(w http.ResponseWriter, hdr image.Header, perr error, 
 		t.staged = t.slug == SlugBMC && (applyTime == "OnReset" || t.fault == KindStaged)
 		b.counters.component(t.slug, func(c *ComponentCounters) { c.InstallsStarted++ })
 	}
-	b.newTaskLocked(t)
-	if t.fault != KindStuck {
-		b.afterLocked(t.dur, func() {
-			b.mu.Lock()
-			b.advanceLocked(b.clock.Now())
-			b.mu.Unlock()
-		})
-	}
+	b.scheduleTaskLocked(t)
 	b.logf("update of %s %s accepted as task %s (apply %s) %s", t.slug, t.version, t.id, applyTime, t.failMsg)
 	return t, true
 }

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/flasher-dev/flasher/sim/image"
@@ -50,56 +51,26 @@ func (b *BMC) upload(w http.ResponseWriter, r *http.Request, fault FaultKind, ge
 		return
 	}
 
-	applyTime := "Immediate"
-	var hdr image.Header
-	var perr error
-	gotFile := false
+	var (
+		pu  push
+		bad *badPush
+	)
 	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt == "multipart/form-data" {
-		mr := multipart.NewReader(r.Body, params["boundary"])
-		for {
-			part, err := mr.NextPart()
-			if errors.Is(err, io.EOF) {
-				break
+		if pu, bad = readPush(r.Body, params["boundary"], []string{"Immediate", "OnReset", "OnStartUpdateRequest"}, "Immediate"); bad != nil {
+			if bad.status != 0 {
+				reject(bad.status, bad.code, bad.msg)
 			}
-			if err != nil {
-				reject(http.StatusBadRequest, "Base.1.8.MalformedJSON", "malformed multipart body: "+err.Error())
-				return
-			}
-			switch part.FormName() {
-			case "UpdateParameters":
-				var up struct {
-					Targets   []string
-					ApplyTime string `json:"@Redfish.OperationApplyTime"`
-				}
-				if err := json.NewDecoder(io.LimitReader(part, 1<<16)).Decode(&up); err != nil {
-					reject(http.StatusBadRequest, "Base.1.8.MalformedJSON", "UpdateParameters: "+err.Error())
-					return
-				}
-				switch up.ApplyTime {
-				case "":
-				case "Immediate", "OnReset", "OnStartUpdateRequest":
-					applyTime = up.ApplyTime
-				default:
-					reject(http.StatusBadRequest, "Base.1.8.PropertyValueNotInList",
-						fmt.Sprintf("The value %q for the property @Redfish.OperationApplyTime is not in the list of acceptable values.", up.ApplyTime))
-					return
-				}
-			case "UpdateFile":
-				gotFile = true
-				hdr, perr = image.Parse(part)
-			}
-			if _, err := io.Copy(io.Discard, part); err != nil {
-				return // the client went away mid-upload
-			}
+			return
 		}
 	} else {
-		gotFile = true
-		hdr, perr = image.Parse(r.Body)
+		pu = push{applyTime: "Immediate", gotFile: true}
+		pu.hdr, pu.perr = image.Parse(r.Body)
 		if _, err := io.Copy(io.Discard, r.Body); err != nil {
 			return
 		}
 	}
+	applyTime, hdr, perr, gotFile := pu.applyTime, pu.hdr, pu.perr, pu.gotFile
 	if !gotFile {
 		reject(http.StatusBadRequest, "Base.1.8.PropertyMissing", "The property UpdateFile is a required property and must be included in the request.")
 		return
@@ -150,30 +121,13 @@ func (b *BMC) upload(w http.ResponseWriter, r *http.Request, fault FaultKind, ge
 		t.staged = t.slug == SlugBMC && t.fault == KindStaged && applyTime == "OnReset"
 		b.counters.component(t.slug, func(c *ComponentCounters) { c.InstallsStarted++ })
 	}
-	b.newTaskLocked(t)
-	if t.fault != KindStuck {
-		b.afterLocked(t.dur, func() {
-			b.mu.Lock()
-			b.advanceLocked(b.clock.Now())
-			b.mu.Unlock()
-		})
-	}
+	b.scheduleTaskLocked(t)
 	b.logf("upload of %s %s accepted as task %s (apply %s) %s", t.slug, t.version, t.id, applyTime, t.failMsg)
 	body := b.taskJSON(t, now)
 	b.mu.Unlock()
 
-	switch fault {
-	case KindLostReply:
-		dropConn(w)
+	if !b.replyAfterAccept(w, r, fault, gen) {
 		return
-	case KindHangAfterAccept:
-		select {
-		case <-gen:
-		case <-r.Context().Done():
-			return
-		case <-b.closeCh:
-			return
-		}
 	}
 
 	loc := root + "/TaskService/Tasks/" + t.id
@@ -185,6 +139,92 @@ func (b *BMC) upload(w http.ResponseWriter, r *http.Request, fault FaultKind, ge
 	w.Header().Set("Location", loc)
 	b.writeJSON(w, http.StatusAccepted, map[string]any{"@Message.ExtendedInfo": []any{map[string]any{
 		"Message": "Successfully Completed Request", "MessageArgs": []string{}, "MessageId": "Base.1.8.Success", "Severity": "OK"}}})
+}
+
+// push is what a multipart upload carried.
+type push struct {
+	applyTime string
+	targets   []string
+	hdr       image.Header
+	perr      error // the UpdateFile is not an image
+	gotFile   bool
+}
+
+// badPush is a refused multipart upload; status 0 means the client went away (no answer).
+type badPush struct {
+	status    int
+	code, msg string
+}
+
+// readPush reads a DMTF multipart push: UpdateParameters (Targets, @Redfish.OperationApplyTime,
+// which must be one of applyTimes; def when absent) and UpdateFile (parsed as an image).
+func readPush(body io.Reader, boundary string, applyTimes []string, def string) (push, *badPush) {
+	pu := push{applyTime: def}
+	mr := multipart.NewReader(body, boundary)
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return pu, nil
+		}
+		if err != nil {
+			return pu, &badPush{http.StatusBadRequest, "Base.1.8.MalformedJSON", "malformed multipart body: " + err.Error()}
+		}
+		switch part.FormName() {
+		case "UpdateParameters":
+			var up struct {
+				Targets   []string
+				ApplyTime string `json:"@Redfish.OperationApplyTime"`
+			}
+			if err := json.NewDecoder(io.LimitReader(part, 1<<16)).Decode(&up); err != nil {
+				return pu, &badPush{http.StatusBadRequest, "Base.1.8.MalformedJSON", "UpdateParameters: " + err.Error()}
+			}
+			if up.ApplyTime != "" {
+				if !slices.Contains(applyTimes, up.ApplyTime) {
+					return pu, &badPush{http.StatusBadRequest, "Base.1.8.PropertyValueNotInList",
+						fmt.Sprintf("The value %q for the property @Redfish.OperationApplyTime is not in the list of acceptable values.", up.ApplyTime)}
+				}
+				pu.applyTime = up.ApplyTime
+			}
+			pu.targets = up.Targets
+		case "UpdateFile":
+			pu.gotFile = true
+			pu.hdr, pu.perr = image.Parse(part)
+		}
+		if _, err := io.Copy(io.Discard, part); err != nil {
+			return pu, &badPush{} // the client went away mid-upload
+		}
+	}
+}
+
+// scheduleTaskLocked registers an install task and wakes the BMC when it is due to end.
+func (b *BMC) scheduleTaskLocked(t *task) {
+	b.newTaskLocked(t)
+	if t.fault != KindStuck {
+		b.afterLocked(t.dur, func() {
+			b.mu.Lock()
+			b.advanceLocked(b.clock.Now())
+			b.mu.Unlock()
+		})
+	}
+}
+
+// replyAfterAccept applies an upload fault that strikes after the image was accepted (the reply
+// lost, or held until the fault changes); it reports whether the reply is still to be written.
+func (b *BMC) replyAfterAccept(w http.ResponseWriter, r *http.Request, fault FaultKind, gen chan struct{}) bool {
+	switch fault {
+	case KindLostReply:
+		dropConn(w)
+		return false
+	case KindHangAfterAccept:
+		select {
+		case <-gen:
+		case <-r.Context().Done():
+			return false
+		case <-b.closeCh:
+			return false
+		}
+	}
+	return true
 }
 
 func canonicalSlug(s string) string {
