@@ -151,7 +151,7 @@ func TestJSONSchema(t *testing.T) {
 	id := created.GetTask().GetId()
 
 	taskKeys := []string{"cancel_requested", "create_time", "failure", "finish_time", "firmware", "firmware_set", "force", "id", "install_mode",
-		"method", "plan", "priority", "progress", "reinstall", "request_id", "requester", "revision", "rollout_id", "server_id", "start_time", "state", "update_time", "worker"}
+		"live_plan", "method", "plan", "priority", "progress", "reinstall", "request_id", "requester", "revision", "rollout_id", "server_id", "start_time", "state", "update_time", "worker"}
 	tests := []struct {
 		name string
 		args []string
@@ -162,8 +162,8 @@ func TestJSONSchema(t *testing.T) {
 		{"task list", []string{"task", "list"}, nil, []string{"next_page_token", "tasks"}},
 		{"plan", []string{"plan", "--server", "r6515-01", "--set", "r6515-production"}, nil, []string{"plan", "server_model", "server_vendor"}},
 		{"plan step", []string{"plan", "--server", "r6515-01", "--set", "r6515-production"}, []string{"plan", "steps", "0"},
-			[]string{"checksum", "component", "downgrade", "filename", "firmware_id", "force", "from_age", "from_observed_at", "from_source", "from_version", "irreversible", "method", "model",
-				"post_actions", "pre_actions", "reinstall", "scheme", "serial", "to_version", "uncatalogued", "url", "vendor"}},
+			[]string{"activation", "checksum", "component", "downgrade", "filename", "firmware_id", "force", "from_age", "from_observed_at", "from_source", "from_version", "irreversible", "method", "model",
+				"path", "post_actions", "pre_actions", "reinstall", "scheme", "serial", "to_version", "uncatalogued", "url", "vendor"}},
 		{"task events", []string{"task", "events", id}, []string{"events", "0"}, []string{"from_state", "kind", "message", "revision", "task_id", "time", "to_state"}},
 		{"inventory servers", []string{"inventory", "servers"}, []string{"servers", "0"},
 			[]string{"bmc_address", "bmc_insecure_skip_verify", "components", "facility", "id", "model", "name", "serial", "vendor"}},
