@@ -226,3 +226,29 @@ func TestRedfishBusyRetryAfter(t *testing.T) {
 		}
 	})
 }
+
+// TestRedfishUpdateRefusesPullOnly: iLO 5 takes images only by SimpleUpdate (it pulls them),
+// which Flasher cannot serve yet: the task fails UNSUPPORTED before anything reaches the BMC,
+// and says nothing was sent.
+func TestRedfishUpdateRefusesPullOnly(t *testing.T) {
+	cfg := redfish.Config{
+		Name: "ilo-1", Personality: redfish.HPE, Vendor: "HPE", Model: "ProLiant DL360 Gen10", Serial: "SN-ilo-1",
+		Username: "Administrator", Password: "hpe-secret",
+		Components:      []redfish.Component{{Slug: redfish.SlugBMC, Version: "2.72"}, {Slug: redfish.SlugBIOS, Version: "2.60"}},
+		InstallDuration: simInstall, BMCRebootDelay: simRebootDelay, BMCRebootDuration: simRebootLength,
+	}
+	b := startBMC(t, cfg)
+	f := newFixture(t, []server{{id: "srv-1", cfg: cfg, bmc: b}}, redfishImages, nil)
+	id := f.create(firmwareSpec("srv-1", f.item("hpe-ilo-2.78", false)))
+	tk := f.env.WaitState(t, id, 30*time.Second, task.StateSucceeded, task.StateFailed)
+	if tk.State != task.StateFailed || tk.Failure.Code != task.CodeUnsupported || !strings.Contains(tk.Failure.Message, "SimpleUpdate") ||
+		!strings.Contains(tk.Failure.Message, "nothing was sent") {
+		t.Fatalf("task %s %+v, want FAILED UNSUPPORTED naming SimpleUpdate and that nothing was sent", tk.State, tk.Failure)
+	}
+	if tk.Plan.Steps[0].Path != task.PathRedfishUpdate {
+		t.Errorf("plan path %q, want redfish-update (HPE)", tk.Plan.Steps[0].Path)
+	}
+	if cnt := b.Counters(); cnt.Uploads != 0 || b.InstalledVersion("BMC") != "2.72" {
+		t.Errorf("uploads %d, BMC %s: want nothing sent and nothing changed", cnt.Uploads, b.InstalledVersion("BMC"))
+	}
+}
