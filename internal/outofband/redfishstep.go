@@ -269,10 +269,22 @@ func (rn *run) activate(ctx context.Context, st task.Step, to Timeouts) error {
 	}
 	if err := rn.resetBMC(ctx, st, to); err != nil {
 		var f *task.FailureError
+		if errors.As(err, &f) && f.Code == task.CodeBMCResetFailed && rebooting(rn.sess.Target(), f.Err) {
+			return nil // it went down by itself between the read and the reset: verify waits for it
+		}
 		if errors.As(err, &f) && f.Code == task.CodeBMCResetFailed {
 			return task.Fail(task.CodeBMCResetFailed, stepName(st), fmt.Sprintf("%s; %s %s is staged on the BMC and runs after its next reset", f.Message, st.Component, st.ToVersion), err)
 		}
 		return err
 	}
 	return nil
+}
+
+// rebooting reports whether a failed call met a BMC that is going away: no connection now, or
+// the call's own cause was a refused or lost connection (bmclib flattens it into text).
+func rebooting(t Target, err error) bool {
+	if c := classify(err); c == classUnreachable || c == classTimeout {
+		return true
+	}
+	return (err != nil && strings.Contains(err.Error(), "connection refused")) || !dialable(t)
 }
