@@ -106,6 +106,7 @@ func TaskToPB(t *task.Task) *flasherv1.Task {
 		Requester:       t.Requester,
 		Worker:          t.Worker,
 		RolloutId:       t.RolloutID,
+		TraceId:         t.TraceID,
 		InstallMode:     modeToPB[t.Mode],
 		FirmwareSet:     t.FirmwareSet,
 		Force:           t.Force,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 
 	validatepb "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"buf.build/go/protovalidate"
@@ -15,12 +16,16 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -47,6 +52,9 @@ type ServerConfig struct {
 	MaxStreamsPerConn uint32
 	// Options are added to the server (TLS credentials, keepalive, ...).
 	Options []grpc.ServerOption
+	// TracerProvider, when set, gives every call a span (otelgrpc), a child of the caller's
+	// when the request carries W3C trace context.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is a gRPC server with Flasher's interceptor chain, the health service and reflection.
@@ -122,6 +130,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		// disconnect) is written before the parts they write to close.
 		grpc.WaitForHandlers(true),
 	}, cfg.Options...)
+	if cfg.TracerProvider != nil {
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(cfg.TracerProvider), otelgrpc.WithPropagators(propagation.TraceContext{}),
+			// Health checks are polled: their spans would drown the calls worth reading.
+			otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
+				return !strings.HasPrefix(info.FullMethodName, "/"+healthpb.Health_ServiceDesc.ServiceName+"/")
+			}))))
+	}
 	s := grpc.NewServer(opts...)
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)

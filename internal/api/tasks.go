@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -152,6 +153,10 @@ func (s *TaskService) CreateTask(ctx context.Context, req *flasherv1.CreateTaskR
 // create plans spec, stores it (idempotently on its request id) and queues it.
 func (s *TaskService) create(ctx context.Context, spec task.Task) (*task.Task, bool, error) {
 	spec.ID = uuid.NewString()
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		// The task's own span (internal/server) joins the trace of the call that created it.
+		spec.TraceID, spec.TraceSpanID = sc.TraceID().String(), sc.SpanID().String()
+	}
 	if s.cfg.Planner != nil {
 		p, err := s.cfg.Planner.Plan(ctx, &spec)
 		if err != nil {

@@ -151,7 +151,7 @@ func TestJSONSchema(t *testing.T) {
 	id := created.GetTask().GetId()
 
 	taskKeys := []string{"cancel_requested", "create_time", "failure", "finish_time", "firmware", "firmware_set", "force", "id", "install_mode",
-		"live_plan", "method", "plan", "priority", "progress", "reinstall", "request_id", "requester", "revision", "rollout_id", "server_id", "start_time", "state", "update_time", "worker"}
+		"live_plan", "method", "plan", "priority", "progress", "reinstall", "request_id", "requester", "revision", "rollout_id", "server_id", "start_time", "state", "trace_id", "update_time", "worker"}
 	tests := []struct {
 		name string
 		args []string

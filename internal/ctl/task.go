@@ -211,6 +211,7 @@ func renderTask(w io.Writer, t *flasherv1.Task) {
 	kv("Started", fmtTime(t.GetStartTime()))
 	kv("Finished", fmtTime(t.GetFinishTime()))
 	kv("Revision", fmt.Sprint(t.GetRevision()))
+	kv("Trace", t.GetTraceId())
 	if f := t.GetFailure(); f != nil {
 		kv("Failure", failureText(f))
 	}

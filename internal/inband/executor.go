@@ -207,6 +207,7 @@ func (a *attempt) loop(ctx context.Context, sess *session) error {
 		// (Re)assign on this stream.
 		sess.assign(t.ID)
 		a.cancelSent = false
+		sctx, span := startAgentSpan(ctx, sess)
 		err := sess.assignTask(a.assign)
 		if err == nil && !a.recorded {
 			// Recorded right after the send rather than before it, so the dispatch does not
@@ -230,11 +231,14 @@ func (a *attempt) loop(ctx context.Context, sess *session) error {
 		}
 		if err == nil {
 			var done bool
-			done, err = a.follow(ctx, sess, tick.C)
+			done, err = a.follow(sctx, sess, tick.C)
+			endAgentSpan(span, err)
 			if done || ctx.Err() != nil {
 				sess.unassign(t.ID)
 				return err
 			}
+		} else {
+			endAgentSpan(span, err)
 		}
 		sess.unassign(t.ID)
 		if ctx.Err() != nil {

@@ -19,8 +19,9 @@ type Executor interface {
 	Execute(ctx context.Context, t *task.Task, r task.Reporter) error
 }
 
-// outcome maps what Execute returned onto the task's end.
-func outcome(err error) (f *task.Failure, cancelled *task.CancelledError, shutdown bool) {
+// Outcome maps what Execute returned onto the task's end: its failure, the cancel it stopped
+// for, or a shutdown that leaves it ACTIVE. Wrappers of executors (tracing) read it the same way.
+func Outcome(err error) (f *task.Failure, cancelled *task.CancelledError, shutdown bool) {
 	if err == nil {
 		return nil, nil, false
 	}

@@ -388,7 +388,7 @@ func (s *Scheduler) finish(ctx context.Context, t *task.Task, execErr error, r *
 		return
 	}
 	lease, leased := r.leaseHeld()
-	failure, cancelled, shutdown := outcome(execErr)
+	failure, cancelled, shutdown := Outcome(execErr)
 	if shutdown || ctx.Err() != nil {
 		// Leave the task ACTIVE: the executor resumes it at the next start, or, with leases,
 		// another replica does once this one lets its lease go.

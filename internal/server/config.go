@@ -87,6 +87,9 @@ type Config struct {
 	BMCMaxBackoff      time.Duration `flag:"bmc-max-backoff" usage:"longest wait between BMC retries"`
 	BMCOverrides       []string      `flag:"bmc-overrides" usage:"per vendor/component bounds, VENDOR[/COMPONENT]:FIELD=VALUE;... e.g. dell/BIOS:install=2h;max-poll-interval=1m (comma-separated; FIELD is a bmc-* flag name without bmc- and -timeout)"`
 
+	OTLPEndpoint string `flag:"otlp-endpoint" usage:"send OpenTelemetry traces (a span per call, task, step, BMC and agent call) to this OTLP/gRPC collector, host:port (empty: tracing off)"`
+	OTLPInsecure bool   `flag:"otlp-insecure" usage:"talk to the OTLP collector without TLS (a collector on the same host)"`
+
 	AllowUnauthenticatedAgents bool          `flag:"allow-unauthenticated-agents" usage:"INSECURE: trust the x-flasher-server-id header of agents instead of a client certificate"`
 	AgentConnectTimeout        time.Duration `flag:"agent-connect-timeout" usage:"how long an in-band task waits for its agent before failing AGENT_UNAVAILABLE"`
 	AgentLostTimeout           time.Duration `flag:"agent-lost-timeout" usage:"how long an agent may be away mid-task before the task fails AGENT_LOST"`

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/flasher-dev/flasher/internal/inventory"
@@ -41,6 +42,7 @@ type options struct {
 	oobPolicy   func(*outofband.Policy)
 	clock       func() time.Time
 	rolloutTick time.Duration
+	tracer      trace.TracerProvider
 }
 
 // WithLogger sends the server's logs to l. The server still wraps it in the redacting handler
@@ -114,3 +116,7 @@ func WithOutOfBandPolicy(adjust func(*outofband.Policy)) Option {
 func WithRolloutClock(now func() time.Time, tick time.Duration) Option {
 	return func(o *options) { o.clock, o.rolloutTick = now, tick }
 }
+
+// WithTracerProvider records the server's spans (calls, tasks, steps, BMC and agent calls) with
+// tp instead of the OTLP exporter -otlp-endpoint names (tests pass an in-memory exporter's).
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tracer = tp } }

@@ -57,6 +57,8 @@ type Server struct {
 	sec   *security
 	reg   *prometheus.Registry
 	obs   *metrics
+	// stopTracing flushes the spans not yet exported.
+	stopTracing func(context.Context) error
 	// fileInventory is the file inventory, reloaded on SIGHUP and on change; nil when the
 	// inventory is not a file.
 	fileInventory *file.Source
@@ -100,6 +102,11 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 			s.close()
 		}
 	}()
+	tp, stopTracing, err := newTracerProvider(ctx, cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	s.stopTracing = stopTracing
 	st, auditStore := o.store, audit.Store(nil)
 	if st == nil {
 		if st, auditStore, err = openStore(ctx, cfg, log); err != nil {
@@ -150,7 +157,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 	}
 	s.sched = scheduler.New(scheduler.Config{
 		Store:     st,
-		Executors: executors,
+		Executors: traceExecutors(executors, tp),
 		MaxActive: cfg.MaxActive,
 		MaxActivePerMethod: map[task.Method]int{
 			task.MethodOutOfBand: cfg.MaxActiveOOB,
@@ -170,7 +177,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (_ *Server, err error)
 		agentIdentity = api.InsecureAgentIdentity()
 	}
 	s.grpc, err = api.NewServer(api.ServerConfig{
-		Logger: log, Registry: s.reg, MaxRecvBytes: cfg.MaxRecvBytes,
+		Logger: log, Registry: s.reg, MaxRecvBytes: cfg.MaxRecvBytes, TracerProvider: tracing(tp),
 		Options:    append(append([]grpc.ServerOption(nil), s.sec.options...), o.grpcOptions...),
 		AuditUnary: s.sec.auditUnary, AuditStream: s.sec.auditStream,
 		AuthUnary: s.sec.authUnary, AuthStream: s.sec.authStream, AgentIdentity: agentIdentity,
@@ -369,6 +376,13 @@ func (s *Server) close() {
 	}
 	if s.sec != nil {
 		s.sec.close()
+	}
+	if s.stopTracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.stopTracing(ctx); err != nil {
+			s.log.Warn("flushing traces", "err", err)
+		}
+		cancel()
 	}
 	if s.store != nil {
 		s.store.Close()

@@ -249,6 +249,10 @@ type Task struct {
 	Worker    string `json:"worker,omitempty"`
 	// RolloutID names the rollout that created the task; "" for a task created on its own.
 	RolloutID string `json:"rollout_id,omitempty"`
+	// TraceID and TraceSpanID name the span of the call that created the task (W3C trace
+	// context, hex) when tracing was on, so the task's own span joins that trace.
+	TraceID     string `json:"trace_id,omitempty"`
+	TraceSpanID string `json:"trace_span_id,omitempty"`
 
 	Mode        InstallMode `json:"mode"`
 	FirmwareSet string      `json:"firmware_set,omitempty"` // requested, or resolved in RESOLVE mode

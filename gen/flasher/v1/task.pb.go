@@ -1206,7 +1206,10 @@ type Task struct {
 	RolloutId string `protobuf:"bytes,23,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
 	// The latest plan the executor made against the versions the hardware reports, with how each
 	// step's image is activated (PlanStep.activation); unset until the task started.
-	LivePlan      *Plan `protobuf:"bytes,24,opt,name=live_plan,json=livePlan,proto3" json:"live_plan,omitempty"`
+	LivePlan *Plan `protobuf:"bytes,24,opt,name=live_plan,json=livePlan,proto3" json:"live_plan,omitempty"`
+	// The OpenTelemetry trace (W3C trace id, 32 hex digits) holding the call that created the
+	// task, the task's span, its steps and its BMC and agent calls; empty when tracing was off.
+	TraceId       string `protobuf:"bytes,25,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1409,6 +1412,13 @@ func (x *Task) GetLivePlan() *Plan {
 	return nil
 }
 
+func (x *Task) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
 // TaskEvent is one entry of a task's history.
 type TaskEvent struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1593,7 +1603,7 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\aFailure\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1c\n" +
 	"\tcomponent\x18\x02 \x01(\tR\tcomponent\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\xd9\a\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xf4\a\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1625,7 +1635,8 @@ const file_flasher_v1_task_proto_rawDesc = "" +
 	"\treinstall\x18\x16 \x01(\bR\treinstall\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x17 \x01(\tR\trolloutId\x12-\n" +
-	"\tlive_plan\x18\x18 \x01(\v2\x10.flasher.v1.PlanR\blivePlan\"\x86\x02\n" +
+	"\tlive_plan\x18\x18 \x01(\v2\x10.flasher.v1.PlanR\blivePlan\x12\x19\n" +
+	"\btrace_id\x18\x19 \x01(\tR\atraceId\"\x86\x02\n" +
 	"\tTaskEvent\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12.\n" +
