@@ -20,8 +20,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	bmclib "github.com/bmc-toolbox/bmclib/v2"
@@ -162,31 +160,7 @@ func fmtRuns(ds []time.Duration) string {
 // the inventory, log out; c BMCs at once. keepAlive gives the provider an HTTP client that
 // reuses connections (with bmclib's own, every request opens one), as Flasher's sessions do.
 func bareLoop(bmcs []*redfish.BMC, keepAlive bool) error {
-	work := make(chan *redfish.BMC)
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for range *flagC {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for b := range work {
-				if err := bareOne(b, keepAlive); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-			}
-		}()
-	}
-	for _, b := range bmcs {
-		work <- b
-	}
-	close(work)
-	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		return fmt.Errorf("%d BMC(s) failed, first: %v", n, firstErr.Load())
-	}
-	return nil
+	return bmcfleet.Each(bmcs, *flagC, func(b *redfish.BMC) error { return bareOne(b, keepAlive) })
 }
 
 func bareOne(b *redfish.BMC, keepAlive bool) error {

@@ -26,7 +26,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	bmclib "github.com/bmc-toolbox/bmclib/v2"
@@ -238,29 +237,8 @@ func bareLoop(bmcs []*redfish.BMC) error {
 		defer os.Remove(p)
 		files[h.Component] = p
 	}
-	work := make(chan *redfish.BMC)
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for range *flagC {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for b := range work {
-				if err := bareOne(b, files); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-			}
-		}()
-	}
-	for _, b := range bmcs {
-		work <- b
-	}
-	close(work)
-	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		return fmt.Errorf("%d BMC(s) failed, first: %v", n, firstErr.Load())
+	if err := bmcfleet.Each(bmcs, *flagC, func(b *redfish.BMC) error { return bareOne(b, files) }); err != nil {
+		return err
 	}
 	return verifyFleet(bmcs)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -120,4 +121,34 @@ func WriteInventory(path, vendor, model, user, pass string, bmcs []*redfish.BMC,
 		return fmt.Errorf("inventory: %w", err)
 	}
 	return os.WriteFile(path, b, 0o600)
+}
+
+// Each runs fn on every BMC, c at once, as a bare script's worker pool would, and returns how
+// many failed with the first error.
+func Each(bmcs []*redfish.BMC, c int, fn func(*redfish.BMC) error) error {
+	work := make(chan *redfish.BMC)
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range work {
+				if err := fn(b); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	for _, b := range bmcs {
+		work <- b
+	}
+	close(work)
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("%d BMC(s) failed, first: %v", n, firstErr.Load())
+	}
+	return nil
 }
